@@ -1,0 +1,94 @@
+"""How many chunks can run and whether one more can start (seeds 000 and 003). Pure functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter.config import Capacity as CapacityConfig
+from pixcrawler_exporter.metrics import Desc
+
+MIB = 1024 * 1024  # the seeds' "MB"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    max_concurrent: int
+    max_by_storage: int
+    effective_max: int
+    active: int | None  # None while the database count is unknown
+    available: int | None
+    utilization: float | None  # active / effective max, 0-1 and above when over-committed
+    can_start: bool | None  # None while active chunks or temp usage is unknown
+
+
+def chunk_bytes(cfg: CapacityConfig) -> float:
+    """Temp storage one chunk is expected to fill."""
+    return cfg.chunk_size_images * cfg.estimated_image_size_mb * MIB
+
+
+def temp_limit_bytes(cfg: CapacityConfig) -> int:
+    return round(cfg.max_temp_storage_mb * MIB)
+
+
+def capacity(cfg: CapacityConfig, active: int | None, temp_used_bytes: int | None) -> Capacity:
+    by_storage = math.floor(
+        cfg.max_temp_storage_mb / cfg.estimated_image_size_mb / cfg.chunk_size_images
+    )
+    effective = min(cfg.max_concurrent_chunks, by_storage)
+    if active is None:
+        return Capacity(cfg.max_concurrent_chunks, by_storage, effective, None, None, None, None)
+    available = max(0, effective - active)
+    # With no room for even one chunk the pool is full whatever is active.
+    utilization = active / effective if effective else 1.0
+    can_start = None
+    if temp_used_bytes is not None:
+        room = temp_limit_bytes(cfg) - temp_used_bytes
+        can_start = available > 0 and room >= chunk_bytes(cfg)
+    return Capacity(
+        cfg.max_concurrent_chunks, by_storage, effective, active, available, utilization, can_start
+    )
+
+
+MAX_CONCURRENT = Desc(
+    "pixcrawler_chunks_max_concurrent", "Configured maximum of chunks running at once."
+)
+MAX_BY_STORAGE = Desc(
+    "pixcrawler_chunks_max_by_storage",
+    "Chunks the temp storage quota holds: floor(max_temp_storage_mb / estimated_image_size_mb "
+    "/ chunk_size_images).",
+)
+EFFECTIVE_MAX = Desc(
+    "pixcrawler_chunks_effective_max",
+    "The smaller of the configured maximum and the storage-bound maximum.",
+)
+AVAILABLE = Desc(
+    "pixcrawler_chunks_available",
+    "Chunk slots free: effective maximum minus active chunks, never below 0; absent while the "
+    "active count is unknown.",
+)
+UTILIZATION = Desc(
+    "pixcrawler_capacity_utilization_ratio",
+    "Active chunks divided by the effective maximum; absent while the active count is unknown.",
+)
+CAN_START = Desc(
+    "pixcrawler_can_start_chunk",
+    "1 when a chunk slot is free and temp storage has room for one more chunk, else 0; absent "
+    "while active chunks or temp usage is unknown.",
+)
+DESCS = (MAX_CONCURRENT, MAX_BY_STORAGE, EFFECTIVE_MAX, AVAILABLE, UTILIZATION, CAN_START)
+
+
+def families(c: Capacity) -> Iterator[Metric]:
+    yield MAX_CONCURRENT.value(c.max_concurrent)
+    yield MAX_BY_STORAGE.value(c.max_by_storage)
+    yield EFFECTIVE_MAX.value(c.effective_max)
+    if c.available is not None:
+        yield AVAILABLE.value(c.available)
+    if c.utilization is not None:
+        yield UTILIZATION.value(c.utilization)
+    if c.can_start is not None:
+        yield CAN_START.value(1 if c.can_start else 0)

@@ -1,0 +1,360 @@
+"""Find a process's cgroup and read its container-correct memory, CPU and pressure figures.
+
+Handles cgroup v1, v2, hybrid (v1 controllers beside a cgroup2 mount) and no cgroups at all.
+A missing file yields None, never 0; a file with contents we cannot parse raises CgroupError.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+# Kernels write "no limit" as the largest page-aligned int64 (or -1); nothing real is this big.
+_UNLIMITED = 2**62
+# Real v1 controllers, as opposed to named hierarchies (name=systemd) and mount flags.
+_V1_CONTROLLERS = frozenset(
+    {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory"}
+    | {"misc", "net_cls", "net_prio", "perf_event", "pids", "rdma"}
+)
+# ENOENT/ENOTDIR: the file is not there. EOPNOTSUPP: the kernel has the file but turned the
+# feature off (e.g. PSI disabled through cgroup.pressure), which is no more an answer than absence.
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EOPNOTSUPP})
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+class CgroupError(Exception):
+    """A cgroup or proc file whose contents make no sense."""
+
+    def __init__(self, path: Path, content: str, problem: str = "unexpected contents") -> None:
+        shown = content if len(content) <= 60 else content[:57] + "..."
+        super().__init__(f"{path}: {problem}: {shown!r}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    version: Literal["v1", "v2", "hybrid", "none"]
+    memory: Path | None
+    cpu: Path | None
+    cpuacct: Path | None
+    cpuset: Path | None
+    unified: Path | None
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    limit_bytes: int | None
+    usage_bytes: int | None
+    inactive_file_bytes: int | None
+    oom_kills: int | None
+
+
+@dataclass(frozen=True)
+class CpuStats:
+    quota_cores: float | None
+    usage_seconds: float | None
+    throttled_seconds: float | None
+    throttled_periods: int | None
+    cpuset_cpus: int | None
+
+
+_NO_CGROUPS = CgroupLayout("none", None, None, None, None, None)
+
+
+@dataclass(frozen=True)
+class _Mount:
+    root: str
+    point: Path
+    controllers: frozenset[str]
+
+
+def discover(
+    procfs: Path = Path("/proc"), sysfs: Path = Path("/sys"), cgroup_path: str | None = None
+) -> CgroupLayout:
+    """Where the process's (or `cgroup_path`'s) cgroup lives for each controller we read."""
+    membership = _read(procfs / "self/cgroup")
+    mountinfo = _read(procfs / "self/mountinfo")
+    if membership is None or mountinfo is None:
+        return _NO_CGROUPS
+    paths = _parse_membership(procfs / "self/cgroup", membership)
+    v1: dict[str, _Mount] = {}
+    v2: _Mount | None = None
+    for fstype, mount in _parse_mountinfo(procfs / "self/mountinfo", mountinfo, sysfs):
+        if fstype == "cgroup2" and v2 is None:
+            v2 = mount
+        elif fstype == "cgroup":
+            for name in mount.controllers:
+                v1.setdefault(name, mount)
+
+    def locate(mount: _Mount | None, key: str) -> Path | None:
+        path = cgroup_path if cgroup_path is not None else paths.get(key)
+        if mount is None or path is None:
+            return None
+        found = _join(mount, path)
+        return found if found.is_dir() else None
+
+    unified = locate(v2, "")
+    # In hybrid mode a controller with a v1 mount is v1's, whatever cgroup.controllers says.
+    owned = _read(v2.point / "cgroup.controllers", allow_empty=True) if v2 else None
+    v2_owns = frozenset((owned or "").split())
+
+    def controller(name: str, always_v2: bool = False) -> Path | None:
+        if name in v1:
+            return locate(v1[name], name)
+        return unified if always_v2 or name in v2_owns else None
+
+    has_v1 = bool(_V1_CONTROLLERS & v1.keys())
+    version: Literal["v1", "v2", "hybrid", "none"]
+    if has_v1 and v2:
+        version = "hybrid"
+    elif has_v1:
+        version = "v1"
+    elif v2:
+        version = "v2"
+    else:
+        return _NO_CGROUPS
+    return CgroupLayout(
+        version=version,
+        memory=controller("memory"),
+        cpu=controller("cpu"),
+        # v2 keeps usage_usec in every cgroup's cpu.stat, cpu controller enabled or not.
+        cpuacct=controller("cpuacct", always_v2=True),
+        cpuset=controller("cpuset"),
+        unified=unified,
+    )
+
+
+def read_memory(layout: CgroupLayout) -> MemoryStats:
+    d = layout.memory
+    if d is None:
+        return MemoryStats(None, None, None, None)
+    if d == layout.unified:
+        stat = _read_keyed(d / "memory.stat") or {}
+        return MemoryStats(
+            limit_bytes=_limit(_read_int_or_max(d / "memory.max")),
+            usage_bytes=_read_int(d / "memory.current"),
+            inactive_file_bytes=stat.get("inactive_file"),
+            oom_kills=(_read_keyed(d / "memory.events") or {}).get("oom_kill"),
+        )
+    stat = _read_keyed(d / "memory.stat") or {}
+    return MemoryStats(
+        limit_bytes=_limit(_read_int(d / "memory.limit_in_bytes")),
+        usage_bytes=_read_int(d / "memory.usage_in_bytes"),
+        # total_* covers the whole subtree, which is what the limit applies to.
+        inactive_file_bytes=stat.get("total_inactive_file", stat.get("inactive_file")),
+        oom_kills=(_read_keyed(d / "memory.oom_control") or {}).get("oom_kill"),
+    )
+
+
+def read_cpu(layout: CgroupLayout) -> CpuStats:
+    quota: float | None = None
+    throttled_seconds: float | None = None
+    throttled_periods: int | None = None
+    usage: float | None = None
+    cpus: int | None = None
+    v2 = layout.unified
+
+    if (d := layout.cpu) is not None:
+        stat = _read_keyed(d / "cpu.stat") or {}
+        throttled_periods = stat.get("nr_throttled")
+        if d == v2:
+            quota = _read_cpu_max(d / "cpu.max")
+            throttled_seconds = _scaled(stat.get("throttled_usec"), 1e6)
+        else:
+            quota = _read_cfs_quota(d)
+            throttled_seconds = _scaled(stat.get("throttled_time"), 1e9)
+
+    if (d := layout.cpuacct) is not None:
+        if d == v2:
+            usage = _scaled((_read_keyed(d / "cpu.stat") or {}).get("usage_usec"), 1e6)
+        else:
+            usage = _scaled(_read_int(d / "cpuacct.usage"), 1e9)
+
+    if (d := layout.cpuset) is not None:
+        names = ["cpuset.cpus.effective"] if d == v2 else ["cpuset.effective_cpus", "cpuset.cpus"]
+        for name in names:
+            text = _read(d / name)
+            if text is not None:
+                cpus = _count_cpus(d / name, text)
+                break
+
+    return CpuStats(quota, usage, throttled_seconds, throttled_periods, cpus)
+
+
+def read_pressure(
+    layout: CgroupLayout, procfs: Path = Path("/proc")
+) -> dict[tuple[str, str], float]:
+    """Stall time in seconds by (resource, some|full): the cgroup's own, else the whole host's."""
+    totals: dict[tuple[str, str], float] = {}
+    for resource in ("cpu", "memory", "io"):
+        # The v2 root cgroup has no *.pressure files; /proc/pressure is the same figure there.
+        candidates = [procfs / "pressure" / resource]
+        if layout.unified is not None:
+            candidates.insert(0, layout.unified / f"{resource}.pressure")
+        for path in candidates:
+            text = _read(path)
+            if text is not None:
+                for kind, total in _parse_pressure(path, text).items():
+                    totals[(resource, kind)] = total
+                break
+    return totals
+
+
+def _read(path: Path, allow_empty: bool = False) -> str | None:
+    try:
+        # Paths in mountinfo are raw bytes (a USB stick may be named in UTF-8 or not); keep them
+        # byte-exact for Path. Numbers with stray bytes still fail as garbage when parsed.
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise CgroupError(path, exc.strerror or str(exc), "unreadable") from exc
+    if not allow_empty and not text.strip():
+        raise CgroupError(path, text, "empty file")
+    return text
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path)
+    return None if text is None else _int(path, text.strip())
+
+
+def _read_int_or_max(path: Path) -> int | None:
+    text = _read(path)
+    if text is None or text.strip() == "max":
+        return None
+    return _int(path, text.strip())
+
+
+def _read_keyed(path: Path) -> dict[str, int] | None:
+    """Files of "key value" lines: memory.stat, memory.events, cpu.stat, memory.oom_control."""
+    text = _read(path)
+    if text is None:
+        return None
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 2 or not _INTEGER.fullmatch(fields[1]):
+            raise CgroupError(path, line)
+        values[fields[0]] = int(fields[1])
+    return values
+
+
+def _read_cpu_max(path: Path) -> float | None:
+    text = _read(path)
+    if text is None:
+        return None
+    fields = text.split()
+    if len(fields) != 2:
+        raise CgroupError(path, text)
+    period = _int(path, fields[1])
+    if period <= 0:
+        raise CgroupError(path, text, "period not positive")
+    return None if fields[0] == "max" else _int(path, fields[0]) / period
+
+
+def _read_cfs_quota(d: Path) -> float | None:
+    quota = _read_int(d / "cpu.cfs_quota_us")
+    if quota is None or quota < 0:
+        return None
+    period = _read_int(d / "cpu.cfs_period_us")
+    if period is None:
+        return None
+    if period <= 0:
+        raise CgroupError(d / "cpu.cfs_period_us", str(period), "period not positive")
+    return quota / period
+
+
+def _count_cpus(path: Path, text: str) -> int:
+    """CPUs in a list like "0-3,8,10-11", which the kernel writes sorted and without overlaps."""
+    count = 0
+    for part in text.strip().split(","):
+        bounds = part.split("-")
+        low, high = _int(path, bounds[0]), _int(path, bounds[-1])
+        if len(bounds) > 2 or high < low:
+            raise CgroupError(path, text, "bad CPU range")
+        count += high - low + 1
+    return count
+
+
+def _parse_pressure(path: Path, text: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for line in filter(str.strip, text.splitlines()):
+        kind, *pairs = line.split()
+        fields = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        if kind not in ("some", "full") or "total" not in fields:
+            raise CgroupError(path, line)
+        totals[kind] = _int(path, fields["total"]) / 1e6
+    return totals
+
+
+def _int(path: Path, text: str) -> int:
+    # Stricter than int(), which would take "1_000", " 7" or "+7" that no kernel writes.
+    if not _INTEGER.fullmatch(text):
+        raise CgroupError(path, text, "not an integer")
+    return int(text)
+
+
+def _limit(value: int | None) -> int | None:
+    return None if value is None or value < 0 or value >= _UNLIMITED else value
+
+
+def _scaled(value: int | None, per_second: float) -> float | None:
+    return None if value is None else value / per_second
+
+
+def _parse_membership(path: Path, text: str) -> dict[str, str]:
+    """Controller name → cgroup path from /proc/PID/cgroup; the v2 hierarchy is keyed ""."""
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[0].isdigit() or not fields[2].startswith("/"):
+            raise CgroupError(path, line)
+        hierarchy, controllers, cgroup = fields
+        if hierarchy == "0" and not controllers:
+            paths[""] = cgroup
+        for name in filter(None, controllers.split(",")):
+            paths[name] = cgroup
+    return paths
+
+
+def _parse_mountinfo(path: Path, text: str, sysfs: Path) -> list[tuple[str, _Mount]]:
+    mounts: list[tuple[str, _Mount]] = []
+    for line in filter(str.strip, text.splitlines()):
+        # Optional fields of any number come before " - "; spaces inside paths are escaped.
+        head, separator, tail = line.partition(" - ")
+        fields, after = head.split(), tail.split()
+        if not separator or len(fields) < 6 or len(after) < 3:
+            raise CgroupError(path, line)
+        fstype, _source, options = after[:3]
+        if fstype in ("cgroup", "cgroup2"):
+            point = _reroot(_unescape(fields[4]), sysfs)
+            controllers = frozenset(options.split(","))
+            mounts.append((fstype, _Mount(_unescape(fields[3]), point, controllers)))
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _reroot(mount_point: str, sysfs: Path) -> Path:
+    """Mount points are as the exporter sees them; --path.sysfs says where that /sys really is."""
+    point = PurePosixPath(mount_point)
+    if point.is_relative_to("/sys"):
+        return sysfs / point.relative_to("/sys")
+    return Path(point)
+
+
+def _join(mount: _Mount, cgroup: str) -> Path:
+    """The cgroup's directory below a mount that shows the hierarchy from `mount.root` down."""
+    relative = PurePosixPath("/", cgroup).relative_to("/")
+    root = PurePosixPath("/", mount.root).relative_to("/")
+    if ".." in relative.parts or not relative.is_relative_to(root):
+        # Outside the mount's view (across a cgroup namespace boundary): the mount is our best.
+        return mount.point
+    return mount.point / relative.relative_to(root)

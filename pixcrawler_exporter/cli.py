@@ -1,0 +1,103 @@
+"""Command line: parse arguments, load the configuration, wire the pieces and serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from pixcrawler_exporter import __version__, config, logs, registry, server
+from pixcrawler_exporter.app import App
+
+log = logging.getLogger("pixcrawler_exporter")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pixcrawler-exporter",
+        description="Prometheus exporter for PixCrawler: container-correct resources, temp "
+        "storage and chunk capacity.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--config", metavar="FILE", help="YAML configuration file.")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the effective configuration (secrets redacted, with each value's source) "
+        "and exit.",
+    )
+    for spec in config.specs():
+        flag = spec.meta["flag"]
+        if flag and isinstance(spec.field.default, bool):
+            # '--collector.NAME' and '--no-collector.NAME', as node_exporter spells them.
+            p.add_argument(
+                flag,
+                dest=spec.key,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=spec.meta["help"],
+            )
+        elif flag:
+            p.add_argument(flag, dest=spec.key, help=spec.meta["help"])
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    given = vars(args)
+    flags = {spec.key: given.get(spec.key) for spec in config.specs()}
+    try:
+        loaded = config.load(os.environ, flags, args.config)
+    except config.ConfigError as exc:
+        print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        sys.stdout.write(config.render(loaded))
+        return 0
+    logs.setup(loaded.config.log.level, loaded.config.log.format)
+    return run(loaded)
+
+
+def run(loaded: config.Loaded) -> int:
+    try:
+        collectors, layout = registry.build(loaded)
+    except Exception as exc:  # noqa: BLE001 - report the cause, not a traceback
+        log.error("cannot set up collectors", extra={"error": str(exc)})
+        return 1
+    exporter = App(loaded, collectors, layout.version)
+    try:
+        httpd = server.serve(loaded.config.web.listen, exporter.routes())
+    except OSError as exc:
+        log.error("cannot start the HTTP server", extra={"error": str(exc)})
+        return 1
+    exporter.start()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        # shutdown() waits for serve_forever to return, so it must not run on that thread.
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = str(httpd.server_address[0]), httpd.server_address[1]
+    log.info(
+        "listening",
+        extra={
+            "version": __version__,
+            "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "environment": loaded.environment,
+            "cgroup": layout.version,
+            "collectors": ",".join(c.name for c in collectors),
+        },
+    )
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+        exporter.close()
+    return 0

@@ -1,0 +1,1 @@
+"""One module per source. ``build`` turns the configuration into the enabled collectors."""

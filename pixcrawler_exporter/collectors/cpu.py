@@ -1,0 +1,76 @@
+"""CPU as the container sees it: the cgroup's quota in cores, CPU time used and throttling."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psutil
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter import cgroup
+from pixcrawler_exporter.collector import Collector
+from pixcrawler_exporter.metrics import Desc
+
+LIMIT = Desc(
+    "pixcrawler_cpu_limit_cores",
+    "CPU limit in cores: the cgroup's CFS quota divided by its period; without a quota, "
+    "the CPUs the watched processes may run on.",
+)
+USAGE = Desc(
+    "pixcrawler_cpu_usage_seconds_total",
+    "CPU time used by the cgroup (by the whole host when there is no cgroup accounting).",
+    "counter",
+)
+THROTTLED_SECONDS = Desc(
+    "pixcrawler_cpu_throttled_seconds_total",
+    "Time the cgroup's tasks were held back by the CFS quota.",
+    "counter",
+)
+THROTTLED_PERIODS = Desc(
+    "pixcrawler_cpu_throttled_periods_total",
+    "CFS periods in which the cgroup was throttled.",
+    "counter",
+)
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    limit_cores: float
+    quota_limited: bool
+    usage_seconds: float
+    throttled_seconds: float | None
+    throttled_periods: int | None
+
+
+class CpuCollector(Collector[CpuReading]):
+    name = "cpu"
+    descs = (LIMIT, USAGE, THROTTLED_SECONDS, THROTTLED_PERIODS)
+
+    def __init__(self, layout: cgroup.CgroupLayout) -> None:
+        self.layout = layout
+
+    def read(self) -> CpuReading:
+        stats = cgroup.read_cpu(self.layout)
+        cpus = stats.cpuset_cpus or len(os.sched_getaffinity(0)) or 1
+        limit = stats.quota_cores if stats.quota_cores is not None else float(cpus)
+        usage = stats.usage_seconds
+        if usage is None:
+            times = psutil.cpu_times()
+            usage = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        return CpuReading(
+            limit_cores=limit,
+            quota_limited=stats.quota_cores is not None,
+            usage_seconds=usage,
+            throttled_seconds=stats.throttled_seconds,
+            throttled_periods=stats.throttled_periods,
+        )
+
+    def metrics(self, reading: CpuReading) -> Iterable[Metric]:
+        yield LIMIT.value(reading.limit_cores)
+        yield USAGE.value(reading.usage_seconds)
+        if reading.throttled_seconds is not None:
+            yield THROTTLED_SECONDS.value(reading.throttled_seconds)
+        if reading.throttled_periods is not None:
+            yield THROTTLED_PERIODS.value(reading.throttled_periods)

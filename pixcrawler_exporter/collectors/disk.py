@@ -1,0 +1,120 @@
+"""Size and free space of the filesystems holding the configured paths."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter.collector import Collector
+from pixcrawler_exporter.metrics import Desc, add
+
+log = logging.getLogger(__name__)
+
+SIZE = Desc(
+    "pixcrawler_disk_size_bytes", "Size of the filesystem holding the path.", "gauge", ("path",)
+)
+AVAILABLE = Desc(
+    "pixcrawler_disk_available_bytes",
+    "Space on the filesystem available to unprivileged users.",
+    "gauge",
+    ("path",),
+)
+RATIO = Desc(
+    "pixcrawler_disk_usage_ratio",
+    "Share of the filesystem not available to unprivileged users (0-1), as df's Use% counts it.",
+    "gauge",
+    ("path",),
+)
+ERROR = Desc(
+    "pixcrawler_disk_error",
+    "1 when the filesystem holding the path could not be read or did not answer in time.",
+    "gauge",
+    ("path",),
+)
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    size_bytes: int
+    available_bytes: int
+
+    @property
+    def usage_ratio(self) -> float:
+        # Root-reserved blocks count as used, as df does: they are not ours to fill.
+        return 1 - self.available_bytes / self.size_bytes if self.size_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class DiskReading:
+    usage: Mapping[str, DiskUsage]
+    errors: Mapping[str, str]
+
+
+class DiskCollector(Collector[DiskReading]):
+    """statvfs can block for minutes on a dead network mount, so each path is asked in a thread
+    of its own with a bound; a path still blocked is not asked again until it answers."""
+
+    name = "disk"
+    descs = (SIZE, AVAILABLE, RATIO, ERROR)
+
+    def __init__(self, paths: Sequence[str], rootfs: Path, timeout: float) -> None:
+        self.paths = list(paths)
+        self.rootfs = rootfs
+        self.timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=len(self.paths), thread_name_prefix="statvfs")
+        self._pending: dict[str, Future[DiskUsage]] = {}
+        self._failing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def read(self) -> DiskReading:
+        with self._lock:
+            for path in self.paths:
+                future = self._pending.get(path)
+                if future is None or future.done():
+                    self._pending[path] = self._pool.submit(self._statvfs, path)
+            futures = dict(self._pending)
+        wait_futures(futures.values(), timeout=self.timeout)
+        usage: dict[str, DiskUsage] = {}
+        errors: dict[str, str] = {}
+        for path, future in futures.items():
+            if not future.done():
+                errors[path] = f"statvfs {path}: no answer within {self.timeout:g}s"
+            elif (exc := future.exception()) is not None:
+                errors[path] = f"statvfs {path}: {getattr(exc, 'strerror', None) or exc}"
+            else:
+                usage[path] = future.result()
+        self._log_changes(errors)
+        return DiskReading(usage, errors)
+
+    def _statvfs(self, path: str) -> DiskUsage:
+        st = os.statvfs(self.rootfs / path.lstrip("/"))
+        return DiskUsage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+
+    def _log_changes(self, errors: Mapping[str, str]) -> None:
+        for path in self.paths:
+            if path in errors and path not in self._failing:
+                log.warning("filesystem not readable", extra={"path": path, "error": errors[path]})
+            elif path not in errors and path in self._failing:
+                log.info("filesystem readable again", extra={"path": path})
+        self._failing = set(errors)
+
+    def metrics(self, reading: DiskReading) -> Iterable[Metric]:
+        size, available, ratio, error = (d.family() for d in self.descs)
+        for path in self.paths:
+            add(error, 1 if path in reading.errors else 0, path)
+            if (u := reading.usage.get(path)) is not None:
+                add(size, u.size_bytes, path)
+                add(available, u.available_bytes, path)
+                add(ratio, u.usage_ratio, path)
+        yield from (size, available, ratio, error)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

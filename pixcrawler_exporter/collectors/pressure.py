@@ -1,0 +1,40 @@
+"""Pressure stall information: how long tasks waited for CPU, memory or I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter import cgroup
+from pixcrawler_exporter.collector import Collector
+from pixcrawler_exporter.metrics import Desc, add
+
+STALL = Desc(
+    "pixcrawler_pressure_stall_seconds_total",
+    "Time some (or all, kind=full) tasks were stalled waiting for the resource; the cgroup's "
+    "figures where the kernel keeps them, else the host's /proc/pressure.",
+    "counter",
+    ("resource", "kind"),
+)
+
+PressureReading = Mapping[tuple[str, str], float]
+
+
+class PressureCollector(Collector[PressureReading]):
+    name = "pressure"
+    descs = (STALL,)
+
+    def __init__(self, layout: cgroup.CgroupLayout, procfs: Path) -> None:
+        self.layout = layout
+        self.procfs = procfs
+
+    def read(self) -> PressureReading:
+        return cgroup.read_pressure(self.layout, self.procfs)
+
+    def metrics(self, reading: PressureReading) -> Iterable[Metric]:
+        fam = STALL.family()
+        for (resource, kind), seconds in sorted(reading.items()):
+            add(fam, seconds, resource, kind)
+        yield fam

@@ -1,0 +1,31 @@
+"""Where the exporter runs (seed 000): decides per-environment defaults and what users see."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+ENVIRONMENTS = ("local", "docker", "kubernetes", "azure_app_service", "azure_functions")
+
+
+def detect(environ: Mapping[str, str], rootfs: Path, procfs: Path) -> str:
+    """Azure first (its sandboxes are containers too), then Kubernetes, then any container."""
+    if environ.get("FUNCTIONS_WORKER_RUNTIME"):
+        return "azure_functions"
+    if environ.get("WEBSITE_INSTANCE_ID"):
+        return "azure_app_service"
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "kubernetes"
+    if _in_container(rootfs, procfs):
+        return "docker"
+    return "local"
+
+
+def _in_container(rootfs: Path, procfs: Path) -> bool:
+    if (rootfs / ".dockerenv").exists() or (rootfs / "run/.containerenv").exists():
+        return True
+    try:
+        cgroup = (procfs / "1/cgroup").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(word in cgroup for word in ("/docker", "/containerd", "/libpod", "/kubepods"))

@@ -1,0 +1,148 @@
+"""Runs the collectors for a scrape: single-flight, bounded by the scrape's deadline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from typing import Any
+
+from pixcrawler_exporter.collector import Collector, CollectorError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One collector's result in one collection: a reading, or why there is none.
+
+    A failed outcome may still hold a reading when the source reports its own failure (the
+    database collector's ``up=0``): it is rendered, but no derived fact is built on it.
+    """
+
+    collector: str
+    reading: Any
+    error: str | None
+    duration_seconds: float
+
+    @property
+    def success(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one collection read: what ``/metrics``, ``/status`` and ``/health`` render."""
+
+    outcomes: Mapping[str, Outcome]
+    timestamp: float  # wall-clock time the collection started
+
+    def reading(self, collector: str) -> Any:
+        """The collector's reading, or None when it is disabled or failed."""
+        outcome = self.outcomes.get(collector)
+        return outcome.reading if outcome is not None and outcome.success else None
+
+
+class _Collection:
+    def __init__(self, futures: dict[str, Future[Outcome]]) -> None:
+        self.futures = futures
+        self.started = time.monotonic()
+        self.timestamp = time.time()
+
+
+class Scraper:
+    """Collects every enabled collector.
+
+    Scrapes that arrive while a collection is under way join it instead of reading every source
+    again. A collector still running when a scrape's deadline passes is reported failed for that
+    scrape; its read goes on in its own thread, and later collections wait on that same read
+    rather than starting another, so a hung source holds one thread, not one per scrape.
+    """
+
+    def __init__(self, collectors: Sequence[Collector[Any]]) -> None:
+        self.collectors = list(collectors)
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, len(self.collectors)), thread_name_prefix="collector"
+        )
+        self._lock = threading.Lock()
+        self._open: _Collection | None = None
+        self._running: dict[str, Future[Outcome]] = {}
+        self._failing: dict[str, str | None] = {}
+        self.reads: dict[str, int] = {c.name: 0 for c in self.collectors}
+
+    def collect(self, timeout: float) -> Snapshot:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            collection = self._open
+            if collection is None:
+                collection = self._open = self._start()
+        wait_futures(collection.futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._open is collection:
+                # The first scrape to answer closes the collection: later scrapes read afresh.
+                self._open = None
+        outcomes = {
+            name: future.result() if future.done() else self._late(name, collection, timeout)
+            for name, future in collection.futures.items()
+        }
+        self._log_changes(outcomes)
+        return Snapshot(outcomes, collection.timestamp)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for collector in self.collectors:
+            collector.close()
+
+    def _start(self) -> _Collection:
+        futures: dict[str, Future[Outcome]] = {}
+        for collector in self.collectors:
+            running = self._running.get(collector.name)
+            if running is None or running.done():
+                running = self._pool.submit(self._read, collector)
+                self._running[collector.name] = running
+            futures[collector.name] = running
+        return _Collection(futures)
+
+    def _read(self, collector: Collector[Any]) -> Outcome:
+        start = time.perf_counter()
+        self.reads[collector.name] += 1
+        try:
+            reading = collector.read()
+        except Exception as exc:  # noqa: BLE001 - any failure of a source is that collector's failure
+            return Outcome(collector.name, None, _describe(exc), time.perf_counter() - start)
+        # A reading may carry its own failure (the database's up=0 must still be exported).
+        error = getattr(reading, "error", None)
+        return Outcome(collector.name, reading, error or None, time.perf_counter() - start)
+
+    @staticmethod
+    def _late(name: str, collection: _Collection, timeout: float) -> Outcome:
+        return Outcome(
+            name,
+            None,
+            f"did not finish within the scrape deadline of {timeout:.2f}s",
+            time.monotonic() - collection.started,
+        )
+
+    def _log_changes(self, outcomes: Mapping[str, Outcome]) -> None:
+        with self._lock:
+            for name, outcome in outcomes.items():
+                before = self._failing.get(name)
+                if outcome.error is not None and before is None:
+                    log.warning(
+                        "collector failed",
+                        extra={"collector": name, "error": outcome.error},
+                    )
+                elif outcome.error is None and before is not None:
+                    log.info("collector recovered", extra={"collector": name})
+                self._failing[name] = outcome.error
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, CollectorError):
+        return str(exc)
+    # An unexpected exception: its type is part of the story (KeyError('x') prints as 'x').
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,187 @@
+"""Derived facts: resource values, statuses and capacity, built from a snapshot's readings.
+
+``/metrics``, ``/status`` and the status loop all go through :meth:`StatusTracker.update`, so
+the three never disagree about a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter import capacity, thresholds
+from pixcrawler_exporter.capacity import MIB, Capacity
+from pixcrawler_exporter.config import Config
+from pixcrawler_exporter.scrape import Snapshot
+from pixcrawler_exporter.thresholds import Evaluation, Status
+
+log = logging.getLogger(__name__)
+
+# A CPU rate over less than this is mostly noise; the previous rate is kept instead.
+MIN_CPU_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    values: Mapping[str, float | None]  # per resource: a 0-1 ratio, or active chunks
+    temp_storage_bytes: int | None
+    evaluations: Mapping[str, Evaluation]
+    capacity: Capacity
+    environment: str
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class _CpuSample:
+    timestamp: float
+    usage_seconds: float
+    limit_cores: float
+
+
+class StatusTracker:
+    """Keeps what a single snapshot cannot say (the CPU rate needs two) and logs status changes
+    once each: ``RESOURCE WARNING``, ``RESOURCE ALERT`` and ``RESOURCE OK`` lines (seed 001)."""
+
+    def __init__(self, config: Config, environment: str) -> None:
+        self.config = config
+        self.environment = environment
+        self._lock = threading.Lock()
+        self._cpu_base: _CpuSample | None = None
+        self._cpu_ratio: float | None = None
+        self._statuses: dict[str, Status | None] = {}
+
+    def update(self, snapshot: Snapshot) -> Facts:
+        with self._lock:
+            values = {
+                "disk": _disk_ratio(snapshot),
+                "memory": _attr(snapshot.reading("memory"), "usage_ratio"),
+                "cpu": self._cpu(snapshot),
+                "temp_storage": _attr(snapshot.reading("temp_storage"), "usage_ratio"),
+                "chunks": _attr(snapshot.reading("database"), "active_chunks"),
+            }
+            evaluations = thresholds.evaluate_all(values, self.config.thresholds)
+            self._log_changes(evaluations)
+        temp_bytes = _attr(snapshot.reading("temp_storage"), "total_bytes")
+        active = values["chunks"]
+        cap = capacity.capacity(
+            self.config.capacity,
+            int(active) if active is not None else None,
+            int(temp_bytes) if temp_bytes is not None else None,
+        )
+        return Facts(
+            values,
+            int(temp_bytes) if temp_bytes is not None else None,
+            evaluations,
+            cap,
+            self.environment,
+            snapshot.timestamp,
+        )
+
+    def _cpu(self, snapshot: Snapshot) -> float | None:
+        reading = snapshot.reading("cpu")
+        if reading is None:
+            return None
+        now = _CpuSample(snapshot.timestamp, reading.usage_seconds, reading.limit_cores)
+        base = self._cpu_base
+        if base is None or now.usage_seconds < base.usage_seconds:
+            self._cpu_base = now  # first sample, or the counter was reset
+            return self._cpu_ratio
+        elapsed = now.timestamp - base.timestamp
+        if elapsed >= MIN_CPU_INTERVAL_SECONDS and now.limit_cores > 0:
+            used = now.usage_seconds - base.usage_seconds
+            self._cpu_ratio = used / elapsed / now.limit_cores
+            self._cpu_base = now
+        return self._cpu_ratio
+
+    def _log_changes(self, evaluations: Mapping[str, Evaluation]) -> None:
+        for resource, e in evaluations.items():
+            before = self._statuses.get(resource)
+            self._statuses[resource] = e.status
+            if resource == "overall" or e.status is None or e.status == before:
+                continue
+            if before is None and e.status is Status.OK:
+                continue  # starting out fine is not news
+            level = {Status.OK: logging.INFO, Status.WARNING: logging.WARNING}.get(
+                e.status, logging.ERROR
+            )
+            severity = "critical" if e.status is Status.ALERT else "warning"
+            log.log(
+                level,
+                "RESOURCE %s: %s at %s (%s threshold %s)",
+                e.status.name,
+                resource,
+                _show(resource, e.value),
+                severity,
+                _show(resource, e.threshold),
+                extra={
+                    "resource": resource,
+                    "status": e.status.name,
+                    "value": e.value,
+                    "threshold": e.threshold,
+                },
+            )
+
+
+def families(facts: Facts, config: Config) -> Iterator[Metric]:
+    yield from thresholds.families(facts.evaluations, config.thresholds)
+    yield from capacity.families(facts.capacity)
+
+
+def status_document(facts: Facts) -> dict[str, Any]:
+    """Seed 001's ``/metrics`` JSON (served here as ``/status``) with seed 003's capacity block.
+    Percentages are 0-100 as the seed's were; unknown values are null."""
+    v, c = facts.values, facts.capacity
+    return {
+        "metrics": {
+            "disk_pct": _pct(v["disk"]),
+            "memory_pct": _pct(v["memory"]),
+            "cpu_pct": _pct(v["cpu"]),
+            "temp_storage_mb": (
+                round(facts.temp_storage_bytes / MIB, 2)
+                if facts.temp_storage_bytes is not None
+                else None
+            ),
+            "active_chunks": c.active,
+        },
+        "statuses": {
+            name: e.status.name if e.status is not None else None
+            for name, e in facts.evaluations.items()
+        },
+        "capacity": {
+            "active_chunks": c.active,
+            "max_chunks": c.effective_max,
+            "available": c.available,
+            "utilization": round(c.utilization, 4) if c.utilization is not None else None,
+            "environment": facts.environment,
+            "can_start_chunk": c.can_start,
+        },
+        "last_updated": datetime.fromtimestamp(facts.timestamp, UTC).isoformat(),
+    }
+
+
+def _disk_ratio(snapshot: Snapshot) -> float | None:
+    # The fullest configured filesystem decides: any one of them filling stops the crawl.
+    reading = snapshot.reading("disk")
+    if reading is None or not reading.usage:
+        return None
+    return max(u.usage_ratio for u in reading.usage.values())  # type: ignore[no-any-return]
+
+
+def _attr(reading: Any, name: str) -> Any:
+    return getattr(reading, name) if reading is not None else None
+
+
+def _pct(ratio: float | None) -> float | None:
+    return round(ratio * 100, 2) if ratio is not None else None
+
+
+def _show(resource: str, value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value:g}" if resource == "chunks" else f"{value * 100:.1f}%"

@@ -1,0 +1,82 @@
+"""OK / WARNING / ALERT per resource (seed 001). Pure functions of values and thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter.config import THRESHOLD_RESOURCES
+from pixcrawler_exporter.metrics import Desc, add
+
+
+class Status(IntEnum):
+    OK = 0
+    WARNING = 1
+    ALERT = 2
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    resource: str
+    value: float | None  # None: unknown, so no status
+    status: Status | None
+    threshold: float | None  # the threshold crossed, or the warning one when OK
+
+
+def evaluate(value: float | None, warning: float, critical: float) -> Status | None:
+    if value is None:
+        return None
+    if value >= critical:
+        return Status.ALERT
+    if value >= warning:
+        return Status.WARNING
+    return Status.OK
+
+
+def evaluate_all(values: Mapping[str, float | None], thresholds: Any) -> dict[str, Evaluation]:
+    """One evaluation per resource plus ``overall``: the worst known status."""
+    out: dict[str, Evaluation] = {}
+    for resource in THRESHOLD_RESOURCES:
+        pair = getattr(thresholds, resource)
+        value = values.get(resource)
+        status = evaluate(value, pair.warning, pair.critical)
+        crossed = pair.critical if status is Status.ALERT else pair.warning
+        out[resource] = Evaluation(resource, value, status, crossed)
+    known = [e.status for e in out.values() if e.status is not None]
+    out["overall"] = Evaluation("overall", None, max(known) if known else None, None)
+    return out
+
+
+THRESHOLD = Desc(
+    "pixcrawler_threshold",
+    "Configured threshold per resource and severity: a ratio (0-1) for disk, memory, cpu and "
+    "temp_storage, a count of active chunks for chunks.",
+    "gauge",
+    ("resource", "severity"),
+)
+STATUS = Desc(
+    "pixcrawler_resource_status",
+    '0 OK, 1 WARNING, 2 ALERT; resource="overall" is the worst. Absent while the resource\'s '
+    "value is unknown.",
+    "gauge",
+    ("resource",),
+)
+DESCS = (THRESHOLD, STATUS)
+
+
+def families(evaluations: Mapping[str, Evaluation], thresholds: Any) -> Iterator[Metric]:
+    threshold = THRESHOLD.family()
+    for resource in THRESHOLD_RESOURCES:
+        pair = getattr(thresholds, resource)
+        add(threshold, pair.warning, resource, "warning")
+        add(threshold, pair.critical, resource, "critical")
+    status = STATUS.family()
+    for resource, e in evaluations.items():
+        if e.status is not None:
+            add(status, int(e.status), resource)
+    yield threshold
+    yield status

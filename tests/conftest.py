@@ -1,0 +1,150 @@
+"""Shared test fixtures: a real exporter process on a free port, scraping over HTTP, tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+STRICT = os.environ.get("PIXCRAWLER_TEST_STRICT") == "1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a tool or privilege is missing; under PIXCRAWLER_TEST_STRICT=1, fail instead."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"PIXCRAWLER_TEST_STRICT=1 and {reason}")
+    pytest.skip(reason)
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"{name} is not installed")
+    assert path is not None
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(
+    url: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """{(sample name, sorted label pairs): value} of a text-format scrape."""
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+@dataclass
+class Exporter:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def get(
+        self, path: str = "/metrics", headers: Mapping[str, str] | None = None, timeout: float = 10
+    ) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.url + path, headers, timeout)
+
+    def scrape(self, headers: Mapping[str, str] | None = None) -> Samples:
+        status, _, body = self.get("/metrics", headers)
+        assert status == 200, body
+        return parse_samples(body.decode())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_exporter(
+    tmp_path: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+    wait: float = 20,
+) -> Exporter:
+    """Start `python -m pixcrawler_exporter` on a free loopback port and wait until it serves.
+
+    The environment is the test's own minus every PIXCRAWLER_* variable, plus ``env``; the
+    working directory is ``tmp_path`` so no stray .env is read.
+    """
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(REPO)
+    log_path = tmp_path / f"exporter-{port}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"127.0.0.1:{port}", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=tmp_path,
+            preexec_fn=preexec,
+        )
+    exporter = Exporter(proc, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {proc.returncode}:\n{exporter.log()}")
+        try:
+            if exporter.get("/-/healthy", timeout=1)[0] == 200:
+                return exporter
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"exporter did not serve within {wait}s:\n{exporter.log()}")
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
+    started: list[Exporter] = []
+
+    def factory(*args: str, env: Mapping[str, str] | None = None, **kw: object) -> Exporter:
+        exp = start_exporter(tmp_path, args, env, **kw)  # type: ignore[arg-type]
+        started.append(exp)
+        return exp
+
+    yield factory
+    for exp in started:
+        exp.proc.terminate()
+        try:
+            exp.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            exp.proc.kill()
+            exp.proc.wait()

@@ -1,0 +1,246 @@
+"""Configuration: precedence, provenance, redaction and every class of error (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pixcrawler_exporter import config
+from tests.conftest import REPO
+
+
+def run_cli(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pixcrawler_exporter", *args],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_defaults_need_no_configuration(tmp_path: Path) -> None:
+    loaded = config.load({}, dotenv_path=tmp_path / ".env")
+    assert loaded.config.mode == "local"
+    assert loaded.config.poll_interval_seconds == 60
+    assert loaded.config.web.listen == f":{config.DEFAULT_PORT}"
+    assert not 9100 <= config.DEFAULT_PORT <= 9999
+    assert set(loaded.sources.values()) == {"default"}
+
+
+def test_precedence_flag_over_env_over_file_over_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "PIXCRAWLER_POLL_INTERVAL_SECONDS=11\nPIXCRAWLER_MODE=azure\n"
+        "PIXCRAWLER_LOG_LEVEL=debug\nPIXCRAWLER_LISTEN=:9001\nUNRELATED=1\n"
+    )
+    cfg_file = tmp_path / "c.yml"
+    cfg_file.write_text(
+        "poll_interval_seconds: 22\nlog: {level: warning}\nweb: {listen: ':9002'}\n"
+    )
+    loaded = config.load(
+        {"PIXCRAWLER_LOG_LEVEL": "error", "PIXCRAWLER_LISTEN": ":9003"},
+        {"web.listen": ":9004"},
+        str(cfg_file),
+        dotenv_path=tmp_path / ".env",
+    )
+    cfg = loaded.config
+    assert (cfg.mode, loaded.sources["mode"]) == ("azure", ".env")
+    assert (cfg.poll_interval_seconds, loaded.sources["poll_interval_seconds"]) == (
+        22,
+        f"file {cfg_file}",
+    )
+    assert (cfg.log.level, loaded.sources["log.level"]) == ("error", "env PIXCRAWLER_LOG_LEVEL")
+    assert (cfg.web.listen, loaded.sources["web.listen"]) == (":9004", "flag --listen")
+
+
+def test_seed_database_url_is_accepted_and_redacted(tmp_path: Path) -> None:
+    loaded = config.load(
+        {"PIXCRAWLER_DB_URL": "postgresql+asyncpg://user:hunter2@db:5432/pixcrawler"},
+        dotenv_path=tmp_path / ".env",
+    )
+    assert loaded.config.database.url == "postgresql://user:hunter2@db:5432/pixcrawler"
+    text = config.render(loaded)
+    assert "hunter2" not in text
+    assert "url: <redacted>  # env PIXCRAWLER_DB_URL" in text
+
+
+def test_print_config_is_yaml_that_config_accepts(tmp_path: Path) -> None:
+    result = run_cli(
+        tmp_path, "--print-config", "--no-collector.network", env={"PIXCRAWLER_MODE": "azure"}
+    )
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load(result.stdout)
+    assert doc["mode"] == "azure"
+    assert doc["collectors"]["network"] is False
+    assert "mode: azure  # env PIXCRAWLER_MODE" in result.stdout
+    assert "network: false  # flag --collector.network" in result.stdout
+    # Feeding it back gives the same values.
+    (tmp_path / "printed.yml").write_text(result.stdout)
+    again = config.load(
+        {}, config_file=str(tmp_path / "printed.yml"), dotenv_path=tmp_path / ".env"
+    )
+    assert again.config.mode == "azure" and again.config.collectors.network is False
+
+
+ERRORS = [
+    # (description, env, files, args, words the message must contain)
+    (
+        "wrong type in env",
+        {"PIXCRAWLER_POLL_INTERVAL_SECONDS": "soon"},
+        {},
+        [],
+        ["PIXCRAWLER_POLL_INTERVAL_SECONDS", "'soon'", "a number from 1 to 86400"],
+    ),
+    (
+        "out of range in env",
+        {"PIXCRAWLER_POLL_INTERVAL_SECONDS": "0"},
+        {},
+        [],
+        ["PIXCRAWLER_POLL_INTERVAL_SECONDS", "'0'", "from 1 to 86400"],
+    ),
+    (
+        "bad choice",
+        {"PIXCRAWLER_MODE": "cloud"},
+        {},
+        [],
+        ["PIXCRAWLER_MODE", "'cloud'", "local, azure"],
+    ),
+    (
+        "bad flag value",
+        {},
+        {},
+        ["--listen", "localhost"],
+        ["flag --listen", "'localhost'", "HOST:PORT"],
+    ),
+    (
+        "wrong type in file",
+        {},
+        {"c.yml": "poll_interval_seconds: [1, 2]\n"},
+        ["--config", "c.yml"],
+        ["poll_interval_seconds in c.yml", "[1, 2]", "a number"],
+    ),
+    (
+        "unknown key in file",
+        {},
+        {"c.yml": "web:\n  listen_adress: ':1'\n"},
+        ["--config", "c.yml"],
+        ["web.listen_adress in c.yml", "unknown setting", "did you mean web.listen?"],
+    ),
+    (
+        "unreadable file",
+        {},
+        {},
+        ["--config", "missing.yml"],
+        ["cannot read config file missing.yml", "No such file"],
+    ),
+    (
+        "malformed yaml",
+        {},
+        {"c.yml": "web: {listen: [\n"},
+        ["--config", "c.yml"],
+        ["c.yml is not valid YAML", "line"],
+    ),
+    (
+        "section not a mapping",
+        {},
+        {"c.yml": "web: 5\n"},
+        ["--config", "c.yml"],
+        ["web in c.yml", "expected a mapping"],
+    ),
+    (
+        "top level not a mapping",
+        {},
+        {"c.yml": "- a\n"},
+        ["--config", "c.yml"],
+        ["c.yml", "mapping"],
+    ),
+    (
+        "bad .env value",
+        {},
+        {".env": "PIXCRAWLER_COLLECTOR_DISK=maybe\n"},
+        [],
+        ["PIXCRAWLER_COLLECTOR_DISK in .env", "'maybe'", "true or false"],
+    ),
+    (
+        "secret value is not echoed",
+        {"PIXCRAWLER_DB_URL": "mysql://u:topsecret@h/db"},
+        {},
+        [],
+        ["PIXCRAWLER_DB_URL", "<redacted>", "postgresql://"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "files", "args", "words"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
+)
+def test_config_errors_exit_2_with_a_clear_message(
+    tmp_path: Path, env: dict[str, str], files: dict[str, str], args: list[str], words: list[str]
+) -> None:
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    result = run_cli(tmp_path, *args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") <= 3, result.stderr  # one message, not a dump
+    for word in words:
+        assert word in result.stderr, (word, result.stderr)
+    assert "topsecret" not in result.stderr
+
+
+def test_env_names_keep_the_seed_names() -> None:
+    names = config.env_names()
+    for seed_name in (
+        "PIXCRAWLER_MODE",
+        "PIXCRAWLER_POLL_INTERVAL_SECONDS",
+        "PIXCRAWLER_ENVIRONMENT",
+        "PIXCRAWLER_DB_URL",
+    ):
+        assert seed_name in names
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"WEBSITE_INSTANCE_ID": "abc"}, "azure_app_service"),
+        ({"FUNCTIONS_WORKER_RUNTIME": "python", "WEBSITE_INSTANCE_ID": "abc"}, "azure_functions"),
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "kubernetes"),
+    ],
+)
+def test_environment_detection(tmp_path: Path, environ: dict[str, str], expected: str) -> None:
+    loaded = config.load(environ, dotenv_path=tmp_path / ".env")
+    assert loaded.environment == expected
+
+
+def test_environment_detection_container_and_local(tmp_path: Path) -> None:
+    from pixcrawler_exporter import environment
+
+    root, proc = tmp_path / "root", tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    root.mkdir()
+    (proc / "1/cgroup").write_text("0::/init.scope\n")
+    assert environment.detect({}, root, proc) == "local"
+    (proc / "1/cgroup").write_text("0::/system.slice/docker-abc.scope\n")
+    assert environment.detect({}, root, proc) == "docker"
+    (proc / "1/cgroup").write_text("0::/\n")
+    (root / ".dockerenv").touch()
+    assert environment.detect({}, root, proc) == "docker"
+
+
+def test_environment_override_and_seed_alias(tmp_path: Path) -> None:
+    loaded = config.load(
+        {"PIXCRAWLER_ENVIRONMENT": "azure", "KUBERNETES_SERVICE_HOST": "x"},
+        dotenv_path=tmp_path / ".env",
+    )
+    assert loaded.environment == "azure_app_service"
