@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -42,6 +43,22 @@ class App:
         body = json.dumps(status.status_document(facts), indent=2).encode() + b"\n"
         return server.Response(HTTPStatus.OK, body, "application/json")
 
+    def health_response(self, request: server.Request) -> server.Response:
+        snapshot = self.scraper.collect(self._timeout(request))
+        sources = {
+            name: {"healthy": o.success, "detail": o.error or "ok"}
+            for name, o in snapshot.outcomes.items()
+        }
+        healthy = all(o.success for o in snapshot.outcomes.values())
+        doc = {
+            "status": "healthy" if healthy else "degraded",
+            "sources": sources,
+            "timestamp": datetime.fromtimestamp(snapshot.timestamp, UTC).isoformat(),
+        }
+        body = json.dumps(doc, indent=2).encode() + b"\n"
+        code = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
+        return server.Response(code, body, "application/json")
+
     def routes(self) -> dict[str, server.Route]:
         web = self.config.web
         return {
@@ -50,6 +67,10 @@ class App:
             ),
             "/status": server.Route(
                 self.status_response, "Resource values, statuses and chunk capacity as JSON"
+            ),
+            "/health": server.Route(
+                self.health_response,
+                "Every source's health as JSON; 503 when any is failing",
             ),
             "/-/healthy": server.healthy_route(),
         }

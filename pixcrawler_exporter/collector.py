@@ -33,6 +33,11 @@ class Collector(ABC, Generic[R]):
     def read(self) -> R:
         """Read the source; raise :class:`CollectorError` (or any exception) on failure."""
 
+    def read_until(self, deadline: float) -> R:
+        """Read, giving up by ``deadline`` (a ``time.monotonic()`` value) where the source can;
+        a source that cannot be cut short is bounded by the scraper instead."""
+        return self.read()
+
     @abstractmethod
     def metrics(self, reading: R) -> Iterable[Metric]:
         """Render a reading as metric families."""

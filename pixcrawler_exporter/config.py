@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from pixcrawler_exporter import environment
+from pixcrawler_exporter import azure_model, environment
+from pixcrawler_exporter.queries import Query, default_queries, parse_queries
 
 REDACTED = "<redacted>"
 DEFAULT_PORT = 8395
@@ -66,6 +67,11 @@ def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parse
         return value
 
     return parse
+
+
+def optional_number(low: float, high: float) -> Parser:
+    inner = number(low, high)
+    return lambda raw: None if raw is None or raw == "" else inner(raw)
 
 
 def boolean(raw: Any) -> bool:
@@ -185,6 +191,21 @@ class Web:
         env="PIXCRAWLER_SCRAPE_TIMEOUT_SECONDS",
         help="Deadline of a scrape that sends no X-Prometheus-Scrape-Timeout-Seconds header.",
     )
+    config_file: str | None = setting(
+        None,
+        optional_text,
+        env="PIXCRAWLER_WEB_CONFIG_FILE",
+        flag="--web.config.file",
+        help="Prometheus exporter-toolkit web config (TLS, basic auth); unset serves plain HTTP "
+        "without authentication.",
+    )
+    max_requests: int = setting(
+        40,
+        integer(1, 10000),
+        env="PIXCRAWLER_WEB_MAX_REQUESTS",
+        flag="--web.max-requests",
+        help="Requests served at once; more are answered 503 at once instead of queueing.",
+    )
     scrape_timeout_offset_seconds: float = setting(
         0.5,
         number(0, 10),
@@ -263,6 +284,13 @@ class Collectors:
         flag="--collector.temp_storage",
         help="Bytes and files of the crawler's temp files, from a background scan.",
     )
+    azure: bool = setting(
+        True,
+        boolean,
+        env="PIXCRAWLER_COLLECTOR_AZURE",
+        flag="--collector.azure",
+        help="Azure Monitor platform metrics and log queries (only in mode azure).",
+    )
     database: bool = setting(
         True,
         boolean,
@@ -340,6 +368,14 @@ def database_url(raw: Any) -> str | None:
     return f"postgresql://{rest}"
 
 
+def name_overrides(raw: Any) -> Mapping[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise ValueError("a mapping of preset name to table or column name")
+    return dict(raw)
+
+
 @dataclass(frozen=True)
 class Database:
     url: str | None = setting(
@@ -361,12 +397,110 @@ class Database:
         env="PIXCRAWLER_DB_CONNECT_TIMEOUT_SECONDS",
         help="Give up connecting after this.",
     )
+    preset: str = setting(
+        "crawl_jobs",
+        choice("crawl_jobs", "processing_chunks", "none"),
+        env="PIXCRAWLER_DB_PRESET",
+        help="Default queries: 'crawl_jobs' (seed 003's job table), 'processing_chunks' (seed "
+        "001's per-chunk table) or 'none' (only database.queries).",
+    )
+    names: Mapping[str, Any] | None = setting(
+        None,
+        name_overrides,
+        help="Table and column names for the preset, e.g. {table: jobs, active_chunks: active} "
+        "(YAML only; see README for each preset's names).",
+    )
+    queries: tuple[Query, ...] = setting(
+        (),
+        parse_queries,
+        help="Extra queries mapped to metrics, sql_exporter style (YAML only; see README).",
+    )
     min_interval_seconds: float = setting(
         0.0,
         number(0, 86400),
         env="PIXCRAWLER_DB_MIN_INTERVAL_SECONDS",
         help="Serve cached results younger than this instead of querying; 0 queries on "
         "every scrape.",
+    )
+
+
+@dataclass(frozen=True)
+class Azure:
+    resource_id: str | None = setting(
+        None,
+        azure_model.parse_resource_id,
+        env="PIXCRAWLER_AZURE_RESOURCE_ID",
+        help="One Azure resource to read platform metrics of, with its type's default metrics.",
+    )
+    metrics_endpoint: str | None = setting(
+        None,
+        optional_text,
+        env="PIXCRAWLER_AZURE_METRICS_ENDPOINT",
+        help="Regional Azure Monitor metrics endpoint; '{region}' in it is replaced by each "
+        "resource's region. Unset means https://{region}.metrics.monitor.azure.com.",
+    )
+    authority_host: str | None = setting(
+        None,
+        optional_text,
+        env="AZURE_AUTHORITY_HOST",
+        help="Microsoft Entra sign-in authority (sovereign clouds, tests); unset uses the "
+        "public cloud's.",
+    )
+    tenant_id: str | None = setting(
+        None, optional_text, env="AZURE_TENANT_ID", help="Tenant of the service principal."
+    )
+    client_id: str | None = setting(
+        None, optional_text, env="AZURE_CLIENT_ID", help="Client (application) id."
+    )
+    client_secret: str | None = setting(
+        None,
+        optional_text,
+        env="AZURE_CLIENT_SECRET",
+        secret=True,
+        help="Client secret; unset uses DefaultAzureCredential (workload or managed identity).",
+    )
+    refresh_interval_seconds: float = setting(
+        60.0,
+        number(5, 86400),
+        env="PIXCRAWLER_AZURE_REFRESH_INTERVAL_SECONDS",
+        help="How often the background refresher queries Azure Monitor.",
+    )
+    lookback_seconds: float = setting(
+        600.0,
+        number(60, 86400),
+        env="PIXCRAWLER_AZURE_LOOKBACK_SECONDS",
+        help="Window queried on each refresh; platform metrics arrive minutes late.",
+    )
+    max_age_seconds: float | None = setting(
+        None,
+        optional_number(1, 10**6),
+        env="PIXCRAWLER_AZURE_MAX_AGE_SECONDS",
+        help="Values older than this are dropped from the scrape; unset means 3 x the refresh "
+        "interval.",
+    )
+    resources: tuple[azure_model.AzureResource, ...] = setting(
+        (),
+        azure_model.parse_resources,
+        help="Resources to read platform metrics of (YAML only): each a resource id or a mapping "
+        "of id, region, metrics and aggregation; adds to resource_id.",
+    )
+    workspace_id: str | None = setting(
+        None,
+        optional_text,
+        env="PIXCRAWLER_AZURE_WORKSPACE_ID",
+        help="Log Analytics workspace (of App Insights) that log_queries run against.",
+    )
+    logs_endpoint: str | None = setting(
+        None,
+        optional_text,
+        env="PIXCRAWLER_AZURE_LOGS_ENDPOINT",
+        help="Log Analytics query endpoint; unset uses the public cloud's.",
+    )
+    log_queries: tuple[azure_model.LogQuery, ...] = setting(
+        (),
+        azure_model.parse_log_queries,
+        help="Named KQL queries (YAML only) exported as pixcrawler_azure_log_query_value: name, "
+        "query, value_column, label_columns, timespan.",
     )
 
 
@@ -500,6 +634,7 @@ class Config:
     disk: Disk = field(default_factory=Disk)
     temp: Temp = field(default_factory=Temp)
     database: Database = field(default_factory=Database)
+    azure: Azure = field(default_factory=Azure)
     capacity: Capacity = field(default_factory=Capacity)
     thresholds: Thresholds = field(default_factory=Thresholds)
     log: Log = field(default_factory=Log)
@@ -599,8 +734,28 @@ def load(
     return Loaded(config, sources, detected)
 
 
+def database_queries(db: Database) -> tuple[Query, ...]:
+    """The preset's queries (with the configured names) followed by the extra ones."""
+    preset = () if db.preset == "none" else default_queries(db.preset, **(db.names or {}))
+    return (*preset, *db.queries)
+
+
 def _check(config: Config, sources: Mapping[str, str]) -> None:
     """Rules that involve more than one setting."""
+    db = config.database
+    if db.names and db.preset == "none":
+        raise ConfigError("database.names: the 'none' preset takes no names")
+    try:
+        queries = database_queries(db)
+    except ValueError as exc:
+        raise ConfigError(f"database.names ({sources['database.names']}): expected {exc}") from None
+    metrics = [q.metric for q in queries]
+    twice = sorted({m for m in metrics if metrics.count(m) > 1})
+    if twice:
+        raise ConfigError(
+            f"database.queries: {', '.join(twice)} is also produced by the "
+            f"{db.preset} preset; set database.preset to 'none' to replace it"
+        )
     for resource in THRESHOLD_RESOURCES:
         pair = getattr(config.thresholds, resource)
         if pair.warning > pair.critical:
@@ -703,12 +858,21 @@ def render(loaded: Loaded) -> str:
         value = _get(loaded.config, spec.key)
         if spec.meta["secret"] and value is not None:
             value = REDACTED
-        shown = yaml.safe_dump(
-            list(value) if isinstance(value, tuple) else value, default_flow_style=True
-        )
+        shown = yaml.safe_dump(_plain(value), default_flow_style=True, width=10**6)
         shown = shown.removesuffix("\n").removesuffix("\n...")
         lines.append("  " * len(sections) + f"{name}: {shown}  # {loaded.sources[spec.key]}")
     return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """What yaml.safe_dump can write: tuples as lists, dataclasses (queries) as mappings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v not in (None, ())}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _get(config: Config, key: str) -> Any:

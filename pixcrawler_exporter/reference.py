@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.metrics import Desc
+from pixcrawler_exporter.queries import PRESETS, default_queries
 
 
 def config_table() -> str:
@@ -59,6 +60,12 @@ def all_descs() -> list[tuple[str, Desc]]:
     found = [("always", d) for d in registry.META]
     for cls in registry.COLLECTOR_CLASSES:
         found += [(cls.name, d) for d in cls.descs]
+    # The database's metrics come from its queries: every preset's, first declaration wins.
+    queries: dict[str, Desc] = {}
+    for preset in PRESETS:
+        for q in default_queries(preset):
+            queries.setdefault(q.metric, Desc(q.metric, q.help, "gauge", q.label_names))
+    found += [("database (preset query)", d) for d in queries.values()]
     found += [("derived", d) for d in (*thresholds.DESCS, *capacity.DESCS)]
     return found
 

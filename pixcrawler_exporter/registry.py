@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -11,16 +12,20 @@ import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import __version__, cgroup
+from pixcrawler_exporter import __version__, capacity, cgroup, config
 from pixcrawler_exporter.collector import Collector
 from pixcrawler_exporter.collectors.cpu import CpuCollector
+from pixcrawler_exporter.collectors.database import DatabaseCollector
 from pixcrawler_exporter.collectors.disk import DiskCollector
 from pixcrawler_exporter.collectors.memory import MemoryCollector
 from pixcrawler_exporter.collectors.network import NetworkCollector
 from pixcrawler_exporter.collectors.pressure import PressureCollector
+from pixcrawler_exporter.collectors.temp_storage import TempStorageCollector
 from pixcrawler_exporter.config import Loaded
 from pixcrawler_exporter.metrics import Desc, add
 from pixcrawler_exporter.scrape import Snapshot
+
+log = logging.getLogger(__name__)
 
 BUILD_INFO = Desc(
     "pixcrawler_exporter_build_info",
@@ -55,6 +60,8 @@ COLLECTOR_CLASSES: tuple[type[Collector[Any]], ...] = (
     PressureCollector,
     DiskCollector,
     NetworkCollector,
+    TempStorageCollector,
+    DatabaseCollector,
 )
 
 
@@ -74,8 +81,30 @@ def build(loaded: Loaded) -> tuple[list[Collector[Any]], cgroup.CgroupLayout]:
             lambda: DiskCollector(cfg.disk.paths, Path(cfg.paths.rootfs), cfg.disk.timeout_seconds),
         ),
         (enabled.network, NetworkCollector),
+        (
+            enabled.temp_storage,
+            lambda: TempStorageCollector(
+                cfg.temp.dirs,
+                cfg.temp.patterns,
+                cfg.temp.recursive,
+                cfg.temp.scan_interval_seconds,
+                capacity.temp_limit_bytes(cfg.capacity),
+            ),
+        ),
+        (
+            enabled.database and cfg.database.url is not None,
+            lambda: DatabaseCollector(
+                cfg.database.url or "",
+                config.database_queries(cfg.database),
+                cfg.database.statement_timeout_seconds,
+                cfg.database.connect_timeout_seconds,
+                cfg.database.min_interval_seconds,
+            ),
+        ),
     ]
     collectors = [make() for on, make in candidates if on]
+    if enabled.database and cfg.database.url is None:
+        log.info("database collector off: database.url (PIXCRAWLER_DB_URL) is not set")
     check_names(collectors)
     return collectors, layout
 

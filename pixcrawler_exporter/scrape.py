@@ -79,7 +79,7 @@ class Scraper:
         with self._lock:
             collection = self._open
             if collection is None:
-                collection = self._open = self._start()
+                collection = self._open = self._start(deadline)
         wait_futures(collection.futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
             if self._open is collection:
@@ -97,21 +97,21 @@ class Scraper:
         for collector in self.collectors:
             collector.close()
 
-    def _start(self) -> _Collection:
+    def _start(self, deadline: float) -> _Collection:
         futures: dict[str, Future[Outcome]] = {}
         for collector in self.collectors:
             running = self._running.get(collector.name)
             if running is None or running.done():
-                running = self._pool.submit(self._read, collector)
+                running = self._pool.submit(self._read, collector, deadline)
                 self._running[collector.name] = running
             futures[collector.name] = running
         return _Collection(futures)
 
-    def _read(self, collector: Collector[Any]) -> Outcome:
+    def _read(self, collector: Collector[Any], deadline: float) -> Outcome:
         start = time.perf_counter()
         self.reads[collector.name] += 1
         try:
-            reading = collector.read()
+            reading = collector.read_until(deadline)
         except Exception as exc:  # noqa: BLE001 - any failure of a source is that collector's failure
             return Outcome(collector.name, None, _describe(exc), time.perf_counter() - start)
         # A reading may carry its own failure (the database's up=0 must still be exported).
@@ -130,6 +130,8 @@ class Scraper:
     def _log_changes(self, outcomes: Mapping[str, Outcome]) -> None:
         with self._lock:
             for name, outcome in outcomes.items():
+                if outcome.reading is not None and outcome.error is not None:
+                    continue  # a source that reports its own failure logs its own changes
                 before = self._failing.get(name)
                 if outcome.error is not None and before is None:
                     log.warning(
