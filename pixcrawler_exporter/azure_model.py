@@ -296,4 +296,3 @@ def _timespan(raw: Any) -> float:
     if not 0 <= seconds < float("inf"):
         raise ValueError(raw)
     return seconds
-

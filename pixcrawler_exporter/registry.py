@@ -14,6 +14,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter import __version__, capacity, cgroup, config
 from pixcrawler_exporter.collector import Collector
+from pixcrawler_exporter.collectors.azure import AzureCollector
 from pixcrawler_exporter.collectors.cpu import CpuCollector
 from pixcrawler_exporter.collectors.database import DatabaseCollector
 from pixcrawler_exporter.collectors.disk import DiskCollector
@@ -62,6 +63,7 @@ COLLECTOR_CLASSES: tuple[type[Collector[Any]], ...] = (
     NetworkCollector,
     TempStorageCollector,
     DatabaseCollector,
+    AzureCollector,
 )
 
 
@@ -101,6 +103,7 @@ def build(loaded: Loaded) -> tuple[list[Collector[Any]], cgroup.CgroupLayout]:
                 cfg.database.min_interval_seconds,
             ),
         ),
+        (enabled.azure and cfg.mode == "azure", lambda: AzureCollector(cfg.azure)),
     ]
     collectors = [make() for on, make in candidates if on]
     if enabled.database and cfg.database.url is None:

@@ -55,13 +55,16 @@ class StatusTracker:
         self._cpu_base: _CpuSample | None = None
         self._cpu_ratio: float | None = None
         self._statuses: dict[str, Status | None] = {}
+        self._azure_fresh: dict[str, bool] = {}
 
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
             values = {
                 "disk": _disk_ratio(snapshot),
-                "memory": _attr(snapshot.reading("memory"), "usage_ratio"),
-                "cpu": self._cpu(snapshot),
+                "memory": self._azure_or_local(
+                    snapshot, "MemoryPercentage", _attr(snapshot.reading("memory"), "usage_ratio")
+                ),
+                "cpu": self._azure_or_local(snapshot, "CpuPercentage", self._cpu(snapshot)),
                 "temp_storage": _attr(snapshot.reading("temp_storage"), "usage_ratio"),
                 "chunks": _attr(snapshot.reading("database"), "active_chunks"),
             }
@@ -82,6 +85,26 @@ class StatusTracker:
             self.environment,
             snapshot.timestamp,
         )
+
+    def _azure_or_local(self, snapshot: Snapshot, metric: str, local: float | None) -> float | None:
+        """In mode azure the plan's figure decides while fresh: inside App Service the OS does
+        not know the plan's quota (seed 000). Falling back is logged once per change."""
+        if self.config.mode != "azure":
+            return local
+        azure = snapshot.reading("azure")
+        percent = azure.percent(metric) if azure is not None else None
+        fresh = percent is not None
+        if self._azure_fresh.get(metric, True) != fresh:
+            log.log(
+                logging.INFO if fresh else logging.WARNING,
+                "using Azure Monitor's %s again"
+                if fresh
+                else "no fresh Azure Monitor %s: using the container's own figure",
+                metric,
+                extra={"metric": metric},
+            )
+        self._azure_fresh[metric] = fresh
+        return percent / 100 if percent is not None else local
 
     def _cpu(self, snapshot: Snapshot) -> float | None:
         reading = snapshot.reading("cpu")

@@ -1,0 +1,385 @@
+"""A fake Azure on loopback over HTTPS: Entra ID sign-in, Azure Monitor metrics, Log Analytics.
+
+The real azure-identity (MSAL) and azure-monitor clients talk to it, so what the tests check is
+what those libraries send and how the exporter copes with what comes back. The answers follow the
+documented JSON shapes: the OpenID configuration and the v2.0 token endpoint of the client-secret
+flow, ``POST /subscriptions/{sub}/metrics:getBatch`` (``{"values": [{"resourceid", "value":
+[{"id", "name", "unit", "timeseries": [{"data": [{"timeStamp", "average", ...}]}]}]}]}``) and
+``POST /v1/workspaces/{id}/query`` (``{"tables": [{"name", "columns", "rows"}]}``).
+
+The CA is made with trustme; a test points ``REQUESTS_CA_BUNDLE`` and ``SSL_CERT_FILE`` at
+:attr:`FakeAzure.ca_file` so both MSAL and azure-core trust the server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+TENANT = "00000000-0000-0000-0000-00000000ten7"
+CLIENT_ID = "11111111-1111-1111-1111-1111111client"
+CLIENT_SECRET = "s3cr3t-Value~that.must-never_appear"
+SUBSCRIPTION = "22222222-2222-2222-2222-222222222222"
+WORKSPACE = "33333333-3333-3333-3333-333333333333"
+RATELIMIT_HEADER = "x-ms-ratelimit-remaining-subscription-reads"
+
+UNITS = {
+    "CpuPercentage": "Percent",
+    "MemoryPercentage": "Percent",
+    "CpuTime": "Seconds",
+    "MemoryWorkingSet": "Bytes",
+    "Requests": "Count",
+    "Http5xx": "Count",
+    "HttpResponseTime": "Seconds",
+    "FileSystemUsage": "Bytes",
+}
+
+# Faults a test can switch on, per API ("metrics" or "logs"):
+#   throttle     429 with Retry-After
+#   error        500
+#   slow         answer after `delay` seconds (the client's read timeout fires first)
+#   malformed    200 whose body is not JSON
+#   bad_shape    200 with JSON that is not the documented shape
+#   unauthorized 401 from the API itself (token refused there)
+FAULTS = {"throttle", "error", "slow", "malformed", "bad_shape", "unauthorized"}
+
+
+def resource_id(name: str, kind: str = "serverfarms", subscription: str = SUBSCRIPTION) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/pixcrawler-rg/providers/Microsoft.Web/"
+        f"{kind}/{name}"
+    )
+
+
+@dataclass
+class Request:
+    api: str  # "openid", "token", "metrics", "logs" or "other"
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    at: float  # time.monotonic() when it arrived
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    kind: str
+    times: int | None  # None: until cleared
+    retry_after: float = 1.0
+    delay: float = 5.0
+
+
+@dataclass
+class FakeAzure:
+    ca_file: Path
+    url: str
+    requests: list[Request] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    reject_token: bool = False
+    token_lifetime: int = 3600
+    ratelimit_remaining: int | None = 11999
+    error_message: str = "boom"  # what the "error" fault's 500 says
+    # (resource id lower-cased or "*", metric name) -> newest value; older points differ from it.
+    values: dict[tuple[str, str], float] = field(default_factory=dict)
+    # KQL text -> the tables answered for it.
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _faults: dict[str, Fault] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    # --- switches -------------------------------------------------------------------------
+
+    def fault(
+        self,
+        kind: str | None,
+        api: str = "metrics",
+        times: int | None = None,
+        retry_after: float = 1.0,
+        delay: float = 5.0,
+    ) -> None:
+        """Make the next ``times`` requests to ``api`` fail as ``kind`` (None clears)."""
+        with self._lock:
+            if kind is None:
+                self._faults.pop(api, None)
+                return
+            assert kind in FAULTS, kind
+            self._faults[api] = Fault(kind, times, retry_after, delay)
+
+    def set_value(self, metric: str, value: float, resource: str = "*") -> None:
+        with self._lock:
+            self.values[(resource.lower(), metric)] = value
+
+    def calls(self, api: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.api == api]
+
+    def count(self, api: str) -> int:
+        with self._lock:
+            return self.counts[api]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.counts.clear()
+
+    # --- answers --------------------------------------------------------------------------
+
+    def _take_fault(self, api: str) -> Fault | None:
+        with self._lock:
+            fault = self._faults.get(api)
+            if fault is None:
+                return None
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self._faults[api]
+            return fault
+
+    def _value(self, resource: str, metric: str) -> float:
+        with self._lock:
+            for key in ((resource.lower(), metric), ("*", metric)):
+                if key in self.values:
+                    return self.values[key]
+        return 42.0
+
+    def metrics_answer(self, query: Mapping[str, list[str]], body: Any) -> dict[str, Any]:
+        names = query["metricnames"][0].split(",")
+        asked = query.get("aggregation", ["average"])[0]
+        aggregations = [a.strip().lower() for a in asked.split(",")]
+        start = _parse_time(query["starttime"][0])
+        end = _parse_time(query["endtime"][0])
+        minute = end.replace(second=0, microsecond=0)
+        # The newest grain has no data yet, as in Azure (metrics arrive late); older ones carry
+        # other values, so a client that picks the wrong point reads the wrong number.
+        stamps = [minute - timedelta(minutes=k) for k in (3, 2, 1)]
+        values = []
+        for rid in body["resourceids"]:
+            metrics = []
+            for name in names:
+                newest = self._value(rid, name)
+                data: list[dict[str, Any]] = []
+                for i, ts in enumerate(stamps):
+                    point: dict[str, Any] = {"timeStamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                    if i < 2:
+                        v = newest if i == 1 else newest + 7
+                        point.update({a: v for a in aggregations})
+                    data.append(point)
+                metrics.append(
+                    {
+                        "id": f"{rid}/providers/Microsoft.Insights/metrics/{name}",
+                        "type": "Microsoft.Insights/metrics",
+                        "name": {"value": name, "localizedValue": name},
+                        "displayDescription": f"{name} of the resource.",
+                        "errorCode": "Success",
+                        "unit": UNITS.get(name, "Count"),
+                        "timeseries": [{"metadatavalues": [], "data": data}],
+                    }
+                )
+            values.append(
+                {
+                    "starttime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "endtime": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "interval": query.get("interval", ["PT1M"])[0],
+                    "namespace": query["metricnamespace"][0],
+                    "resourceregion": "westeurope",
+                    "resourceid": rid,
+                    "value": metrics,
+                }
+            )
+        return {"values": values}
+
+    def logs_answer(self, body: Any) -> dict[str, Any]:
+        with self._lock:
+            tables = self.tables.get(body["query"])
+        if tables is None:
+            tables = [{"name": "PrimaryResult", "columns": [], "rows": []}]
+        return {"tables": tables}
+
+    # --- life -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        fake = self
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request: Any, client_address: Any) -> None:
+                # The handshake runs in the connection's own thread, so one stuck client cannot
+                # hold up the accept loop.
+                try:
+                    tls = ctx.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return
+                super().finish_request(tls, client_address)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+        server = Server(("127.0.0.1", 0), Handler)
+        self._server = server
+        self.url = f"https://127.0.0.1:{server.server_address[1]}"
+        threading.Thread(target=server.serve_forever, name="fake-azure", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        parsed = urllib.parse.urlsplit(h.path)
+        query = urllib.parse.parse_qs(parsed.query)
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        path = parsed.path
+        if path.endswith("/.well-known/openid-configuration"):
+            api = "openid"
+        elif path.endswith("/oauth2/v2.0/token"):
+            api = "token"
+        elif path.endswith("/metrics:getBatch"):
+            api = "metrics"
+        elif "/workspaces/" in path and path.endswith("/query"):
+            api = "logs"
+        else:
+            api = "other"
+        body: Any
+        if api == "token":
+            body = urllib.parse.parse_qs(raw.decode())
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+        req = Request(api, path, query, body, time.monotonic())
+        with self._lock:
+            self.requests.append(req)
+            self.counts[api] += 1
+        status, headers, payload = self._answer(
+            api, path, query, body, h.headers.get("Authorization", "")
+        )
+        req.status = status
+        try:
+            h.send_response(status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(payload)))
+            h.end_headers()
+            h.wfile.write(payload)
+        except (OSError, ssl.SSLError):
+            pass  # the client gave up (a timeout test)
+
+    def _answer(
+        self, api: str, path: str, query: Mapping[str, list[str]], body: Any, authorization: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        js = {"Content-Type": "application/json; charset=utf-8"}
+        if api == "openid":
+            tenant = path.strip("/").split("/")[0]
+            base = f"{self.url}/{tenant}"
+            doc = {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "issuer": f"{base}/v2.0",
+                "token_endpoint_auth_methods_supported": ["client_secret_post"],
+                "response_types_supported": ["code", "id_token", "token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            }
+            return 200, js, json.dumps(doc).encode()
+        if api == "token":
+            form = body if isinstance(body, dict) else {}
+            ok = (
+                not self.reject_token
+                and form.get("client_id") == [CLIENT_ID]
+                and form.get("client_secret") == [CLIENT_SECRET]
+                and form.get("grant_type") == ["client_credentials"]
+            )
+            if not ok:
+                err = {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided.",
+                    "error_codes": [7000215],
+                }
+                return 401, js, json.dumps(err).encode()
+            token = {
+                "token_type": "Bearer",
+                "expires_in": self.token_lifetime,
+                "ext_expires_in": self.token_lifetime,
+                "access_token": f"fake-token-{time.monotonic_ns()}",
+            }
+            return 200, js, json.dumps(token).encode()
+        if api not in ("metrics", "logs"):
+            return 404, js, b'{"error": {"code": "NotFound", "message": "no such path"}}'
+
+        headers = dict(js)
+        if self.ratelimit_remaining is not None:
+            headers[RATELIMIT_HEADER] = str(self.ratelimit_remaining)
+        fault = self._take_fault(api)
+        if fault is not None:
+            if fault.kind == "throttle":
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+                err = {"error": {"code": "TooManyRequests", "message": "throttled"}}
+                return 429, headers, json.dumps(err).encode()
+            if fault.kind == "error":
+                err = {"error": {"code": "InternalServerError", "message": self.error_message}}
+                return 500, headers, json.dumps(err).encode()
+            if fault.kind == "unauthorized":
+                err = {"error": {"code": "InvalidAuthenticationToken", "message": "no"}}
+                return 401, headers, json.dumps(err).encode()
+            if fault.kind == "malformed":
+                return 200, headers, b'{"values": [ {"resourceid": '
+            if fault.kind == "bad_shape":
+                return 200, headers, b'{"values": 17, "tables": "none"}'
+            if fault.kind == "slow":
+                time.sleep(fault.delay)
+        if not authorization.startswith("Bearer fake-token-"):
+            err = {"error": {"code": "AuthenticationFailed", "message": "no bearer token"}}
+            return 401, headers, json.dumps(err).encode()
+        if api == "metrics":
+            return 200, headers, json.dumps(self.metrics_answer(query, body)).encode()
+        return 200, headers, json.dumps(self.logs_answer(body)).encode()
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def start_fake(tmp_path: Path) -> FakeAzure:
+    fake = FakeAzure(ca_file=tmp_path / "fake-azure-ca.pem", url="")
+    fake.start()
+    return fake
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
