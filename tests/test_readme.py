@@ -37,8 +37,9 @@ def test_every_metric_in_the_code_is_documented() -> None:
 
 
 def test_ruff_and_mypy_are_clean() -> None:
-    need_tool("ruff")
-    ruff = subprocess.run(["ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
+    ruff = subprocess.run(
+        [need_tool("ruff"), "check", "."], cwd=REPO, capture_output=True, text=True
+    )
     assert ruff.returncode == 0, ruff.stdout
     mypy = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True)
     assert mypy.returncode == 0, mypy.stdout
