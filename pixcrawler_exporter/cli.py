@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from pixcrawler_exporter import __version__, config, logs, registry, server
+from pixcrawler_exporter import __version__, config, logs, registry, rules, server, webconfig
 from pixcrawler_exporter.app import App
 
 log = logging.getLogger("pixcrawler_exporter")
@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
         prog="pixcrawler-exporter",
         description="Prometheus exporter for PixCrawler: container-correct resources, temp "
         "storage and chunk capacity.",
+        epilog="'pixcrawler-exporter rules [--config FILE]' prints the Prometheus alerting rules "
+        "rendered from the configured thresholds.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--config", metavar="FILE", help="YAML configuration file.")
@@ -48,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "rules":
+        return rules.main(argv[1:], os.environ)
     args = parser().parse_args(argv)
     given = vars(args)
     flags = {spec.key: given.get(spec.key) for spec in config.specs()}
@@ -64,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(loaded: config.Loaded) -> int:
+    web = loaded.config.web
+    try:
+        # Certificates and hashes are checked before anything starts: a mistake is exit 2.
+        web_config = webconfig.load(web.config_file) if web.config_file else None
+    except config.ConfigError as exc:
+        print(f"pixcrawler-exporter: web configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         collectors, layout = registry.build(loaded)
     except Exception as exc:  # noqa: BLE001 - report the cause, not a traceback
@@ -71,8 +83,10 @@ def run(loaded: config.Loaded) -> int:
         return 1
     exporter = App(loaded, collectors, layout.version)
     try:
-        httpd = server.serve(loaded.config.web.listen, exporter.routes())
-    except OSError as exc:
+        httpd = server.serve(
+            web.listen, exporter.routes(), web_config, server.Limits(max_requests=web.max_requests)
+        )
+    except (OSError, config.ConfigError) as exc:
         log.error("cannot start the HTTP server", extra={"error": str(exc)})
         return 1
     exporter.start()
@@ -93,6 +107,8 @@ def run(loaded: config.Loaded) -> int:
             "environment": loaded.environment,
             "cgroup": layout.version,
             "collectors": ",".join(c.name for c in collectors),
+            "tls": httpd.tls is not None,
+            "basic_auth": httpd.auth is not None,
         },
     )
     try:

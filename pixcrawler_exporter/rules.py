@@ -1,0 +1,431 @@
+"""The Prometheus rules file (recording and alerting rules), rendered from the configuration.
+
+The thresholds the exporter logs and colours its statuses by are the thresholds Prometheus alerts
+on: ``pixcrawler-exporter rules [--config FILE]`` renders this file from the same configuration
+(flags aside, with the same precedence: environment, YAML file, ``.env``, defaults). The shipped
+``rules/pixcrawler-exporter.rules.yml`` is the render of the defaults; a test fails when it
+differs from what this module renders.
+
+Thresholds are rendered into the expressions as constants rather than joined with the exporter's
+``pixcrawler_threshold`` gauge: the rule then says by itself when it fires, promtool can test it
+without the gauge, and an exporter that is down or misconfigured cannot move it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from pixcrawler_exporter import config as config_module
+from pixcrawler_exporter.config import Config
+
+DEFAULT_JOB = "pixcrawler"
+RUNBOOK_URL = "https://github.com/pixcrawler/pixcrawler-exporter/blob/main/docs/runbook.md"
+
+# Recording rules shared by alerts and the Grafana dashboard (grafana/dashboard.py uses the names),
+# each recorded in the group of the alerts that read it.
+CPU_USAGE_RATIO = "pixcrawler:cpu_usage:ratio_rate5m"
+CPU_THROTTLED = "pixcrawler:cpu_throttled_seconds:rate5m"
+FAILED_CHUNKS_10M = "pixcrawler:job_chunks_failed:delta10m"
+OOM_KILLS_10M = "pixcrawler:memory_oom_kills:increase10m"
+RECORDING_RULES: Mapping[str, str] = {
+    # CPU seconds used per second over the cores the cgroup may use: the share of the limit, the
+    # figure CFS throttles at (a host's CPU figure says nothing about a container's quota).
+    CPU_USAGE_RATIO: "rate(pixcrawler_cpu_usage_seconds_total[5m]) / pixcrawler_cpu_limit_cores",
+    CPU_THROTTLED: "rate(pixcrawler_cpu_throttled_seconds_total[5m])",
+    OOM_KILLS_10M: "increase(pixcrawler_memory_oom_kills_total[10m])",
+    # pixcrawler_job_chunks is a gauge summed over the jobs table, not a counter: increase() would
+    # read jobs being deleted as a counter reset and count their failed chunks again as new ones.
+    # The difference to ten minutes ago is exact and goes negative instead.
+    FAILED_CHUNKS_10M: (
+        'pixcrawler_job_chunks{state="failed"} - pixcrawler_job_chunks{state="failed"} offset 10m'
+    ),
+}
+
+# Thresholds that are not exporter settings (the exporter has no status for them).
+THROTTLED_SECONDS_PER_SECOND = 0.25
+FAILED_CHUNKS_PER_10M = 5
+# Azure Monitor publishes platform metrics minutes late, so staleness is not judged in less time.
+AZURE_MIN_STALE_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_seconds: int
+    severity: str
+    summary: str
+    description: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def anchor(self) -> str:
+        """The runbook section's anchor: GitHub lowercases a heading that is the alert's name."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    alerts: Sequence[Alert]
+    # Recorded first: rules of a group run in order, so its alerts see this evaluation's values
+    # (from another group they would lag by up to an interval).
+    records: Sequence[str] = ()
+
+
+def duration(seconds: int) -> str:
+    """A Prometheus duration in the largest unit that divides it: 300 -> '5m'."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# Placeholders and templates the alerts' texts share.
+FOR = "<for>"
+INSTANCE = "{{ $labels.instance }}"
+PERCENT = "{{ $value | humanizePercentage }}"
+
+
+def _number(value: float) -> str:
+    """A PromQL number that is exactly the configured one (``:g`` would round to 6 digits)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _quote(text: str) -> str:
+    """A PromQL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _alert(
+    name: str,
+    expr: str,
+    for_seconds: int,
+    severity: str,
+    summary: str,
+    description: str,
+    labels: Mapping[str, str] | None = None,
+) -> Alert:
+    # Descriptions quote their own `for:` through FOR, so the two cannot disagree.
+    return Alert(
+        name,
+        expr,
+        for_seconds,
+        severity,
+        summary,
+        description.replace(FOR, duration(for_seconds)),
+        labels or {},
+    )
+
+
+def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
+    """Every alert, grouped by what it watches, with thresholds and durations at full scale."""
+    t = cfg.thresholds
+    up = f"up{{job={_quote(job)}}}"
+    stale_after = max(AZURE_MIN_STALE_SECONDS, math.ceil(3 * cfg.azure.refresh_interval_seconds))
+
+    def threshold_pair(
+        resource: str,
+        metric: str,
+        name: str,
+        what: str,
+        for_warning: int,
+        for_critical: int,
+        description: str,
+    ) -> list[Alert]:
+        """The warning and critical alert of one resource. Both fire at the threshold, not just
+        above it, as the exporter's own status does; ``resource`` lets Alertmanager inhibit the
+        warning while the critical one fires."""
+        pair = getattr(t, resource)
+        value = "{{ $value }}" if resource == "chunks" else PERCENT
+        out = []
+        for severity, suffix, threshold, for_s in (
+            ("warning", "High", pair.warning, for_warning),
+            ("critical", "Critical", pair.critical, for_critical),
+        ):
+            shown = f"{threshold:g}" if resource == "chunks" else f"{threshold * 100:g}%"
+            out.append(
+                _alert(
+                    f"PixCrawler{name}{suffix}",
+                    f"{metric} >= {_number(threshold)}",
+                    for_s,
+                    severity,
+                    f"{what} on {INSTANCE} is {value}",
+                    description.replace("<severity>", severity).replace("<threshold>", shown),
+                    {"resource": resource},
+                )
+            )
+        return out
+
+    exporter = Group(
+        "pixcrawler-exporter.exporter",
+        [
+            _alert(
+                "PixCrawlerExporterDown",
+                # absent(): a job gone from service discovery would otherwise leave every
+                # PixCrawler alert silent instead of firing.
+                f"{up} == 0 or absent({up})",
+                120,
+                "critical",
+                "PixCrawler exporter {{ with $labels.instance }}{{ . }}{{ else }}"
+                "of job {{ $labels.job }}{{ end }} is down",
+                "{{ if $labels.instance }}Prometheus could not scrape "
+                f"{INSTANCE} (job {{{{ $labels.job }}}}) for {FOR}: up is {{{{ $value }}}}."
+                "{{ else }}Prometheus has had no target of job {{ $labels.job }} for "
+                f"{FOR}.{{{{ end }}}} No other PixCrawler alert can fire without its metrics.",
+            ),
+            _alert(
+                "PixCrawlerCollectorFailing",
+                # The database collector fails whenever the database does, and
+                # PixCrawlerDatabaseDown says so with the cause beside it.
+                'pixcrawler_exporter_collector_success{collector!="database"} == 0',
+                300,
+                "warning",
+                f"Collector {{{{ $labels.collector }}}} on {INSTANCE} is failing",
+                f"The {{{{ $labels.collector }}}} collector on {INSTANCE} failed every scrape "
+                f"for {FOR} (success {{{{ $value }}}}): its metrics are missing, so alerts on "
+                "them cannot fire.",
+            ),
+        ],
+    )
+
+    resources = Group(
+        "pixcrawler-exporter.resources",
+        records=(CPU_USAGE_RATIO, CPU_THROTTLED, OOM_KILLS_10M),
+        alerts=[
+            *threshold_pair(
+                "memory",
+                "pixcrawler_memory_usage_ratio",
+                "MemoryUsage",
+                "Memory usage",
+                300,
+                120,
+                f"The working set on {INSTANCE} is {PERCENT} of its effective memory limit, at "
+                f"or above the <severity> threshold of <threshold> for {FOR}. The OOM killer "
+                "acts on this figure.",
+            ),
+            *threshold_pair(
+                "cpu",
+                CPU_USAGE_RATIO,
+                "CPUUsage",
+                "CPU usage",
+                600,
+                300,
+                f"CPU used on {INSTANCE} over 5m is {PERCENT} of its CPU limit in cores, at or "
+                f"above the <severity> threshold of <threshold> for {FOR}.",
+            ),
+            _alert(
+                "PixCrawlerCPUThrottlingHigh",
+                f"{CPU_THROTTLED} > {THROTTLED_SECONDS_PER_SECOND:g}",
+                900,
+                "warning",
+                f"CPU of {INSTANCE} is throttled by its quota",
+                f"Tasks on {INSTANCE} were held back by the CFS quota for "
+                "{{ $value | humanize }}s per second over 5m (more than "
+                f"{THROTTLED_SECONDS_PER_SECOND:g}) for {FOR}: the crawler runs slower than "
+                "its CPU usage suggests.",
+            ),
+            _alert(
+                "PixCrawlerContainerOOMKilled",
+                f"{OOM_KILLS_10M} > 0",
+                0,
+                "warning",
+                f"The OOM killer killed a process on {INSTANCE}",
+                "The OOM killer killed {{ $value | humanize }} process(es) in the watched "
+                f"container on {INSTANCE} in the last 10m.",
+            ),
+            *threshold_pair(
+                "disk",
+                "pixcrawler_disk_usage_ratio",
+                "DiskUsage",
+                "Disk usage",
+                600,
+                300,
+                f"The filesystem holding {{{{ $labels.path }}}} on {INSTANCE} is {PERCENT} "
+                f"full, at or above the <severity> threshold of <threshold> for {FOR}.",
+            ),
+            *threshold_pair(
+                "temp_storage",
+                "pixcrawler_temp_storage_usage_ratio",
+                "TempStorage",
+                "Temp storage usage",
+                300,
+                120,
+                f"The crawler's temp files on {INSTANCE} fill {PERCENT} of the temp storage "
+                f"quota, at or above the <severity> threshold of <threshold> for {FOR}.",
+            ),
+        ],
+    )
+
+    capacity = Group(
+        "pixcrawler-exporter.capacity",
+        records=(FAILED_CHUNKS_10M,),
+        alerts=[
+            *threshold_pair(
+                "chunks",
+                "pixcrawler_chunks_active",
+                "ActiveChunks",
+                "Active chunks",
+                600,
+                300,
+                f"{{{{ $value }}}} chunks are being processed on {INSTANCE}, at or above the "
+                f"<severity> threshold of <threshold> for {FOR}.",
+            ),
+            _alert(
+                "PixCrawlerCapacityExhausted",
+                "pixcrawler_can_start_chunk == 0",
+                900,
+                "warning",
+                f"No chunk can start on {INSTANCE}",
+                f"{INSTANCE} has had no free chunk slot, or no temp storage room for one more "
+                f"chunk, for {FOR} (can_start_chunk {{{{ $value }}}}): new chunks wait.",
+            ),
+            _alert(
+                "PixCrawlerChunkFailuresSpike",
+                f"{FAILED_CHUNKS_10M} > {FAILED_CHUNKS_PER_10M}",
+                0,
+                "warning",
+                f"{{{{ $value }}}} chunks failed in 10m on {INSTANCE}",
+                f"{{{{ $value }}}} chunks failed in the jobs {INSTANCE} reads in the last 10m "
+                f"(more than {FAILED_CHUNKS_PER_10M}).",
+            ),
+        ],
+    )
+
+    database = Group(
+        "pixcrawler-exporter.database",
+        [
+            _alert(
+                "PixCrawlerDatabaseDown",
+                "pixcrawler_database_up == 0",
+                300,
+                "critical",
+                f"{INSTANCE} cannot read the PixCrawler database",
+                f"Every collection from PostgreSQL by {INSTANCE} failed for {FOR} (database_up "
+                "{{ $value }}): active chunks are unknown, and so is capacity. "
+                "pixcrawler_database_errors_total says why.",
+            ),
+        ],
+    )
+
+    azure = Group(
+        "pixcrawler-exporter.azure",
+        [
+            _alert(
+                "PixCrawlerAzureMetricsStale",
+                # The second arm is an exporter that never read Azure Monitor and so has no
+                # timestamp yet: +Inf is the honest age of metrics never read.
+                f"time() - pixcrawler_azure_last_success_timestamp_seconds > {stale_after}"
+                " or (pixcrawler_azure_up == 0 unless on (job, instance)"
+                " pixcrawler_azure_last_success_timestamp_seconds) + Inf",
+                300,
+                "warning",
+                f"Azure Monitor metrics on {INSTANCE} are stale",
+                f"The last successful read of Azure Monitor by {INSTANCE} is "
+                "{{ $value | humanizeDuration }} old (+Inf: none since it started), more than "
+                f"{duration(stale_after)}, for {FOR}.",
+            ),
+        ],
+    )
+    return [exporter, resources, capacity, database, azure]
+
+
+def alerts(cfg: Config, job: str = DEFAULT_JOB) -> list[Alert]:
+    return [a for g in groups(cfg, job) for a in g.alerts]
+
+
+def _scaled(seconds: int, for_scale: float) -> int:
+    if seconds == 0:
+        return 0
+    return max(1, round(seconds * for_scale))
+
+
+def document(
+    cfg: Config,
+    *,
+    job: str = DEFAULT_JOB,
+    runbook_url: str = RUNBOOK_URL,
+    for_scale: float = 1.0,
+) -> dict[str, Any]:
+    """The rules file as data. ``for_scale`` multiplies every ``for:`` and nothing else (not the
+    windows of rate() and the like, nor the durations the descriptions quote): the end-to-end
+    test renders with a small one so that alerts fire in seconds."""
+    if not for_scale > 0:
+        raise ValueError("for_scale must be above 0")
+    out: list[dict[str, Any]] = []
+    for group in groups(cfg, job):
+        rules: list[dict[str, Any]] = [
+            {"record": name, "expr": RECORDING_RULES[name]} for name in group.records
+        ]
+        for a in group.alerts:
+            rule: dict[str, Any] = {"alert": a.name, "expr": a.expr}
+            if a.for_seconds:
+                rule["for"] = duration(_scaled(a.for_seconds, for_scale))
+            rule["labels"] = {"severity": a.severity, **a.labels}
+            rule["annotations"] = {
+                "summary": a.summary,
+                "description": a.description,
+                "runbook_url": f"{runbook_url}#{a.anchor}",
+            }
+            rules.append(rule)
+        out.append({"name": group.name, "rules": rules})
+    return {"groups": out}
+
+
+HEADER = """\
+# Prometheus recording and alerting rules for pixcrawler-exporter.
+# Generated by `pixcrawler-exporter rules` from the configured thresholds: regenerate rather than
+# edit, so that Prometheus alerts at the thresholds the exporter reports.
+"""
+
+
+def render(
+    cfg: Config,
+    *,
+    job: str = DEFAULT_JOB,
+    runbook_url: str = RUNBOOK_URL,
+    for_scale: float = 1.0,
+) -> str:
+    """The rules file as YAML text, ready for Prometheus's ``rule_files``."""
+    doc = document(cfg, job=job, runbook_url=runbook_url, for_scale=for_scale)
+    body = yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True)
+    return HEADER + body
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pixcrawler-exporter rules",
+        description="Print the Prometheus rules file (recording and alerting rules) rendered "
+        "from the configured thresholds.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML configuration file.")
+    p.add_argument(
+        "--job",
+        default=DEFAULT_JOB,
+        help="Prometheus job name scraping the exporter, for PixCrawlerExporterDown "
+        f"(default: {DEFAULT_JOB}).",
+    )
+    p.add_argument(
+        "--runbook-url",
+        default=RUNBOOK_URL,
+        help="Base URL of the runbook the alerts link to (default: the project's docs/runbook.md).",
+    )
+    return p
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        loaded = config_module.load(environ, {}, args.config)
+    except config_module.ConfigError as exc:
+        print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(loaded.config, job=args.job, runbook_url=args.runbook_url))
+    return 0

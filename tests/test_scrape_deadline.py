@@ -1,0 +1,95 @@
+"""The scrape deadline: a late collector is failed for that scrape and its read is not repeated.
+
+test_server.py shows it through HTTP; these pin down the rest of the claim on the Scraper itself:
+a hung source holds one thread however many scrapes arrive, the others answer on time, and once
+the hung read ends the next scrape reads afresh.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter.collector import Collector
+from pixcrawler_exporter.metrics import Desc
+from pixcrawler_exporter.scrape import Scraper
+
+
+class Gated(Collector[str]):
+    """Blocks in read() until the test opens the gate."""
+
+    name = "gated"
+    descs = (Desc("pixcrawler_test_gated", "Test."),)
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def read(self) -> str:
+        self.gate.wait(10)
+        return "read"
+
+    def metrics(self, reading: str) -> Iterable[Metric]:
+        return ()
+
+
+class Quick(Collector[int]):
+    name = "quick"
+    descs = (Desc("pixcrawler_test_quick", "Test."),)
+
+    def read(self) -> int:
+        return 1
+
+    def metrics(self, reading: int) -> Iterable[Metric]:
+        return ()
+
+
+@pytest.fixture
+def scraper() -> Iterator[tuple[Scraper, Gated]]:
+    gated = Gated()
+    scraper = Scraper([gated, Quick()])  # type: ignore[list-item]
+    yield scraper, gated
+    gated.gate.set()
+    scraper.close()
+
+
+def collector_threads() -> int:
+    return sum(t.name.startswith("collector") for t in threading.enumerate())
+
+
+def test_late_read_is_shared_then_replaced(scraper: tuple[Scraper, Gated]) -> None:
+    s, gated = scraper
+    for _ in range(3):
+        started = time.monotonic()
+        snap = s.collect(0.2)
+        assert time.monotonic() - started < 0.5
+        late = snap.outcomes["gated"]
+        assert not late.success and "within the scrape deadline of 0.20s" in str(late.error)
+        assert snap.outcomes["quick"].success
+    assert s.reads["gated"] == 1  # three scrapes, one read
+    gated.gate.set()
+    deadline = time.monotonic() + 5
+    while not s.collect(1).outcomes["gated"].success:  # the hung read's own answer, or a new one
+        assert time.monotonic() < deadline
+    reads = s.reads["gated"]
+    assert s.collect(1).outcomes["gated"].success
+    assert s.reads["gated"] == reads + 1  # a finished read is never served again
+
+
+def test_concurrent_scrapes_with_a_hung_source_hold_one_thread(
+    scraper: tuple[Scraper, Gated],
+) -> None:
+    s, _ = scraper
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(3):
+            started = time.monotonic()
+            snaps = list(pool.map(lambda _: s.collect(0.3), range(16)))
+            assert time.monotonic() - started < 1.5
+            assert all(not snap.outcomes["gated"].success for snap in snaps)
+            assert all(snap.outcomes["quick"].success for snap in snaps)
+    assert s.reads["gated"] == 1
+    assert collector_threads() <= len(s.collectors)
