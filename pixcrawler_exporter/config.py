@@ -793,23 +793,30 @@ def _dotenv(path: str | Path) -> dict[str, str]:
         raise ConfigError(f"cannot read {path}: {exc}") from None
 
 
-def _yaml(path: str, known: set[str]) -> dict[str, Any]:
+def read_yaml_mapping(path: str, what: str) -> dict[Any, Any]:
+    """A YAML file whose top level is a mapping ({} when empty); ConfigError says what is wrong,
+    with ``what`` naming the kind of file ("config file", "web config file")."""
     try:
         with open(path, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+        raise ConfigError(f"{what} {path} is not UTF-8 text: {exc.reason}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML{at}: {problem}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
+        raise ConfigError(f"{what} {path}: expected a mapping of settings at the top level")
+    return doc
+
+
+def _yaml(path: str, known: set[str]) -> dict[str, Any]:
+    doc = read_yaml_mapping(path, "config file")
     flat: dict[str, Any] = {}
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
     sections |= {s.rsplit(".", 1)[0] for s in sections if "." in s}

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pixcrawler_exporter.config import ConfigError
+from pixcrawler_exporter.config import ConfigError, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -221,24 +219,9 @@ class TLSContexts:
 # --- reading and checking ----------------------------------------------------------------------
 
 
-def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read web config file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"web config file {path} is not UTF-8 text: {exc.reason}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"web config file {path} is not valid YAML{at}: {problem}") from None
-    if doc is None:
-        return {}  # an empty file: plain HTTP, no authentication, as with the toolkit
-    if not isinstance(doc, dict):
-        raise ConfigError(f"web config file {path}: expected a mapping at the top level")
-    return doc
+def _read(path: str) -> dict[Any, Any]:
+    # An empty file means plain HTTP without authentication, as with the toolkit.
+    return read_yaml_mapping(path, "web config file")
 
 
 def _check_keys(node: Mapping[Any, Any], section: str, path: str) -> None:

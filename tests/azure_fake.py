@@ -102,6 +102,21 @@ class FakeAzure:
 
     # --- switches -------------------------------------------------------------------------
 
+    def exporter_env(self, resource: str, refresh_seconds: int = 5) -> dict[str, str]:
+        """The environment that points an exporter process at this fake, in mode azure."""
+        return {
+            "PIXCRAWLER_MODE": "azure",
+            "PIXCRAWLER_AZURE_RESOURCE_ID": resource,
+            "PIXCRAWLER_AZURE_METRICS_ENDPOINT": self.url,
+            "PIXCRAWLER_AZURE_REFRESH_INTERVAL_SECONDS": str(refresh_seconds),
+            "AZURE_AUTHORITY_HOST": self.url,
+            "AZURE_TENANT_ID": TENANT,
+            "AZURE_CLIENT_ID": CLIENT_ID,
+            "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+            "REQUESTS_CA_BUNDLE": str(self.ca_file),
+            "SSL_CERT_FILE": str(self.ca_file),
+        }
+
     def fault(
         self,
         kind: str | None,

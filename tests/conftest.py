@@ -40,6 +40,23 @@ def need_tool(name: str) -> str:
     return path
 
 
+def run_cli(
+    tmp_path: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pixcrawler_exporter ARGS` in tmp_path with no PIXCRAWLER_* from outside."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pixcrawler_exporter", *args],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -506,20 +506,7 @@ def test_exporter_process_scrapes_azure_without_calling_it_per_scrape(
     if AzureCollector not in registry.COLLECTOR_CLASSES:
         pytest.skip("AzureCollector is not wired into registry.py yet")
     fake.set_value("MemoryPercentage", 61.0)
-    exporter = exporter_factory(
-        env={
-            "PIXCRAWLER_MODE": "azure",
-            "PIXCRAWLER_AZURE_RESOURCE_ID": PLAN,
-            "PIXCRAWLER_AZURE_METRICS_ENDPOINT": fake.url,
-            "PIXCRAWLER_AZURE_REFRESH_INTERVAL_SECONDS": "5",
-            "AZURE_AUTHORITY_HOST": fake.url,
-            "AZURE_TENANT_ID": TENANT,
-            "AZURE_CLIENT_ID": CLIENT_ID,
-            "AZURE_CLIENT_SECRET": CLIENT_SECRET,
-            "REQUESTS_CA_BUNDLE": str(fake.ca_file),
-            "SSL_CERT_FILE": str(fake.ca_file),
-        }
-    )
+    exporter = exporter_factory(env=fake.exporter_env(PLAN))
     wait_for(
         "the first refresh",
         lambda: sample(exporter.scrape(), "pixcrawler_azure_up") == 1,
@@ -564,19 +551,7 @@ def test_azure_mode_statuses_use_the_plan_while_fresh_then_fall_back(
     fake.set_value("MemoryPercentage", 95.0)
     fake.set_value("CpuPercentage", 12.5)
     exporter = exporter_factory(
-        env={
-            "PIXCRAWLER_MODE": "azure",
-            "PIXCRAWLER_AZURE_RESOURCE_ID": PLAN,
-            "PIXCRAWLER_AZURE_METRICS_ENDPOINT": fake.url,
-            "PIXCRAWLER_AZURE_REFRESH_INTERVAL_SECONDS": "5",
-            "PIXCRAWLER_AZURE_MAX_AGE_SECONDS": "3",
-            "AZURE_AUTHORITY_HOST": fake.url,
-            "AZURE_TENANT_ID": TENANT,
-            "AZURE_CLIENT_ID": CLIENT_ID,
-            "AZURE_CLIENT_SECRET": CLIENT_SECRET,
-            "REQUESTS_CA_BUNDLE": str(fake.ca_file),
-            "SSL_CERT_FILE": str(fake.ca_file),
-        }
+        env={**fake.exporter_env(PLAN), "PIXCRAWLER_AZURE_MAX_AGE_SECONDS": "3"}
     )
 
     def status() -> dict[str, Any]:

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pixcrawler_exporter import config
-from tests.conftest import REPO
-
-
-def run_cli(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "pixcrawler_exporter", *args],
-        cwd=tmp_path,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+from tests.conftest import run_cli
 
 
 def test_defaults_need_no_configuration(tmp_path: Path) -> None:

@@ -413,7 +413,7 @@ def test_tls_config_mistakes(
         ({"http_server_config": {"http2": "yes"}}, "http2 in"),
         ({"rate_limit": {"interval": "fast", "burst": 1}}, "not a duration"),
         ({"rate_limit": {"interval": "1s", "burst": -1}}, "rate_limit.burst in"),
-        ([1, 2], "expected a mapping at the top level"),
+        ([1, 2], "expected a mapping of settings at the top level"),
     ],
 )
 def test_other_config_mistakes(tmp_path: Path, doc: object, message: str) -> None:

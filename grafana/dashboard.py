@@ -1,0 +1,818 @@
+"""The Grafana dashboard, generated so that its thresholds and recording rules cannot drift.
+
+``python3 -m grafana.dashboard`` (from the repository's root) rewrites
+``grafana/pixcrawler-exporter.json``; a test fails when the committed file differs from what this
+module generates. The stat panels are coloured by the exporter's default thresholds, read from
+``pixcrawler_exporter.config``, and the panels an alert shares an expression with query the
+recording rule that ``pixcrawler_exporter.rules`` renders, so dashboard and alert show one figure.
+
+Plain data rather than grafana-foundation-sdk: the model needed here is small, and a
+dependency would pin the dashboard to the SDK's schema version rather than to what Grafana
+imports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pixcrawler_exporter import rules
+from pixcrawler_exporter.config import Config
+
+UID = "pixcrawler-exporter"
+TITLE = "PixCrawler exporter"
+OUTPUT = Path(__file__).resolve().parent / "pixcrawler-exporter.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Every query is scoped to the chosen job and instances.
+SCOPE = 'job="$job", instance=~"$instance"'
+WIDTH = 24  # Grafana's grid
+
+GREEN, ORANGE, RED = "green", "orange", "red"
+STATUS_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "OK", "color": GREEN, "index": 0},
+            "1": {"text": "WARNING", "color": ORANGE, "index": 1},
+            "2": {"text": "ALERT", "color": RED, "index": 2},
+        },
+    }
+]
+YES_NO_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "NO", "color": RED, "index": 0},
+            "1": {"text": "YES", "color": GREEN, "index": 1},
+        },
+    }
+]
+UP_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "down", "color": RED, "index": 0},
+            "1": {"text": "up", "color": GREEN, "index": 1},
+        },
+    }
+]
+
+
+def sel(metric: str, **labels: str) -> str:
+    """``metric{job="$job", instance=~"$instance", ...}``."""
+    extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+    return f"{metric}{{{SCOPE}{extra}}}"
+
+
+@dataclass(frozen=True)
+class Target:
+    expr: str
+    legend: str = "{{instance}}"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    kind: str  # "stat", "timeseries" or "state-timeline"
+    unit: str
+    targets: Sequence[Target]
+    description: str = ""
+    width: int = 12
+    height: int = 8
+    thresholds: Sequence[tuple[str, float | None]] = ((GREEN, None),)
+    show_thresholds: bool = False  # draw the thresholds as dashed lines in a time series
+    mappings: Sequence[Mapping[str, Any]] = ()
+    overrides: Sequence[Mapping[str, Any]] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: Sequence[Panel]
+
+
+def steps(cfg: Config, resource: str) -> list[tuple[str, float | None]]:
+    """Green below the warning threshold, orange from it, red from the critical one."""
+    pair = getattr(cfg.thresholds, resource)
+    return [(GREEN, None), (ORANGE, pair.warning), (RED, pair.critical)]
+
+
+def rows(cfg: Config) -> list[Row]:
+    def stat(
+        title: str,
+        targets: Sequence[Target],
+        unit: str,
+        thresholds: Sequence[tuple[str, float | None]],
+        description: str,
+        width: int = 3,
+        **kw: Any,
+    ) -> Panel:
+        return Panel(title, "stat", unit, targets, description, width, 4, thresholds, **kw)
+
+    def ratio_series(
+        title: str, expr: str, resource: str, description: str, legend: str = "{{instance}}"
+    ) -> Panel:
+        return Panel(
+            title,
+            "timeseries",
+            "percentunit",
+            [Target(expr, legend)],
+            description,
+            thresholds=steps(cfg, resource),
+            show_thresholds=True,
+        )
+
+    fixed_text = [
+        {
+            "matcher": {"id": "byRegexp", "options": ".*effective max"},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "text"}}],
+        }
+    ]
+    overview = Row(
+        "Overview",
+        [
+            stat(
+                "Overall status",
+                [Target(sel("pixcrawler_resource_status", resource="overall"))],
+                "none",
+                [(GREEN, None), (ORANGE, 1), (RED, 2)],
+                "The worst status of disk, memory, CPU, temp storage and chunks.",
+                mappings=STATUS_MAPPINGS,
+            ),
+            stat(
+                "Can start a chunk",
+                [Target(sel("pixcrawler_can_start_chunk"))],
+                "none",
+                [(RED, None), (GREEN, 1)],
+                "A chunk slot is free and temp storage has room for one more chunk.",
+                mappings=YES_NO_MAPPINGS,
+            ),
+            stat(
+                "Memory",
+                [Target(sel("pixcrawler_memory_usage_ratio"))],
+                "percentunit",
+                steps(cfg, "memory"),
+                "Working set over the effective memory limit.",
+            ),
+            stat(
+                "CPU",
+                [Target(sel(rules.CPU_USAGE_RATIO))],
+                "percentunit",
+                steps(cfg, "cpu"),
+                "CPU used over 5m against the CPU limit in cores.",
+            ),
+            stat(
+                "Disk (fullest path)",
+                [Target(f"max by (instance) ({sel('pixcrawler_disk_usage_ratio')})")],
+                "percentunit",
+                steps(cfg, "disk"),
+                "The fullest of the filesystems holding disk.paths.",
+            ),
+            stat(
+                "Temp storage",
+                [Target(sel("pixcrawler_temp_storage_usage_ratio"))],
+                "percentunit",
+                steps(cfg, "temp_storage"),
+                "The crawler's temp files over the temp storage quota.",
+            ),
+            stat(
+                "Active chunks / effective max",
+                [
+                    Target(sel("pixcrawler_chunks_active"), "{{instance}} active"),
+                    Target(sel("pixcrawler_chunks_effective_max"), "{{instance}} effective max"),
+                ],
+                "none",
+                steps(cfg, "chunks"),
+                "Chunks being processed, coloured by the chunk thresholds, beside the most "
+                "that may run.",
+                width=6,
+                overrides=fixed_text,
+            ),
+        ],
+    )
+
+    capacity = Row(
+        "Capacity",
+        [
+            Panel(
+                "Active chunks against the maximum",
+                "timeseries",
+                "none",
+                [
+                    Target(sel("pixcrawler_chunks_active"), "{{instance}} active"),
+                    Target(sel("pixcrawler_chunks_effective_max"), "{{instance}} effective max"),
+                    Target(sel("pixcrawler_chunks_max_concurrent"), "{{instance}} configured max"),
+                    Target(
+                        sel("pixcrawler_chunks_max_by_storage"), "{{instance}} temp storage holds"
+                    ),
+                ],
+                "The effective maximum is the smaller of the configured one and what the temp "
+                "storage quota holds.",
+                thresholds=steps(cfg, "chunks"),
+                show_thresholds=True,
+            ),
+            Panel(
+                "Capacity utilization",
+                "timeseries",
+                "percentunit",
+                [Target(sel("pixcrawler_capacity_utilization_ratio"))],
+                "Active chunks over the effective maximum.",
+            ),
+            Panel(
+                "Free chunk slots",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_chunks_available"))],
+                "Effective maximum minus active chunks.",
+            ),
+            Panel(
+                "Can start a chunk",
+                "state-timeline",
+                "none",
+                [Target(sel("pixcrawler_can_start_chunk"))],
+                "1 when a slot is free and temp storage has room for one more chunk.",
+                mappings=YES_NO_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+            Panel(
+                "Status per resource",
+                "state-timeline",
+                "none",
+                [Target(sel("pixcrawler_resource_status"), "{{instance}} {{resource}}")],
+                "OK, WARNING or ALERT, as the exporter evaluates and logs them.",
+                width=WIDTH,
+                mappings=STATUS_MAPPINGS,
+                thresholds=[(GREEN, None), (ORANGE, 1), (RED, 2)],
+            ),
+        ],
+    )
+
+    container = Row(
+        "Container resources",
+        [
+            Panel(
+                "Memory: working set against limit",
+                "timeseries",
+                "bytes",
+                [
+                    Target(sel("pixcrawler_memory_working_set_bytes"), "{{instance}} working set"),
+                    Target(sel("pixcrawler_memory_usage_bytes"), "{{instance}} usage (with cache)"),
+                    Target(sel("pixcrawler_memory_limit_bytes"), "{{instance}} limit"),
+                ],
+                "The container's figures: what the OOM killer acts on.",
+            ),
+            Panel(
+                "Memory: the host's figures",
+                "timeseries",
+                "bytes",
+                [
+                    Target(sel("pixcrawler_host_memory_total_bytes"), "{{instance}} host total"),
+                    Target(
+                        sel("pixcrawler_host_memory_available_bytes"),
+                        "{{instance}} host available",
+                    ),
+                ],
+                "What the host reports, for comparison: inside a container it is not the limit.",
+            ),
+            ratio_series(
+                "Memory usage ratio",
+                sel("pixcrawler_memory_usage_ratio"),
+                "memory",
+                "Working set over the effective limit, against the thresholds.",
+            ),
+            Panel(
+                "OOM kills in 10m",
+                "timeseries",
+                "none",
+                [Target(sel(rules.OOM_KILLS_10M))],
+                "Processes the OOM killer killed in the watched container.",
+            ),
+            Panel(
+                "CPU used against limit",
+                "timeseries",
+                "suffix: cores",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_cpu_usage_seconds_total')}[$__rate_interval])",
+                        "{{instance}} used",
+                    ),
+                    Target(sel("pixcrawler_cpu_limit_cores"), "{{instance}} limit"),
+                ],
+                "CPU seconds used per second, against the CFS quota in cores (or the CPUs the "
+                "process may run on).",
+            ),
+            ratio_series(
+                "CPU usage ratio (5m)",
+                sel(rules.CPU_USAGE_RATIO),
+                "cpu",
+                "CPU used over 5m against the limit, as the CPU alerts read it.",
+            ),
+            Panel(
+                "CPU throttled time (5m)",
+                "timeseries",
+                "s",
+                [Target(sel(rules.CPU_THROTTLED), "{{instance}} throttled per second")],
+                "Seconds the CFS quota held tasks back, per second (counted per CPU).",
+                thresholds=[(GREEN, None), (ORANGE, rules.THROTTLED_SECONDS_PER_SECOND)],
+                show_thresholds=True,
+            ),
+            Panel(
+                "CPU throttled periods",
+                "timeseries",
+                "cps",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_cpu_throttled_periods_total')}[$__rate_interval])"
+                    )
+                ],
+                "CFS periods per second in which the container was throttled.",
+            ),
+            Panel(
+                "Pressure stall (PSI)",
+                "timeseries",
+                "percentunit",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_pressure_stall_seconds_total')}[$__rate_interval])",
+                        "{{instance}} {{resource}} {{kind}}",
+                    )
+                ],
+                "Share of time some (or all) tasks waited for CPU, memory or I/O.",
+                width=WIDTH,
+            ),
+            ratio_series(
+                "Disk usage per path",
+                sel("pixcrawler_disk_usage_ratio"),
+                "disk",
+                "Share of each filesystem not available to unprivileged users, as df counts it.",
+                "{{instance}} {{path}}",
+            ),
+            Panel(
+                "Disk space per path",
+                "timeseries",
+                "bytes",
+                [
+                    Target(sel("pixcrawler_disk_available_bytes"), "{{instance}} {{path}} free"),
+                    Target(sel("pixcrawler_disk_size_bytes"), "{{instance}} {{path}} size"),
+                ],
+                "Size and space available of the filesystems holding disk.paths.",
+            ),
+            Panel(
+                "Network",
+                "timeseries",
+                "Bps",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_network_receive_bytes_total')}[$__rate_interval])",
+                        "{{instance}} {{interface}} received",
+                    ),
+                    Target(
+                        f"rate({sel('pixcrawler_network_transmit_bytes_total')}[$__rate_interval])",
+                        "{{instance}} {{interface}} sent",
+                    ),
+                ],
+                "Bytes per second per interface: downloads show up as received.",
+                width=WIDTH,
+            ),
+        ],
+    )
+
+    temp = Row(
+        "Temp storage",
+        [
+            Panel(
+                "Temp storage used against quota",
+                "timeseries",
+                "bytes",
+                [
+                    Target(
+                        f"sum by (instance) ({sel('pixcrawler_temp_storage_bytes')})",
+                        "{{instance}} used",
+                    ),
+                    Target(sel("pixcrawler_temp_storage_limit_bytes"), "{{instance}} quota"),
+                ],
+                "The crawler's temp files in all temp directories, against the quota.",
+            ),
+            ratio_series(
+                "Temp storage usage ratio",
+                sel("pixcrawler_temp_storage_usage_ratio"),
+                "temp_storage",
+                "Temp files over the quota, against the thresholds.",
+            ),
+            Panel(
+                "Temp bytes per directory",
+                "timeseries",
+                "bytes",
+                [Target(sel("pixcrawler_temp_storage_bytes"), "{{instance}} {{directory}}")],
+                "Bytes of the crawler's files below each temp directory.",
+            ),
+            Panel(
+                "Temp files per directory",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_temp_storage_files"), "{{instance}} {{directory}}")],
+                "Number of the crawler's files below each temp directory.",
+            ),
+            Panel(
+                "Temp scan duration",
+                "timeseries",
+                "s",
+                [Target(sel("pixcrawler_temp_storage_scan_duration_seconds"))],
+                "How long the last background scan took.",
+                width=8,
+            ),
+            Panel(
+                "Time since the last temp scan",
+                "timeseries",
+                "s",
+                [Target(f"time() - {sel('pixcrawler_temp_storage_last_scan_timestamp_seconds')}")],
+                "Grows past the scan interval when scans stall.",
+                width=8,
+            ),
+            Panel(
+                "Temp scan errors",
+                "timeseries",
+                "none",
+                [
+                    Target(
+                        f"increase({sel('pixcrawler_temp_storage_scan_errors_total')}"
+                        "[$__rate_interval])"
+                    )
+                ],
+                "Directories the scan could not read.",
+                width=8,
+            ),
+        ],
+    )
+
+    database = Row(
+        "Database and jobs",
+        [
+            Panel(
+                "Active chunks (database)",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_chunks_active"))],
+                "Chunks being processed, from the database, against the chunk thresholds.",
+                thresholds=steps(cfg, "chunks"),
+                show_thresholds=True,
+            ),
+            Panel(
+                "Jobs per status",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_jobs"), "{{instance}} {{status}}")],
+                "Crawl jobs per status.",
+            ),
+            Panel(
+                "Chunks per state",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_job_chunks"), "{{instance}} {{state}}")],
+                "Chunks summed over all jobs: total, active, completed, failed.",
+            ),
+            Panel(
+                "Failed chunks in 10m",
+                "timeseries",
+                "none",
+                [Target(sel(rules.FAILED_CHUNKS_10M))],
+                "Rise of the failed-chunk count over 10m, as PixCrawlerChunkFailuresSpike reads "
+                "it.",
+                thresholds=[(GREEN, None), (ORANGE, rules.FAILED_CHUNKS_PER_10M + 1)],
+                show_thresholds=True,
+            ),
+            Panel(
+                "Database reachable",
+                "state-timeline",
+                "none",
+                [Target(sel("pixcrawler_database_up"))],
+                "Whether the last collection from PostgreSQL worked.",
+                mappings=UP_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+            Panel(
+                "Database errors",
+                "timeseries",
+                "none",
+                [
+                    Target(
+                        f"increase({sel('pixcrawler_database_errors_total')}[$__rate_interval])",
+                        "{{instance}} {{reason}}",
+                    )
+                ],
+                "Failed collections from PostgreSQL by cause.",
+            ),
+        ],
+    )
+
+    azure = Row(
+        "Azure",
+        [
+            Panel(
+                "Azure Monitor metrics",
+                "timeseries",
+                "short",
+                [
+                    Target(
+                        sel("pixcrawler_azure_metric"),
+                        "{{instance}} {{resource}} {{metric}} {{aggregation}} ({{unit}})",
+                    )
+                ],
+                "Platform metrics as Azure Monitor reports them; the unit label says each "
+                "one's unit.",
+                width=WIDTH,
+            ),
+            Panel(
+                "Azure metric age",
+                "timeseries",
+                "s",
+                [Target(sel("pixcrawler_azure_metric_age_seconds"), "{{resource}} {{metric}}")],
+                "How old each metric's latest value is; platform metrics arrive minutes late.",
+                width=8,
+            ),
+            Panel(
+                "Time since the last Azure success",
+                "timeseries",
+                "s",
+                [Target(f"time() - {sel('pixcrawler_azure_last_success_timestamp_seconds')}")],
+                "PixCrawlerAzureMetricsStale fires when this stays high.",
+                width=8,
+            ),
+            Panel(
+                "Azure Monitor requests",
+                "timeseries",
+                "reqps",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_azure_requests_total')}[$__rate_interval])",
+                        "{{instance}} {{outcome}}",
+                    )
+                ],
+                "Requests to Azure Monitor per second by outcome.",
+                width=8,
+            ),
+            Panel(
+                "Azure reachable",
+                "state-timeline",
+                "none",
+                [Target(sel("pixcrawler_azure_up"))],
+                "Whether the last refresh from Azure Monitor worked.",
+                width=WIDTH,
+                mappings=UP_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+        ],
+    )
+
+    health = Row(
+        "Exporter health",
+        [
+            Panel(
+                "Collector success",
+                "state-timeline",
+                "none",
+                [
+                    Target(
+                        sel("pixcrawler_exporter_collector_success"), "{{instance}} {{collector}}"
+                    )
+                ],
+                "Whether each collector read its source in the scrape.",
+                mappings=UP_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+            Panel(
+                "Collector duration",
+                "timeseries",
+                "s",
+                [
+                    Target(
+                        sel("pixcrawler_exporter_collector_duration_seconds"),
+                        "{{instance}} {{collector}}",
+                    )
+                ],
+                "How long each collector took to read its source.",
+            ),
+            Panel(
+                "Scrape target up",
+                "state-timeline",
+                "none",
+                [Target(sel("up"))],
+                "Prometheus's own record of each scrape of the exporter.",
+                width=8,
+                mappings=UP_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+            Panel(
+                "Scrape duration",
+                "timeseries",
+                "s",
+                [Target(sel("scrape_duration_seconds"))],
+                "How long Prometheus's scrapes of the exporter take; keep it below the scrape "
+                "timeout.",
+                width=8,
+            ),
+            Panel(
+                "Exporter version",
+                "stat",
+                "none",
+                [Target(sel("pixcrawler_exporter_build_info"), "{{instance}} {{version}}")],
+                "The build each instance runs.",
+                width=8,
+                options={"textMode": "name", "colorMode": "none"},
+            ),
+        ],
+    )
+    return [overview, capacity, container, temp, database, azure, health]
+
+
+def _thresholds(steps_: Iterable[tuple[str, float | None]]) -> dict[str, Any]:
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps_]}
+
+
+def _panel(p: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "unit": p.unit,
+        "thresholds": _thresholds(p.thresholds),
+        "mappings": list(p.mappings),
+    }
+    options: dict[str, Any]
+    if p.kind == "stat":
+        defaults["color"] = {"mode": "thresholds"}
+        options = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "background",
+            "graphMode": "none",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "textMode": "auto",
+        }
+    elif p.kind == "state-timeline":
+        defaults["color"] = {"mode": "thresholds"}
+        options = {
+            "showValue": "auto",
+            "mergeValues": True,
+            "alignValue": "left",
+            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "single", "sort": "none"},
+        }
+    else:
+        defaults["color"] = {"mode": "palette-classic"}
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 10,
+            "showPoints": "never",
+            "spanNulls": False,
+            "thresholdsStyle": {"mode": "dashed" if p.show_thresholds else "off"},
+        }
+        options = {
+            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    options.update(p.options)
+    return {
+        "id": panel_id,
+        "type": p.kind,
+        "title": p.title,
+        "description": p.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": p.height, "w": p.width, "x": x, "y": y},
+        "fieldConfig": {"defaults": defaults, "overrides": list(p.overrides)},
+        "options": options,
+        "targets": [
+            {
+                "datasource": DATASOURCE,
+                "refId": chr(ord("A") + i),
+                "expr": t.expr,
+                "legendFormat": t.legend,
+                "range": True,
+                "instant": False,
+            }
+            for i, t in enumerate(p.targets)
+        ],
+    }
+
+
+def _variable(name: str, label: str, query: str, *, multi: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,  # on time range change: instances come and go
+        "sort": 1,
+        "multi": multi,
+        "includeAll": multi,
+        "current": {},
+        "options": [],
+        "hide": 0,
+        "regex": "",
+    }
+
+
+def dashboard(cfg: Config | None = None) -> dict[str, Any]:
+    """The dashboard's JSON model, coloured by ``cfg``'s thresholds (the defaults if None)."""
+    cfg = cfg or Config()
+    panels: list[dict[str, Any]] = []
+    y = 0
+    for row in rows(cfg):
+        panels.append(
+            {
+                "id": len(panels) + 1,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        y += 1
+        x = 0
+        line_height = 0
+        for p in row.panels:
+            if x + p.width > WIDTH:
+                x, y = 0, y + line_height
+                line_height = 0
+            panels.append(_panel(p, len(panels) + 1, x, y))
+            x += p.width
+            line_height = max(line_height, p.height)
+        y += line_height
+    return {
+        "id": None,
+        "uid": UID,
+        "title": TITLE,
+        "description": "pixcrawler-exporter: container-correct resources against their limits, "
+        "temp storage, chunk capacity, the crawl database and Azure Monitor.",
+        "tags": ["pixcrawler", "prometheus"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "links": [
+            {
+                "title": "Runbook",
+                "type": "link",
+                "url": rules.RUNBOOK_URL,
+                "targetBlank": True,
+                "icon": "doc",
+            }
+        ],
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "options": [],
+                    "hide": 0,
+                    "refresh": 1,
+                    "regex": "",
+                },
+                _variable(
+                    "job", "Job", "label_values(pixcrawler_exporter_build_info, job)", multi=False
+                ),
+                _variable(
+                    "instance",
+                    "Instance",
+                    'label_values(pixcrawler_exporter_build_info{job="$job"}, instance)',
+                    multi=True,
+                ),
+            ]
+        },
+        "panels": panels,
+    }
+
+
+def render(cfg: Config | None = None) -> str:
+    return json.dumps(dashboard(cfg), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUTPUT
+    out.write_text(render())
