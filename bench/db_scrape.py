@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
 
 from pixcrawler_exporter.queries import default_queries  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.pg import ROLE, PostgresServer, find_binaries  # noqa: E402
+from tests.pg import CRAWL_JOBS_TABLE, ROLE, PostgresServer, find_binaries  # noqa: E402
 
 HOST = "127.0.0.1"
 PEER = "/usr/bin/prometheus-postgres-exporter"
@@ -61,17 +61,6 @@ PEER_FLAGS = (
     "--no-collector.database", "--no-collector.bgwriter", "--log.level=warn",
 )
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-SCHEMA = """
-DROP TABLE IF EXISTS crawl_jobs;
-CREATE TABLE crawl_jobs (
-    id serial PRIMARY KEY,
-    status varchar(20) NOT NULL,
-    total_chunks integer NOT NULL DEFAULT 0,
-    active_chunks integer NOT NULL DEFAULT 0,
-    completed_chunks integer NOT NULL DEFAULT 0,
-    failed_chunks integer NOT NULL DEFAULT 0
-);
-"""
 HTTP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -171,7 +160,7 @@ class Exporter:
 
 
 def seed(pg: PostgresServer, rows: int) -> None:
-    pg.execute(SCHEMA)
+    pg.execute(CRAWL_JOBS_TABLE)
     with pg.connect() as conn:
         conn.execute(
             "INSERT INTO crawl_jobs (status, total_chunks, active_chunks, completed_chunks, "

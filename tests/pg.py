@@ -208,3 +208,17 @@ def postgres(postgres_server: PostgresServer) -> PostgresServer:
     """The session's server, running again if an earlier test stopped it."""
     postgres_server.start()
     return postgres_server
+
+
+# Seed 003's CrawlJob columns that the default queries read; tests and benches add their rows.
+CRAWL_JOBS_TABLE = """
+DROP TABLE IF EXISTS crawl_jobs;
+CREATE TABLE crawl_jobs (
+    id serial PRIMARY KEY,
+    status varchar(20) NOT NULL,
+    total_chunks integer NOT NULL DEFAULT 0,
+    active_chunks integer NOT NULL DEFAULT 0,
+    completed_chunks integer NOT NULL DEFAULT 0,
+    failed_chunks integer NOT NULL DEFAULT 0
+);
+"""

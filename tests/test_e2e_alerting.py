@@ -32,6 +32,7 @@ import yaml
 from grafana import dashboard as generator
 from pixcrawler_exporter import config, registry, rules
 from tests.conftest import Exporter, free_port, http_get, need, need_tool, start_exporter
+from tests.pg import CRAWL_JOBS_TABLE
 from tests.test_dashboard import metric_names, panels
 
 if TYPE_CHECKING:
@@ -65,15 +66,7 @@ HOST_DEPENDENT = {
     "pixcrawler_cpu_throttled_periods_total": "this cgroup has no CFS throttling statistics",
     "pixcrawler_pressure_stall_seconds_total": "this kernel has no pressure stall information",
 }
-CRAWL_JOBS = """
-CREATE TABLE crawl_jobs (
-    id serial PRIMARY KEY,
-    status varchar(20) NOT NULL,
-    total_chunks integer NOT NULL DEFAULT 0,
-    active_chunks integer NOT NULL DEFAULT 0,
-    completed_chunks integer NOT NULL DEFAULT 0,
-    failed_chunks integer NOT NULL DEFAULT 0
-);
+CRAWL_JOBS = CRAWL_JOBS_TABLE + """
 GRANT SELECT ON crawl_jobs TO pixcrawler;
 INSERT INTO crawl_jobs (status, total_chunks, active_chunks) VALUES ('running', 10, 2);
 """
