@@ -111,6 +111,14 @@ def du(tree: Path) -> list[str]:
     return ["du", "-sb", str(tree)]
 
 
+def find(tree: Path) -> list[str]:
+    # The same work as ours, done by GNU find: match the names, stat the matches, print sizes.
+    names: list[str] = []
+    for pattern in PATTERNS:
+        names += ["-o", "-iname", pattern] if names else ["-iname", pattern]
+    return ["find", str(tree), "-xdev", "-type", "f", "(", *names, ")", "-printf", "%s\\n"]
+
+
 def check(result: Run, expected: dict[str, int]) -> None:
     got_bytes, got_files, errors = result.stdout.split()[:3]
     if (int(got_bytes), int(got_files), int(errors)) != (expected["bytes"], expected["files"], 0):
@@ -140,11 +148,16 @@ def main() -> None:
         check(run(ours(big)), expected_big)
 
         du_walls: list[float] = []
+        find_walls: list[float] = []
         our_walls: list[float] = []
         our_inner: list[float] = []
         rss_big: list[int] = []
         for _ in range(args.runs):
             du_walls.append(run(du(big)).wall)
+            found = run(find(big))
+            if sum(map(int, found.stdout.split())) != expected_big["bytes"]:
+                raise SystemExit("find counted other bytes than the tree holds")
+            find_walls.append(found.wall)
             result = run(ours(big))
             check(result, expected_big)
             our_walls.append(result.wall)
@@ -157,14 +170,15 @@ def main() -> None:
     du_med, our_med = statistics.median(du_walls), statistics.median(our_walls)
     inner_med = statistics.median(our_inner)
     print(f"tree: {args.files} files ({expected_big['files']} matching) in {args.dirs} dirs")
-    print(f"{'wall seconds, ' + str(args.runs) + ' runs':34} {'median':>7} {'min':>7} {'max':>7}")
+    print(f"{'wall seconds, ' + str(args.runs) + ' runs':38} {'median':>7} {'min':>7} {'max':>7}")
     rows = [
         ("du -sb (process)", du_walls),
+        ("find -iname ... -printf %s (process)", find_walls),
         ("python -S -c scan() (process)", our_walls),
         ("scan() call only (in the child)", our_inner),
     ]
     for label, walls in rows:
-        print(f"{label:34} {statistics.median(walls):7.3f} {min(walls):7.3f} {max(walls):7.3f}")
+        print(f"{label:38} {statistics.median(walls):7.3f} {min(walls):7.3f} {max(walls):7.3f}")
     print(
         f"peak RSS (VmHWM) of the walker child: {max(rss_big) / 1024:.1f} MiB for "
         f"{args.files} files, "
@@ -172,6 +186,7 @@ def main() -> None:
         f"{int(idle.field(0)) / 1024:.1f} MiB for importing it only"
     )
     print(f"ratio scan() call only/du process: {inner_med / du_med:.2f}")
+    print(f"ratio ours/find: {our_med / statistics.median(find_walls):.2f}")
     print(f"ratio ours/du: {our_med / du_med:.2f}")
 
 if __name__ == "__main__":
