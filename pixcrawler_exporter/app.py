@@ -40,8 +40,7 @@ class App:
 
     def status_response(self, request: server.Request) -> server.Response:
         facts = self.tracker.update(self.scraper.collect(self._timeout(request)))
-        body = json.dumps(status.status_document(facts), indent=2).encode() + b"\n"
-        return server.Response(HTTPStatus.OK, body, "application/json")
+        return _json(HTTPStatus.OK, status.status_document(facts))
 
     def health_response(self, request: server.Request) -> server.Response:
         snapshot = self.scraper.collect(self._timeout(request))
@@ -55,9 +54,7 @@ class App:
             "sources": sources,
             "timestamp": datetime.fromtimestamp(snapshot.timestamp, UTC).isoformat(),
         }
-        body = json.dumps(doc, indent=2).encode() + b"\n"
-        code = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
-        return server.Response(code, body, "application/json")
+        return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, doc)
 
     def routes(self) -> dict[str, server.Route]:
         web = self.config.web
@@ -99,3 +96,7 @@ class App:
                 log.exception("status evaluation failed")
             if self._stop.wait(self.config.poll_interval_seconds):
                 return
+
+
+def _json(code: int, doc: Any) -> server.Response:
+    return server.Response(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

@@ -44,13 +44,10 @@ def run_cli(
     tmp_path: Path, *args: str, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m pixcrawler_exporter ARGS` in tmp_path with no PIXCRAWLER_* from outside."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "pixcrawler_exporter", *args],
         cwd=tmp_path,
-        env=full_env,
+        env=test_env(env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -110,6 +107,38 @@ class Exporter:
         return self.log_path.read_text(errors="replace")
 
 
+def test_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment minus every PIXCRAWLER_* variable, plus ``env``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
+    full.update(env or {})
+    full["PYTHONPATH"] = str(REPO)
+    return full
+
+
+def spawn_exporter(
+    tmp_path: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+) -> Exporter:
+    """Start `python -m pixcrawler_exporter` on a free loopback port, without waiting for it.
+
+    The working directory is ``tmp_path`` so no stray .env is read; output goes to a log file.
+    """
+    port = free_port()
+    log_path = tmp_path / f"exporter-{port}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"127.0.0.1:{port}", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=test_env(env),
+            cwd=tmp_path,
+            preexec_fn=preexec,
+        )
+    return Exporter(proc, f"http://127.0.0.1:{port}", log_path)
+
+
 def start_exporter(
     tmp_path: Path,
     args: Sequence[str] = (),
@@ -117,38 +146,31 @@ def start_exporter(
     preexec: Callable[[], None] | None = None,
     wait: float = 20,
 ) -> Exporter:
-    """Start `python -m pixcrawler_exporter` on a free loopback port and wait until it serves.
-
-    The environment is the test's own minus every PIXCRAWLER_* variable, plus ``env``; the
-    working directory is ``tmp_path`` so no stray .env is read.
-    """
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(REPO)
-    log_path = tmp_path / f"exporter-{port}.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"127.0.0.1:{port}", *args],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=tmp_path,
-            preexec_fn=preexec,
-        )
-    exporter = Exporter(proc, f"http://127.0.0.1:{port}", log_path)
+    """:func:`spawn_exporter`, then wait until ``/-/healthy`` answers over plain HTTP."""
+    exporter = spawn_exporter(tmp_path, args, env, preexec)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exporter exited with {proc.returncode}:\n{exporter.log()}")
+        if exporter.proc.poll() is not None:
+            code = exporter.proc.returncode
+            raise AssertionError(f"exporter exited with {code}:\n{exporter.log()}")
         try:
             if exporter.get("/-/healthy", timeout=1)[0] == 200:
                 return exporter
         except OSError:
             pass
         time.sleep(0.05)
-    proc.kill()
+    exporter.proc.kill()
     raise AssertionError(f"exporter did not serve within {wait}s:\n{exporter.log()}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
@@ -162,9 +184,4 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
 
     yield factory
     for exp in started:
-        exp.proc.terminate()
-        try:
-            exp.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            exp.proc.kill()
-            exp.proc.wait()
+        stop_process(exp.proc)

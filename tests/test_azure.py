@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pixcrawler_exporter import config, registry
+from pixcrawler_exporter import config
 from pixcrawler_exporter.azure_model import (
     AzureResource,
     default_resource,
@@ -503,8 +503,6 @@ def test_every_outcome_is_exported_from_the_start(make: Callable[..., AzureColle
 def test_exporter_process_scrapes_azure_without_calling_it_per_scrape(
     fake: FakeAzure, exporter_factory: Callable[..., Exporter]
 ) -> None:
-    if AzureCollector not in registry.COLLECTOR_CLASSES:
-        pytest.skip("AzureCollector is not wired into registry.py yet")
     fake.set_value("MemoryPercentage", 61.0)
     exporter = exporter_factory(env=fake.exporter_env(PLAN))
     wait_for(

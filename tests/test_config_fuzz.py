@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pixcrawler_exporter import cli, config, webconfig
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 SPECS = list(config.specs())
 ENV_NAMES = sorted(config.env_names())
@@ -229,20 +227,11 @@ def test_command_line(args: list[str], tmp_path: Path, monkeypatch: pytest.Monke
 def test_bad_configuration_is_a_message_and_exit_2(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], file_text: str | None
 ) -> None:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
-    full_env.update(env, PYTHONPATH=str(REPO))
     extra: list[str] = []
     if file_text is not None:
         (tmp_path / "c.yml").write_text(file_text)
         extra = ["--config", str(tmp_path / "c.yml")]
-    done = subprocess.run(
-        [sys.executable, "-m", "pixcrawler_exporter", "--print-config", *args, *extra],
-        cwd=tmp_path,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run_cli(tmp_path, "--print-config", *args, *extra, env=env)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("pixcrawler-exporter: configuration error: ")
     assert "Traceback" not in done.stderr

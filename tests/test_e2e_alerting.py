@@ -30,8 +30,16 @@ import pytest
 import yaml
 
 from grafana import dashboard as generator
-from pixcrawler_exporter import config, registry, rules
-from tests.conftest import Exporter, free_port, http_get, need, need_tool, start_exporter
+from pixcrawler_exporter import config, rules
+from tests.conftest import (
+    Exporter,
+    free_port,
+    http_get,
+    need,
+    need_tool,
+    start_exporter,
+    stop_process,
+)
 from tests.pg import CRAWL_JOBS_TABLE
 from tests.test_dashboard import metric_names, panels
 
@@ -46,7 +54,6 @@ FOR_SCALE = 1 / 60
 TEMP_LIMIT_MB = 1
 MIB = 1024 * 1024
 E2E_DATABASE = "pixcrawler_e2e"
-WIRED = {cls.name for cls in registry.COLLECTOR_CLASSES}
 
 # Metrics from a source the stack may not have, and metrics a host's kernel may not report.
 DATABASE_METRICS = {
@@ -66,10 +73,13 @@ HOST_DEPENDENT = {
     "pixcrawler_cpu_throttled_periods_total": "this cgroup has no CFS throttling statistics",
     "pixcrawler_pressure_stall_seconds_total": "this kernel has no pressure stall information",
 }
-CRAWL_JOBS = CRAWL_JOBS_TABLE + """
+CRAWL_JOBS = (
+    CRAWL_JOBS_TABLE
+    + """
 GRANT SELECT ON crawl_jobs TO pixcrawler;
 INSERT INTO crawl_jobs (status, total_chunks, active_chunks) VALUES ('running', 10, 2);
 """
+)
 
 
 def wait_until(
@@ -147,7 +157,6 @@ class Stack:
     rules_text: str
     logs: dict[str, Path]
     database: PostgresServer | None
-    azure: bool
 
     @property
     def instance(self) -> str:
@@ -219,12 +228,7 @@ def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGCONT)  # a test may have stopped it
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -260,21 +264,17 @@ def stack(
     from tests.pg import find_binaries
 
     database: PostgresServer | None = None
-    if "database" in WIRED and find_binaries() is not None:
+    if find_binaries() is not None:
         database = request.getfixturevalue("postgres_server")
         database.start()  # an earlier test may have stopped it
         database.execute(f"DROP DATABASE IF EXISTS {E2E_DATABASE}", database="postgres")
         database.execute(f"CREATE DATABASE {E2E_DATABASE}", database="postgres")
         database.execute(CRAWL_JOBS, database=E2E_DATABASE)
         env["PIXCRAWLER_DB_URL"] = database.url_with(database.password, E2E_DATABASE)
-    azure = False
-    fake = None
-    if "azure" in WIRED:
-        from tests.azure_fake import resource_id, start_fake
+    from tests.azure_fake import resource_id, start_fake
 
-        fake = start_fake(tmp)
-        azure = True
-        env.update(fake.exporter_env(resource_id("pixcrawler-plan")))
+    fake = start_fake(tmp)
+    env.update(fake.exporter_env(resource_id("pixcrawler-plan")))
 
     # The same thresholds for the exporter and the rules: the configuration both are made from.
     cfg = config.load(env, {}, None, dotenv_path=tmp / "absent.env").config
@@ -360,9 +360,7 @@ def stack(
         started.append(prom)
         prometheus = f"http://127.0.0.1:{prom_port}"
         wait_ready(f"{prometheus}/-/ready", prom, logs["prometheus"])
-        s = Stack(
-            exporter, prometheus, alertmanager, webhook, temp_dir, rules_text, logs, database, azure
-        )
+        s = Stack(exporter, prometheus, alertmanager, webhook, temp_dir, rules_text, logs, database)
         # Scraped twice and the rules evaluated: the recorded CPU ratio needs two samples.
         wait_until(
             "the first recorded CPU ratio",
@@ -377,8 +375,7 @@ def stack(
         if exporter is not None:
             stop(exporter.proc)
         webhook.stop()
-        if fake is not None:
-            fake.stop()
+        fake.stop()
         if database is not None:
             database.execute(f"DROP DATABASE IF EXISTS {E2E_DATABASE} WITH (FORCE)", "postgres")
 
@@ -436,8 +433,6 @@ def assert_pages_and_resolves(
 
 
 def test_temp_storage_past_the_quota_pages_and_resolves(stack: Stack) -> None:
-    if "temp_storage" not in WIRED:
-        pytest.skip("the temp storage collector is not wired into registry.py yet")
     files = [stack.temp_dir / "chunk-1" / f"image-{i}.jpg" for i in range(19)]
     size = math.ceil(0.95 * TEMP_LIMIT_MB * MIB / len(files))
 
@@ -464,8 +459,6 @@ def test_temp_storage_past_the_quota_pages_and_resolves(stack: Stack) -> None:
 
 
 def test_active_chunks_in_the_database_past_the_threshold_page_and_resolve(stack: Stack) -> None:
-    if "database" not in WIRED:
-        pytest.skip("the database collector is not wired into registry.py yet")
     need(
         stack.database is not None, "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
     )
@@ -524,10 +517,11 @@ def source_metrics(expr: str) -> set[str]:
 def test_every_dashboard_query_returns_data(stack: Stack, title: str, expr: str) -> None:
     missing = source_metrics(expr) - exposed(stack)
     for metric in sorted(missing):
-        if metric.startswith("pixcrawler_azure_") and not stack.azure:
-            pytest.skip("the Azure collector is not wired into registry.py yet")
-        if metric in DATABASE_METRICS and stack.database is None:
-            pytest.skip("no database in this stack (collector not wired or PostgreSQL missing)")
+        if metric in DATABASE_METRICS:
+            need(
+                stack.database is not None,
+                "PostgreSQL server binaries (initdb, pg_ctl) are not installed",
+            )
         if metric in HOST_DEPENDENT:
             pytest.skip(f"{metric}: {HOST_DEPENDENT[metric]}")
     assert not missing, f"the exporter does not expose {sorted(missing)}"

@@ -12,7 +12,6 @@ import select
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -30,7 +29,7 @@ import yaml
 
 from pixcrawler_exporter import guard, server, webconfig
 from pixcrawler_exporter.config import ConfigError
-from tests.conftest import REPO, free_port, http_get
+from tests.conftest import free_port, http_get, run_cli, spawn_exporter, stop_process
 
 # Cost 4, bcrypt's minimum: the tests are about the protocol, not about bcrypt's slowness.
 PASSWORD = "s3cret pass:word"
@@ -137,46 +136,20 @@ def tls_config(tmp_path: Path, certs: Mapping[str, str], **tls: str) -> webconfi
     return webconfig.load(write_config(tmp_path, doc))
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pixcrawler_exporter",
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=30,
-    )
+def run_exporter_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(tmp_path, "--listen", f"127.0.0.1:{free_port()}", *args)
 
 
 @contextmanager
 def exporter_process(tmp_path: Path, *args: str) -> Iterator[int]:
     """The exporter itself; ready once its port accepts (TLS or not, no probe assumes either)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCRAWLER_")}
-    env["PYTHONPATH"] = str(REPO)
-    log_path = tmp_path / "exporter.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"127.0.0.1:{port}", *args],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
+    exporter = spawn_exporter(tmp_path, args)
+    port = int(exporter.url.rsplit(":", 1)[1])
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
+            assert exporter.proc.poll() is None, exporter.log()
+            assert time.monotonic() < deadline, exporter.log()
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -184,12 +157,7 @@ def exporter_process(tmp_path: Path, *args: str) -> Iterator[int]:
                 time.sleep(0.05)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(exporter.proc)
 
 
 # --- TLS ---------------------------------------------------------------------------------------
@@ -350,7 +318,7 @@ def test_basic_auth_over_tls(ca: trustme.CA, certs: dict[str, str], tmp_path: Pa
 
 def test_unparsable_bcrypt_hash_exits_2(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"basic_auth_users": {"alice": "$2y$10$tooshort"}})
-    done = run_cli(tmp_path, "--web.config.file", path)
+    done = run_exporter_cli(tmp_path, "--web.config.file", path)
     assert done.returncode == 2
     assert f"basic_auth_users.alice in {path}: not a bcrypt hash" in done.stderr
     assert "tooshort" not in done.stderr  # a hash is a secret too
@@ -367,7 +335,7 @@ def test_unparsable_bcrypt_hash_exits_2(tmp_path: Path) -> None:
 )
 def test_malformed_web_config_exits_2(tmp_path: Path, doc: object, message: str) -> None:
     path = write_config(tmp_path, doc)
-    done = run_cli(tmp_path, "--web.config.file", path)
+    done = run_exporter_cli(tmp_path, "--web.config.file", path)
     assert done.returncode == 2, done.stderr
     assert "web configuration error" in done.stderr and message in done.stderr
     assert path in done.stderr
