@@ -28,7 +28,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 USER 65532:65532
 EXPOSE 8395
 # Reads PIXCRAWLER_LISTEN and PIXCRAWLER_WEB_CONFIG_FILE like the exporter; with --listen given
-# as an argument instead, override this with the URL: python -m pixcrawler_exporter.healthcheck URL
+# as an argument instead, override this with the URL: python -m pixcrawler_exporter.web.healthcheck URL
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-m", "pixcrawler_exporter.healthcheck"]
+    CMD ["python", "-m", "pixcrawler_exporter.web.healthcheck"]
 ENTRYPOINT ["pixcrawler-exporter"]

@@ -43,22 +43,29 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pixcrawler_exporter.queries import default_queries  # noqa: E402
+from pixcrawler_exporter.collectors.database.queries import default_queries  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.pg import CRAWL_JOBS_TABLE, ROLE, PostgresServer, find_binaries  # noqa: E402
 
 HOST = "127.0.0.1"
 PEER = "/usr/bin/prometheus-postgres-exporter"
 OUR_FLAGS = (
-    "--no-collector.memory", "--no-collector.cpu", "--no-collector.pressure",
-    "--no-collector.disk", "--no-collector.network", "--no-collector.temp_storage",
+    "--no-collector.memory",
+    "--no-collector.cpu",
+    "--no-collector.pressure",
+    "--no-collector.disk",
+    "--no-collector.network",
+    "--no-collector.temp_storage",
     "--no-collector.azure",
 )
 # v0.11's new-style collectors (pg_database sizes, bgwriter) run on every scrape: off, so the
 # peer runs only the extended queries (and its own per-scrape version check).
 PEER_FLAGS = (
-    "--disable-default-metrics", "--disable-settings-metrics",
-    "--no-collector.database", "--no-collector.bgwriter", "--log.level=warn",
+    "--disable-default-metrics",
+    "--disable-settings-metrics",
+    "--no-collector.database",
+    "--no-collector.bgwriter",
+    "--log.level=warn",
 )
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 HTTP_TIMEOUT = 10.0
@@ -239,7 +246,8 @@ def measure(pg: PostgresServer, exporter: Exporter, concurrency: int, seconds: f
     errors: list[list[int]] = [[0] for _ in range(concurrency)]
     threads = [
         threading.Thread(
-            target=scraper, args=(exporter.port, start, stop_at, results[i], errors[i]),
+            target=scraper,
+            args=(exporter.port, start, stop_at, results[i], errors[i]),
             daemon=True,
         )
         for i in range(concurrency)
@@ -257,9 +265,14 @@ def measure(pg: PostgresServer, exporter: Exporter, concurrency: int, seconds: f
     cpu1 = exporter.cpu_seconds()
     queries1, statements1 = counts(pg)
     return Window(
-        exporter.name, concurrency, elapsed,
-        [x for r in results for x in r], sum(e[0] for e in errors),
-        queries1 - queries0, statements1 - statements0, cpu1 - cpu0,
+        exporter.name,
+        concurrency,
+        elapsed,
+        [x for r in results for x in r],
+        sum(e[0] for e in errors),
+        queries1 - queries0,
+        statements1 - statements0,
+        cpu1 - cpu0,
     )
 
 
@@ -351,18 +364,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         our_port, peer_port = free_port(), free_port()
         ours = Exporter(
             "ours",
-            [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"{HOST}:{our_port}",
-             *OUR_FLAGS],
+            [
+                sys.executable,
+                "-m",
+                "pixcrawler_exporter",
+                "--listen",
+                f"{HOST}:{our_port}",
+                *OUR_FLAGS,
+            ],
             {**base, "PYTHONPATH": str(REPO), "PIXCRAWLER_DB_URL": pg.url},
-            our_port, workdir,
+            our_port,
+            workdir,
         )
         exporters.append(ours)
         peer = Exporter(
             "peer",
-            [args.peer, f"--web.listen-address={HOST}:{peer_port}",
-             f"--extend.query-path={peer_file}", *PEER_FLAGS],
+            [
+                args.peer,
+                f"--web.listen-address={HOST}:{peer_port}",
+                f"--extend.query-path={peer_file}",
+                *PEER_FLAGS,
+            ],
             {**base, "DATA_SOURCE_NAME": f"{pg.url}?sslmode=disable"},
-            peer_port, workdir,
+            peer_port,
+            workdir,
         )
         exporters.append(peer)
         _same_numbers(

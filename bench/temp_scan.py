@@ -33,12 +33,12 @@ MARKER = ".bench-tree.json"
 PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
 CHILD = f"""
 import sys, time
-from pixcrawler_exporter.tempscan import scan
+from pixcrawler_exporter.collectors.temp_storage.scan import scan
 start = time.perf_counter()
 r = scan(sys.argv[1], sys.argv[2].split(","), True)
 print(r.bytes, r.files, len(r.errors), time.perf_counter() - start, {PEAK})
 """
-IDLE = f"import pixcrawler_exporter.tempscan; print({PEAK})"
+IDLE = f"import pixcrawler_exporter.collectors.temp_storage.scan; print({PEAK})"
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,7 @@ def main() -> None:
     print(f"ratio scan() call only/du process: {inner_med / du_med:.2f}")
     print(f"ratio ours/find: {our_med / statistics.median(find_walls):.2f}")
     print(f"ratio ours/du: {our_med / du_med:.2f}")
+
 
 if __name__ == "__main__":
     main()

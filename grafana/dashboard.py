@@ -4,7 +4,8 @@
 ``grafana/pixcrawler-exporter.json``; a test fails when the committed file differs from what this
 module generates. The stat panels are coloured by the exporter's default thresholds, read from
 ``pixcrawler_exporter.config``, and the panels an alert shares an expression with query the
-recording rule that ``pixcrawler_exporter.rules`` renders, so dashboard and alert show one figure.
+recording rule that ``pixcrawler_exporter.artifacts.rules`` renders, so dashboard and alert
+show one figure.
 
 Plain data rather than grafana-foundation-sdk: the model needed here is small, and a
 dependency would pin the dashboard to the SDK's schema version rather than to what Grafana
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixcrawler_exporter import rules
+from pixcrawler_exporter.artifacts import rules
 from pixcrawler_exporter.config import Config
 
 UID = "pixcrawler-exporter"

@@ -12,10 +12,12 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import registry, server, status
-from pixcrawler_exporter.collector import Collector
+from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.scraper import Scraper
 from pixcrawler_exporter.config import Loaded
-from pixcrawler_exporter.scrape import Scraper
+from pixcrawler_exporter.derive import status
+from pixcrawler_exporter.web import server
 
 log = logging.getLogger(__name__)
 

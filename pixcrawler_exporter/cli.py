@@ -11,8 +11,11 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from pixcrawler_exporter import __version__, config, logs, registry, rules, server, webconfig
+from pixcrawler_exporter import __version__, config, logs
 from pixcrawler_exporter.app import App
+from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.web import server, webconfig
 
 log = logging.getLogger("pixcrawler_exporter")
 

@@ -110,8 +110,16 @@ class PostgresServer:
             shutil.chown(self.root, self.user)
             shutil.chown(self.socket_dir, self.user)
         self._run(
-            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth-local=trust",
-            "--auth-host=scram-sha-256", "--no-sync", "--encoding=UTF8", "--locale=C",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "--encoding=UTF8",
+            "--locale=C",
         )
         preload = "shared_preload_libraries = 'pg_stat_statements'" if self.stat_statements else ""
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
@@ -130,8 +138,9 @@ class PostgresServer:
 
     def start(self) -> None:
         if not self.running():
-            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "30",
-                      "start")
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "30", "start"
+            )
 
     def stop(self, mode: str = "fast") -> None:
         if self.running():
@@ -151,7 +160,10 @@ class PostgresServer:
 
     def connect(self, database: str = DATABASE) -> psycopg.Connection[Any]:
         return psycopg.connect(
-            host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=database,
+            host=str(self.socket_dir),
+            port=self.port,
+            user=SUPERUSER,
+            dbname=database,
             autocommit=True,
         )
 

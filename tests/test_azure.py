@@ -21,17 +21,17 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.azure_model import (
-    AzureResource,
-    default_resource,
-    parse_log_queries,
-    parse_resources,
-)
-from pixcrawler_exporter.collectors.azure import (
+from pixcrawler_exporter.collectors.azure.collector import (
     OUTCOMES,
     AzureCollector,
     AzureReading,
     plan_batches,
+)
+from pixcrawler_exporter.collectors.azure.model import (
+    AzureResource,
+    default_resource,
+    parse_log_queries,
+    parse_resources,
 )
 from tests.azure_fake import (
     CLIENT_ID,
@@ -412,7 +412,7 @@ def test_rejected_sign_in_is_logged_once_with_its_cause_and_never_the_secret(
     assert not reading.up and "AADSTS7000215" in reading.error
     assert reading.requests["auth_error"] >= 4
     assert fake.count("metrics") == 0
-    ours = [r for r in caplog.records if r.name == "pixcrawler_exporter.collectors.azure"]
+    ours = [r for r in caplog.records if r.name == "pixcrawler_exporter.collectors.azure.collector"]
     failed = [r for r in ours if r.getMessage() == "Azure sign-in or authorization failed"]
     assert len(failed) == 1 and "AADSTS7000215" in failed[0].__dict__["cause"]
     fake.reject_token = False

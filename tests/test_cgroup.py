@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pixcrawler_exporter.cgroup import (
+from pixcrawler_exporter.collectors.cgroup import (
     CgroupError,
     CgroupLayout,
     CpuStats,

@@ -19,7 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixcrawler_exporter import cli, config, webconfig
+from pixcrawler_exporter import cli, config
+from pixcrawler_exporter.web import webconfig
 from tests.conftest import run_cli
 
 SPECS = list(config.specs())

@@ -13,8 +13,10 @@ import pytest
 
 import pixcrawler_exporter
 from grafana import dashboard as generator
-from pixcrawler_exporter import config, queries, rules
-from pixcrawler_exporter.metrics import Desc
+from pixcrawler_exporter import config
+from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collectors.database import queries
 from tests.conftest import REPO
 
 DASHBOARD_FILE = REPO / "grafana" / "pixcrawler-exporter.json"

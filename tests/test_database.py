@@ -17,13 +17,13 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collectors.database import (
+from pixcrawler_exporter.collectors.database.collector import (
     DatabaseCollector,
     DatabaseReading,
     redact_url,
 )
+from pixcrawler_exporter.collectors.database.queries import Query, default_queries, parse_queries
 from pixcrawler_exporter.logs import JsonFormatter
-from pixcrawler_exporter.queries import Query, default_queries, parse_queries
 from tests.conftest import REPO, Exporter, Samples, parse_samples, sample
 
 if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
@@ -239,8 +239,10 @@ def test_queries_run_read_only(postgres: PostgresServer, make: Factory) -> None:
         "INSERT INTO scratch VALUES (1); GRANT ALL ON scratch TO pixcrawler;"
     )
     query = Query(
-        "pixcrawler_deleted", "Rows deleted.",
-        "WITH d AS (DELETE FROM scratch RETURNING 1) SELECT count(*) AS n FROM d", ("n",),
+        "pixcrawler_deleted",
+        "Rows deleted.",
+        "WITH d AS (DELETE FROM scratch RETURNING 1) SELECT count(*) AS n FROM d",
+        ("n",),
     )
     reading = make([query]).read()
     assert reading.reason == "query"
@@ -257,8 +259,12 @@ def test_queries_run_read_only(postgres: PostgresServer, make: Factory) -> None:
     ],
 )
 def test_a_result_that_does_not_fit_the_query_fails_it(
-    postgres: PostgresServer, make: Factory, sql: str, values: tuple[str, ...],
-    labels: tuple[str, ...], message: str,
+    postgres: PostgresServer,
+    make: Factory,
+    sql: str,
+    values: tuple[str, ...],
+    labels: tuple[str, ...],
+    message: str,
 ) -> None:
     collector = make([Query("pixcrawler_custom", "Custom.", sql, values, labels)])
     reading = collector.read()
@@ -368,8 +374,10 @@ def test_missing_database(postgres: PostgresServer, make: Factory) -> None:
 
 
 def test_permission_denied(postgres: PostgresServer, make: Factory) -> None:
-    postgres.execute("DROP TABLE IF EXISTS private; CREATE TABLE private (n int);"
-                     "REVOKE ALL ON private FROM pixcrawler;")
+    postgres.execute(
+        "DROP TABLE IF EXISTS private; CREATE TABLE private (n int);"
+        "REVOKE ALL ON private FROM pixcrawler;"
+    )
     query = Query("pixcrawler_private", "Private.", "SELECT count(*) AS n FROM private", ("n",))
     assert make([query]).read().reason == "permission"
 
@@ -449,7 +457,7 @@ def test_one_log_line_per_change_of_state(
     changes = [
         (r.levelname, r.getMessage(), getattr(r, "reason", None))
         for r in caplog.records
-        if r.name == "pixcrawler_exporter.collectors.database"
+        if r.name == "pixcrawler_exporter.collectors.database.collector"
     ]
     assert changes == [
         ("INFO", "database collector on", None),
@@ -466,8 +474,10 @@ def test_password_appears_nowhere(
     seen: list[str] = []
     good = make()
     bad = make(url=jobs.url_with(wrong))
-    slow = make([Query("pixcrawler_slow", "S.", "SELECT 1 AS v FROM pg_sleep(1)", ("v",))],
-                statement_timeout=0.05)
+    slow = make(
+        [Query("pixcrawler_slow", "S.", "SELECT 1 AS v FROM pg_sleep(1)", ("v",))],
+        statement_timeout=0.05,
+    )
     readings = [good.read(), bad.read(), slow.read()]
     jobs.stop()
     try:
@@ -496,8 +506,10 @@ def test_password_appears_nowhere(
         ("postgresql://u:pw@h:5432/db", "postgresql://u:<redacted>@h:5432/db"),
         ("postgresql://u:p%40ss:w@h/db", "postgresql://u:<redacted>@h/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
-        ("postgresql://h/db?user=u&password=pw&sslmode=require",
-         "postgresql://h/db?user=u&password=<redacted>&sslmode=require"),
+        (
+            "postgresql://h/db?user=u&password=pw&sslmode=require",
+            "postgresql://h/db?user=u&password=<redacted>&sslmode=require",
+        ),
     ],
 )
 def test_redact_url(url: str, redacted: str) -> None:
@@ -525,8 +537,12 @@ def test_parse_queries_accepts_the_short_forms() -> None:
     assert query == Query("m", "h", "SELECT 1 AS v", ("v",))
 
 
-GOOD: dict[str, Any] = {"metric": "pixcrawler_x", "help": "X.", "sql": "SELECT 1 AS v",
-                        "values": ["v"]}
+GOOD: dict[str, Any] = {
+    "metric": "pixcrawler_x",
+    "help": "X.",
+    "sql": "SELECT 1 AS v",
+    "values": ["v"],
+}
 
 
 @pytest.mark.parametrize(
@@ -534,20 +550,26 @@ GOOD: dict[str, Any] = {"metric": "pixcrawler_x", "help": "X.", "sql": "SELECT 1
     [
         ({"metric": "x"}, "a list of queries"),
         (["SELECT 1"], "query 0: expected a mapping"),
-        ([GOOD, {**GOOD, "metric": "pixcrawler_y", "value": "v"}],
-         "query 1: unknown field 'value'; the fields are metric, help, sql, values"),
+        (
+            [GOOD, {**GOOD, "metric": "pixcrawler_y", "value": "v"}],
+            "query 1: unknown field 'value'; the fields are metric, help, sql, values",
+        ),
         ([{k: v for k, v in GOOD.items() if k != "sql"}], "query 0: the field 'sql' is missing"),
         ([{**GOOD, "metric": "pixcrawler-x"}], "metric: 'pixcrawler-x' is not a metric name"),
         ([{**GOOD, "metric": "pixcrawler_database_up"}], "the database collector's own metric"),
-        ([{**GOOD, "values": ["a", "b"]}],
-         "(pixcrawler_x): several value columns need value_label"),
+        (
+            [{**GOOD, "values": ["a", "b"]}],
+            "(pixcrawler_x): several value columns need value_label",
+        ),
         ([{**GOOD, "values": []}], "values: expected at least one column name"),
         ([{**GOOD, "values": [1]}], "values: expected a column name or a list of them"),
         ([{**GOOD, "labels": "l"}], "labels: expected a list of column names"),
         ([{**GOOD, "labels": ["bad-label"]}], "labels: 'bad-label' is not a label name"),
         ([{**GOOD, "labels": ["v"]}], "a column cannot be both a value and a label"),
-        ([{**GOOD, "labels": ["s"], "value_label": "s", "values": ["a", "b"]}],
-         "a label name is used twice"),
+        (
+            [{**GOOD, "labels": ["s"], "value_label": "s", "values": ["a", "b"]}],
+            "a label name is used twice",
+        ),
         ([{**GOOD, "help": ""}], "help: expected text"),
         ([GOOD, GOOD], "query 1: metric 'pixcrawler_x' is produced by an earlier query"),
     ],
@@ -556,6 +578,7 @@ def test_parse_queries_says_what_is_wrong(raw: object, message: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_queries(raw)
     assert message in str(caught.value)
+
 
 # --- end to end: the exporter process ----------------------------------------------------------
 
@@ -591,12 +614,17 @@ def test_exporter_serves_the_count_and_answers_in_time_with_the_database_down(
     assert sample(recovered, "pixcrawler_database_up") == 1
     assert sample(recovered, "pixcrawler_chunks_active") == ACTIVE
 
-    served = [exporter.get(path)[2].decode(errors="replace")
-              for path in ("/metrics", "/status", "/health", "/-/healthy", "/")]
+    served = [
+        exporter.get(path)[2].decode(errors="replace")
+        for path in ("/metrics", "/status", "/health", "/-/healthy", "/")
+    ]
     printed = subprocess.run(
         [sys.executable, "-m", "pixcrawler_exporter", "--print-config"],
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=30,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert printed.returncode == 0, printed.stderr
     assert "<redacted>" in printed.stdout

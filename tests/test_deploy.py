@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pixcrawler_exporter import rules
+from pixcrawler_exporter.artifacts import rules
 from tests.conftest import REPO, need_tool
 
 DEPLOY = REPO / "deploy"

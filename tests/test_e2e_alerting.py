@@ -30,7 +30,8 @@ import pytest
 import yaml
 
 from grafana import dashboard as generator
-from pixcrawler_exporter import config, rules
+from pixcrawler_exporter import config
+from pixcrawler_exporter.artifacts import rules
 from tests.conftest import (
     Exporter,
     free_port,

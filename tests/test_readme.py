@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from pixcrawler_exporter import reference
+from pixcrawler_exporter.artifacts import reference
 from tests.conftest import REPO, need_tool
 
 
@@ -14,7 +14,7 @@ def test_reference_tables_are_current() -> None:
     readme = (REPO / "README.md").read_text()
     assert reference.render_readme(readme) == readme, (
         "README's config or metric reference is stale: run "
-        "`python -m pixcrawler_exporter.reference README.md`"
+        "`python -m pixcrawler_exporter.artifacts.reference README.md`"
     )
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pixcrawler_exporter import config, rules
+from pixcrawler_exporter import config
+from pixcrawler_exporter.artifacts import rules
 from tests.conftest import REPO, need_tool, run_cli
 
 RULES_FILE = REPO / "rules" / "pixcrawler-exporter.rules.yml"

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc
-from pixcrawler_exporter.scrape import Scraper
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collect.scraper import Scraper
 
 
 class Gated(Collector[str]):

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import registry, server
-from pixcrawler_exporter.collector import Collector, CollectorError
-from pixcrawler_exporter.metrics import Desc
-from pixcrawler_exporter.scrape import Scraper
+from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.collect.contract import Collector, CollectorError
+from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collect.scraper import Scraper
+from pixcrawler_exporter.web import server
 from tests.conftest import http_get, parse_samples, sample
 
 VALUE = Desc("pixcrawler_test_value", "A value the test controls.")

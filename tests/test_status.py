@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.capacity import MIB, capacity
-from pixcrawler_exporter.thresholds import Status, evaluate, evaluate_all
+from pixcrawler_exporter.derive.capacity import MIB, capacity
+from pixcrawler_exporter.derive.thresholds import Status, evaluate, evaluate_all
 from tests.conftest import Exporter, sample
 
 

@@ -12,14 +12,14 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 
-from pixcrawler_exporter.collector import CollectorError
-from pixcrawler_exporter.collectors import temp_storage
-from pixcrawler_exporter.collectors.temp_storage import (
+from pixcrawler_exporter.collect.contract import CollectorError
+from pixcrawler_exporter.collectors.temp_storage import collector as temp_storage
+from pixcrawler_exporter.collectors.temp_storage.collector import (
     DirectoryUsage,
     TempStorageCollector,
     TempStorageReading,
 )
-from pixcrawler_exporter.tempscan import ScanResult
+from pixcrawler_exporter.collectors.temp_storage.scan import ScanResult
 from tests.conftest import Exporter, parse_samples, sample
 
 IMAGES = ("*.jpg", "*.png")

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from pixcrawler_exporter import tempscan
-from pixcrawler_exporter.tempscan import ScanResult, scan
+from pixcrawler_exporter.collectors.temp_storage import scan as tempscan
+from pixcrawler_exporter.collectors.temp_storage.scan import ScanResult, scan
 from tests.conftest import need
 
 IMAGES = ("*.jpg", "*.jpeg", "*.png", "*.webp", "*.gif")

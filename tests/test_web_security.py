@@ -27,8 +27,8 @@ import pytest
 import trustme
 import yaml
 
-from pixcrawler_exporter import guard, server, webconfig
 from pixcrawler_exporter.config import ConfigError
+from pixcrawler_exporter.web import guard, server, webconfig
 from tests.conftest import free_port, http_get, run_cli, spawn_exporter, stop_process
 
 # Cost 4, bcrypt's minimum: the tests are about the protocol, not about bcrypt's slowness.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc, add
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc, add
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import psutil
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import cgroup
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collectors import cgroup
 
 LIMIT = Desc(
     "pixcrawler_memory_limit_bytes",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import psutil
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc, add
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc, add
 
 RECEIVE = Desc(
     "pixcrawler_network_receive_bytes_total",

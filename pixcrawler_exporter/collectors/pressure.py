@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import cgroup
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc, add
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collectors import cgroup
 
 STALL = Desc(
     "pixcrawler_pressure_stall_seconds_total",

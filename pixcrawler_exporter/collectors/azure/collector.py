@@ -37,9 +37,9 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.azure_model import AzureResource, LogQuery, default_resource
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc, add
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collectors.azure.model import AzureResource, LogQuery, default_resource
 
 log = logging.getLogger(__name__)
 

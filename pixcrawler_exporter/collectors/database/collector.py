@@ -23,9 +23,9 @@ from prometheus_client.core import Metric
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.metrics import Desc, add
-from pixcrawler_exporter.queries import ACTIVE_CHUNKS, Query
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +188,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
             self._errors[failure.reason] += 1
             self._cache = None
             message = self._scrub(str(failure))
-            reading = DatabaseReading(
-                False, None, {}, dict(self._errors), message, failure.reason
-            )
+            reading = DatabaseReading(False, None, {}, dict(self._errors), message, failure.reason)
         else:
             active = samples.get(ACTIVE_CHUNKS)
             reading = DatabaseReading(
@@ -315,8 +313,12 @@ def _configure(conn: Conn) -> None:
 
 def _replace_cached(reading: DatabaseReading) -> DatabaseReading:
     return DatabaseReading(
-        reading.up, reading.active_chunks, reading.samples, reading.errors_total,
-        cached=True, checked_at=reading.checked_at,
+        reading.up,
+        reading.active_chunks,
+        reading.samples,
+        reading.errors_total,
+        cached=True,
+        checked_at=reading.checked_at,
     )
 
 
@@ -366,8 +368,12 @@ def _classify(exc: BaseException, phase: str) -> tuple[str, str]:
         reason = "timeout"  # statement_timeout, or a cancel at the deadline
     elif isinstance(
         exc,
-        errors.UndefinedTable | errors.UndefinedColumn | errors.UndefinedFunction
-        | errors.InvalidSchemaName | errors.UndefinedObject | errors.InvalidCatalogName,
+        errors.UndefinedTable
+        | errors.UndefinedColumn
+        | errors.UndefinedFunction
+        | errors.InvalidSchemaName
+        | errors.UndefinedObject
+        | errors.InvalidCatalogName,
     ):
         reason = "missing_object"
     elif isinstance(exc, errors.InsufficientPrivilege):

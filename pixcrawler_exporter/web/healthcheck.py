@@ -1,4 +1,4 @@
-"""``python -m pixcrawler_exporter.healthcheck [URL]``: exit 0 when ``/-/healthy`` answers 200.
+"""``python -m pixcrawler_exporter.web.healthcheck [URL]``: exit 0 when ``/-/healthy`` answers 200.
 
 The image's HEALTHCHECK: slim images have no curl, and this knows where the exporter listens
 and whether it speaks TLS from the same variables and files the exporter reads.
@@ -13,7 +13,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from pixcrawler_exporter import config, webconfig
+from pixcrawler_exporter import config
+from pixcrawler_exporter.web import webconfig
 
 TIMEOUT_SECONDS = 3.0
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import capacity, thresholds
-from pixcrawler_exporter.capacity import MIB, Capacity
+from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.config import Config
-from pixcrawler_exporter.scrape import Snapshot
-from pixcrawler_exporter.thresholds import Evaluation, Status
+from pixcrawler_exporter.derive import capacity, thresholds
+from pixcrawler_exporter.derive.capacity import MIB, Capacity
+from pixcrawler_exporter.derive.thresholds import Evaluation, Status
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any
 
-from pixcrawler_exporter.collector import Collector, CollectorError
+from pixcrawler_exporter.collect.contract import Collector, CollectorError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from typing import Any
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
-from pixcrawler_exporter import __version__, netio
-from pixcrawler_exporter.guard import CHALLENGE, BasicAuth, RateLimiter
-from pixcrawler_exporter.webconfig import TLSContexts, WebConfig
+from pixcrawler_exporter import __version__
+from pixcrawler_exporter.web import netio
+from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, RateLimiter
+from pixcrawler_exporter.web.webconfig import TLSContexts, WebConfig
 
 log = logging.getLogger(__name__)
 

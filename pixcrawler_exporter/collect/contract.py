@@ -8,7 +8,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.metrics import Desc
+from pixcrawler_exporter.collect.metrics import Desc
 
 R = TypeVar("R")
 

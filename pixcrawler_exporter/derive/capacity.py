@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.config import Capacity as CapacityConfig
-from pixcrawler_exporter.metrics import Desc
 
 MIB = 1024 * 1024  # the seeds' "MB"
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collector import Collector, CollectorError
-from pixcrawler_exporter.metrics import Desc, add
-from pixcrawler_exporter.tempscan import scan
+from pixcrawler_exporter.collect.contract import Collector, CollectorError
+from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collectors.temp_storage.scan import scan
 
 log = logging.getLogger(__name__)
 

@@ -12,19 +12,21 @@ import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import __version__, capacity, cgroup, config
-from pixcrawler_exporter.collector import Collector
-from pixcrawler_exporter.collectors.azure import AzureCollector
+from pixcrawler_exporter import __version__, config
+from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.scraper import Snapshot
+from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors.azure.collector import AzureCollector
 from pixcrawler_exporter.collectors.cpu import CpuCollector
-from pixcrawler_exporter.collectors.database import DatabaseCollector
+from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.disk import DiskCollector
 from pixcrawler_exporter.collectors.memory import MemoryCollector
 from pixcrawler_exporter.collectors.network import NetworkCollector
 from pixcrawler_exporter.collectors.pressure import PressureCollector
-from pixcrawler_exporter.collectors.temp_storage import TempStorageCollector
+from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageCollector
 from pixcrawler_exporter.config import Loaded
-from pixcrawler_exporter.metrics import Desc, add
-from pixcrawler_exporter.scrape import Snapshot
+from pixcrawler_exporter.derive import capacity
 
 log = logging.getLogger(__name__)
 

@@ -189,7 +189,10 @@ def crawl_jobs(
             f"{running!r}.",
             _render(
                 "SELECT coalesce(sum({active}), 0) AS active FROM {t} WHERE {st} = {running}",
-                active=sql.Identifier(active_chunks), t=t, st=st, running=sql.Literal(running),
+                active=sql.Identifier(active_chunks),
+                t=t,
+                st=st,
+                running=sql.Literal(running),
             ),
             ("active",),
         ),
@@ -203,7 +206,9 @@ def crawl_jobs(
                 "SELECT {st}::text AS status, count(*) AS jobs FROM {t} GROUP BY 1 "
                 "UNION ALL SELECT column1, 0 FROM (VALUES {known}) AS known"
                 ") AS counts GROUP BY status",
-                st=st, t=t, known=known,
+                st=st,
+                t=t,
+                known=known,
             ),
             ("jobs",),
             ("status",),
@@ -215,8 +220,10 @@ def crawl_jobs(
                 "SELECT coalesce(sum({total}), 0) AS total, coalesce(sum({active}), 0) AS active,"
                 " coalesce(sum({completed}), 0) AS completed,"
                 " coalesce(sum({failed}), 0) AS failed FROM {t}",
-                total=sql.Identifier(total_chunks), active=sql.Identifier(active_chunks),
-                completed=sql.Identifier(completed_chunks), failed=sql.Identifier(failed_chunks),
+                total=sql.Identifier(total_chunks),
+                active=sql.Identifier(active_chunks),
+                completed=sql.Identifier(completed_chunks),
+                failed=sql.Identifier(failed_chunks),
                 t=t,
             ),
             STATES,
@@ -242,7 +249,9 @@ def processing_chunks(
             f"Chunks being processed: rows of {table} whose {status} is {processing!r}.",
             _render(
                 "SELECT count(*) AS active FROM {t} WHERE {st} = {processing}",
-                t=t, st=st, processing=sql.Literal(processing),
+                t=t,
+                st=st,
+                processing=sql.Literal(processing),
             ),
             ("active",),
         ),
@@ -254,8 +263,11 @@ def processing_chunks(
                 " count(*) FILTER (WHERE {st} = {processing}) AS active,"
                 " count(*) FILTER (WHERE {st} = {completed}) AS completed,"
                 " count(*) FILTER (WHERE {st} = {failed}) AS failed FROM {t}",
-                st=st, t=t, processing=sql.Literal(processing),
-                completed=sql.Literal(completed), failed=sql.Literal(failed),
+                st=st,
+                t=t,
+                processing=sql.Literal(processing),
+                completed=sql.Literal(completed),
+                failed=sql.Literal(failed),
             ),
             STATES,
             value_label="state",

@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.config import THRESHOLD_RESOURCES
-from pixcrawler_exporter.metrics import Desc, add
 
 
 class Status(IntEnum):

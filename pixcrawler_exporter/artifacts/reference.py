@@ -1,7 +1,7 @@
 """README's config and metric references, generated from the declarations so they cannot drift.
 
-``python -m pixcrawler_exporter.reference README.md`` rewrites the marked sections; a test fails
-when README differs from what this generates.
+``python -m pixcrawler_exporter.artifacts.reference README.md`` rewrites the marked sections; a
+test fails when README differs from what this generates.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.metrics import Desc
-from pixcrawler_exporter.queries import PRESETS, default_queries
+from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collectors.database.queries import PRESETS, default_queries
 
 
 def config_table() -> str:
@@ -55,7 +55,8 @@ def metric_table(descs: Iterable[tuple[str, Desc]]) -> str:
 
 
 def all_descs() -> list[tuple[str, Desc]]:
-    from pixcrawler_exporter import capacity, registry, thresholds
+    from pixcrawler_exporter.collect import registry
+    from pixcrawler_exporter.derive import capacity, thresholds
 
     found = [("always", d) for d in registry.META]
     for cls in registry.COLLECTOR_CLASSES:

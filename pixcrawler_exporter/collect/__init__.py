@@ -1,0 +1,1 @@
+"""The collector contract, registration, the single-flight scraper and what collectors share."""

@@ -1,0 +1,1 @@
+"""Azure Monitor: platform metrics and log queries, from a background cache."""

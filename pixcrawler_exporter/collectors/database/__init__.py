@@ -1,0 +1,1 @@
+"""PostgreSQL: active chunks and jobs, and sql_exporter-style custom queries."""

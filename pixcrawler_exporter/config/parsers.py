@@ -1,0 +1,157 @@
+"""Parsers for setting values: each takes a raw value (text from env, flags or .env, or a
+YAML value) and raises ValueError whose message says what is accepted."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from typing import Any
+
+REDACTED = "<redacted>"
+
+
+class ConfigError(Exception):
+    """A setting is wrong. The message names the setting, the bad value and what is accepted."""
+
+
+Parser = Callable[[Any], Any]
+
+
+def integer(low: int, high: int) -> Parser:
+    def parse(raw: Any) -> int:
+        try:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value = int(raw.strip()) if isinstance(raw, str) else int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parser:
+    """A float in [low, high] after dividing by ``scale`` (percent variables use scale=100)."""
+
+    def parse(raw: Any) -> float:
+        accepted = f"a number from {low * scale:g} to {high * scale:g}{unit}"
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw.strip() if isinstance(raw, str) else raw) / scale
+        except (TypeError, ValueError):
+            raise ValueError(accepted) from None
+        if not low <= value <= high:  # also rejects NaN
+            raise ValueError(accepted)
+        return value
+
+    return parse
+
+
+def optional_number(low: float, high: float) -> Parser:
+    inner = number(low, high)
+    return lambda raw: None if raw is None or raw == "" else inner(raw)
+
+
+def boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("true or false")
+
+
+def choice(*options: str, aliases: Mapping[str, str] | None = None) -> Parser:
+    aliases = aliases or {}
+
+    def parse(raw: Any) -> str:
+        word = raw.strip().lower() if isinstance(raw, str) else ""
+        if word in options:
+            return word
+        if word in aliases:
+            return aliases[word]
+        raise ValueError(f"one of {', '.join(options)}")
+
+    return parse
+
+
+def text(raw: Any) -> str:
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        raise ValueError("a string")
+    return str(raw)
+
+
+def optional_text(raw: Any) -> str | None:
+    return None if raw is None or raw == "" else text(raw)
+
+
+def path_list(raw: Any) -> tuple[str, ...]:
+    """A list of absolute paths: a YAML list, or text separated by ':' (like $PATH)."""
+    items = raw.split(":") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("a list of absolute paths (separated by ':' in a variable)")
+    paths = tuple(i for i in (s.strip() for s in items) if i)
+    if not paths or not all(p.startswith("/") for p in paths):
+        raise ValueError("a non-empty list of absolute paths (separated by ':' in a variable)")
+    return paths
+
+
+def absolute_path(raw: Any) -> str:
+    value = text(raw)
+    if not value.startswith("/"):
+        raise ValueError("an absolute path")
+    return value
+
+
+def listen_address(raw: Any) -> str:
+    accepted = "HOST:PORT, [IPv6]:PORT or :PORT with a port from 1 to 65535"
+    value = text(raw).strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(accepted)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(accepted)
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(accepted) from None
+    elif ":" in host:
+        raise ValueError(accepted + " (write IPv6 addresses in brackets)")
+    return value
+
+
+def patterns(raw: Any) -> tuple[str, ...]:
+    """Shell-style file name patterns: a YAML list, or comma-separated text."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("a list of file name patterns such as '*.jpg' (comma-separated)")
+    found = tuple(i for i in (s.strip() for s in items) if i)
+    if not found:
+        raise ValueError("at least one file name pattern such as '*.jpg' (comma-separated)")
+    return found
+
+
+def database_url(raw: Any) -> str | None:
+    """A PostgreSQL URL; the SQLAlchemy form 'postgresql+asyncpg://' is accepted as is."""
+    if raw is None or raw == "":
+        return None
+    value = text(raw).strip()
+    scheme, sep, rest = value.partition("://")
+    base = scheme.split("+", 1)[0].lower()
+    if not sep or base not in {"postgresql", "postgres"} or not rest:
+        raise ValueError("a URL such as postgresql://user:password@host:5432/pixcrawler")
+    return f"postgresql://{rest}"
+
+
+def name_overrides(raw: Any) -> Mapping[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise ValueError("a mapping of preset name to table or column name")
+    return dict(raw)

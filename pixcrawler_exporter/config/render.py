@@ -1,0 +1,63 @@
+"""``--print-config``: the effective configuration as YAML that ``--config`` accepts back."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from pixcrawler_exporter.config.load import (
+    Loaded,
+)
+from pixcrawler_exporter.config.model import (
+    Config,
+    specs,
+)
+from pixcrawler_exporter.config.parsers import (
+    REDACTED,
+)
+
+
+def render(loaded: Loaded) -> str:
+    """The effective configuration as YAML that ``--config`` accepts, secrets redacted, each line
+    commented with where its value came from."""
+    lines = [f"# environment detected: {loaded.detected_environment}"]
+    open_sections: list[str] = []
+    for spec in specs():
+        *sections, name = spec.key.split(".")
+        common = 0
+        while (
+            common < min(len(sections), len(open_sections))
+            and sections[common] == open_sections[common]
+        ):
+            common += 1
+        for depth in range(common, len(sections)):
+            lines.append("  " * depth + f"{sections[depth]}:")
+        open_sections = sections
+        value = _get(loaded.config, spec.key)
+        if spec.meta["secret"] and value is not None:
+            value = REDACTED
+        shown = yaml.safe_dump(_plain(value), default_flow_style=True, width=10**6)
+        shown = shown.removesuffix("\n").removesuffix("\n...")
+        lines.append("  " * len(sections) + f"{name}: {shown}  # {loaded.sources[spec.key]}")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """What yaml.safe_dump can write: tuples as lists, dataclasses (queries) as mappings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v not in (None, ())}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _get(config: Config, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node

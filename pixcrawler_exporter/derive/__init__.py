@@ -1,0 +1,1 @@
+"""Derived facts: statuses, capacity and thresholds, pure functions of readings and config."""

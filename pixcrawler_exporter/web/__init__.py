@@ -1,0 +1,1 @@
+"""The HTTP side: server, connection handling, authentication, web config, health check."""
