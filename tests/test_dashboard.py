@@ -6,7 +6,6 @@ import importlib
 import json
 import pkgutil
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from pixcrawler_exporter.artifacts import rules
 from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.collectors.database import queries
 from tests.conftest import REPO
+from tests.helpers.dashboard import metric_names, panels
 
 DASHBOARD_FILE = REPO / "grafana" / "pixcrawler-exporter.json"
 ROWS = [
@@ -31,45 +31,10 @@ ROWS = [
 ]
 # Series Prometheus itself writes for every scrape target.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds"}
-PROMQL_KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "and", "or", "unless", "inf", "nan",
-}  # fmt: skip
 
 
 def load() -> dict[str, Any]:
     return json.loads(DASHBOARD_FILE.read_text())  # type: ignore[no-any-return]
-
-
-def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel that is not a row, including those inside collapsed rows."""
-    for p in doc["panels"]:
-        if p["type"] == "row":
-            yield from p.get("panels", [])
-        else:
-            yield p
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects.
-
-    A small tokenizer, not a parser: strings, label matchers, ranges and the label lists of
-    by/without/on/ignoring/group_x are dropped; identifiers followed by '(' are functions.
-    """
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
-    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
-        word = m.group(0)
-        after = text[m.end() :].lstrip()
-        if after.startswith("(") or word.lower() in PROMQL_KEYWORDS:
-            continue
-        if re.fullmatch(r"\d+[smhdwy]", word) or text[m.start() - 1 : m.start()].isdigit():
-            continue
-        names.add(word)
-    return names
 
 
 def declared_metrics() -> set[str]:

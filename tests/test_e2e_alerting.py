@@ -41,8 +41,8 @@ from tests.conftest import (
     start_exporter,
     stop_process,
 )
+from tests.helpers.dashboard import metric_names, panels
 from tests.pg import CRAWL_JOBS_TABLE
-from tests.test_dashboard import metric_names, panels
 
 if TYPE_CHECKING:
     from tests.pg import PostgresServer

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import Exporter, need, need_tool, sample
-from tests.test_cgroup import v2_host
+from tests.helpers.cgroup import v2_host
 
 MEMORY_LIMIT = 512 * 1024 * 1024
 CPU_QUOTA_US, CPU_PERIOD_US = 50_000, 100_000  # 0.5 core
