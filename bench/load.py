@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
+sys.path.insert(0, str(REPO))
 
 from tests.conftest import free_port  # noqa: E402
 
@@ -210,8 +210,7 @@ def database(enabled: bool) -> Iterator[tuple[str | None, object, str]]:
         yield None, None, "database: off (--no-db)"
         return
     try:
-        import db_scrape
-
+        from bench import db_scrape
         from tests.pg import ROLE, PostgresServer, find_binaries
     except ImportError as exc:
         yield None, None, f"database: off ({exc})"

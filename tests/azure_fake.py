@@ -333,7 +333,7 @@ class FakeAzure:
                 and form.get("grant_type") == ["client_credentials"]
             )
             if not ok:
-                err = {
+                err: dict[str, object] = {
                     "error": "invalid_client",
                     "error_description": "AADSTS7000215: Invalid client secret provided.",
                     "error_codes": [7000215],

@@ -205,6 +205,7 @@ def test_command_line(args: list[str], tmp_path: Path, monkeypatch: pytest.Monke
     for name in [n for n in os.environ if n.startswith("PIXCRAWLER_")]:
         monkeypatch.delenv(name)
     out, err = io.StringIO(), io.StringIO()
+    code: int | str | None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = cli.main(["--print-config", *[a.replace("\x00", "") for a in args]])

@@ -127,7 +127,7 @@ def _run(cmd: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 30
         list(cmd), capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, **_as_user()
     )
     assert done.returncode == 0, f"{cmd}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
+    return str(done.stdout + done.stderr)
 
 
 def test_wheel_in_a_venv_serves_and_passes_its_healthcheck(scratch: Path) -> None:

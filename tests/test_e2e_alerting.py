@@ -22,6 +22,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,7 +172,9 @@ class Stack:
 
     def detail(self) -> str:
         status, _, body = http_get(f"{self.prometheus}/api/v1/alerts")
-        alerts = json.loads(body)["data"]["alerts"] if status == 200 else body
+        alerts = (
+            json.loads(body)["data"]["alerts"] if status == 200 else body.decode(errors="replace")
+        )
         logs = "\n".join(
             f"--- {name}:\n{path.read_text(errors='replace')[-3000:]}"
             for name, path in self.logs.items()
@@ -408,7 +411,7 @@ def assert_pages_and_resolves(
     for other in companions:  # alerts the same breach fires, with a longer for:
         wait_until(
             f"a firing {other} notification",
-            lambda other=other: stack.webhook.alerts(other, "firing"),
+            partial(stack.webhook.alerts, other, "firing"),
             timeout,
             stack.detail,
         )
@@ -424,7 +427,7 @@ def assert_pages_and_resolves(
     for other in companions:
         wait_until(
             f"a resolved {other} notification",
-            lambda other=other: stack.webhook.alerts(other, "resolved"),
+            partial(stack.webhook.alerts, other, "resolved"),
             timeout,
             stack.detail,
         )

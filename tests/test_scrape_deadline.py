@@ -51,7 +51,7 @@ class Quick(Collector[int]):
 @pytest.fixture
 def scraper() -> Iterator[tuple[Scraper, Gated]]:
     gated = Gated()
-    scraper = Scraper([gated, Quick()])  # type: ignore[list-item]
+    scraper = Scraper([gated, Quick()])
     yield scraper, gated
     gated.gate.set()
     scraper.close()

@@ -28,8 +28,8 @@ VALUE = Desc("pixcrawler_test_value", "A value the test controls.")
 class Slow(Collector[float]):
     """A source that takes ``delay`` seconds and fails while ``fail`` is set."""
 
-    name = "slow"  # type: ignore[misc]
-    descs = (VALUE,)  # type: ignore[misc]
+    name = "slow"
+    descs = (VALUE,)
     delay: float = 0.0
     fail: bool = False
 
@@ -162,7 +162,7 @@ def test_concurrent_scrapes_share_one_collection(app: tuple[str, Slow, Scraper])
 
     def one(_: int) -> tuple[int, float | None]:
         barrier.wait()
-        status, _, body = http_get(url + "/metrics")
+        status, _headers, body = http_get(url + "/metrics")
         return status, sample(parse_samples(body.decode()), "pixcrawler_test_value")
 
     with ThreadPoolExecutor(20) as pool:
