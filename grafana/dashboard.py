@@ -103,38 +103,50 @@ def steps(cfg: Config, resource: str) -> list[tuple[str, float | None]]:
     return [(GREEN, None), (ORANGE, pair.warning), (RED, pair.critical)]
 
 
-def rows(cfg: Config) -> list[Row]:
-    def stat(
-        title: str,
-        targets: Sequence[Target],
-        unit: str,
-        thresholds: Sequence[tuple[str, float | None]],
-        description: str,
-        width: int = 3,
-        **kw: Any,
-    ) -> Panel:
-        return Panel(title, "stat", unit, targets, description, width, 4, thresholds, **kw)
+def stat(
+    title: str,
+    targets: Sequence[Target],
+    unit: str,
+    thresholds: Sequence[tuple[str, float | None]],
+    description: str,
+    width: int = 3,
+    **kw: Any,
+) -> Panel:
+    return Panel(title, "stat", unit, targets, description, width, 4, thresholds, **kw)
 
-    def ratio_series(
-        title: str, expr: str, resource: str, description: str, legend: str = "{{instance}}"
-    ) -> Panel:
-        return Panel(
-            title,
-            "timeseries",
-            "percentunit",
-            [Target(expr, legend)],
-            description,
-            thresholds=steps(cfg, resource),
-            show_thresholds=True,
-        )
 
-    fixed_text = [
-        {
-            "matcher": {"id": "byRegexp", "options": ".*effective max"},
-            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "text"}}],
-        }
-    ]
-    overview = Row(
+def ratio_series(
+    cfg: Config,
+    title: str,
+    expr: str,
+    resource: str,
+    description: str,
+    legend: str = "{{instance}}",
+) -> Panel:
+    """A ratio over time against the resource's thresholds, drawn as dashed lines."""
+    return Panel(
+        title,
+        "timeseries",
+        "percentunit",
+        [Target(expr, legend)],
+        description,
+        thresholds=steps(cfg, resource),
+        show_thresholds=True,
+    )
+
+
+# Colours the "effective max" figure of a stat as text: the thresholds are for active chunks.
+FIXED_TEXT = [
+    {
+        "matcher": {"id": "byRegexp", "options": ".*effective max"},
+        "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "text"}}],
+    }
+]
+
+
+def overview_row(cfg: Config) -> Row:
+    """The headline figures, coloured by the thresholds."""
+    return Row(
         "Overview",
         [
             stat(
@@ -192,12 +204,15 @@ def rows(cfg: Config) -> list[Row]:
                 "Chunks being processed, coloured by the chunk thresholds, beside the most "
                 "that may run.",
                 width=6,
-                overrides=fixed_text,
+                overrides=FIXED_TEXT,
             ),
         ],
     )
 
-    capacity = Row(
+
+def capacity_row(cfg: Config) -> Row:
+    """Active chunks against what may run, and why."""
+    return Row(
         "Capacity",
         [
             Panel(
@@ -253,137 +268,159 @@ def rows(cfg: Config) -> list[Row]:
         ],
     )
 
-    container = Row(
+
+def container_row(cfg: Config) -> Row:
+    """The watched container's resources against its limits."""
+    return Row(
         "Container resources",
-        [
-            Panel(
-                "Memory: working set against limit",
-                "timeseries",
-                "bytes",
-                [
-                    Target(sel("pixcrawler_memory_working_set_bytes"), "{{instance}} working set"),
-                    Target(sel("pixcrawler_memory_usage_bytes"), "{{instance}} usage (with cache)"),
-                    Target(sel("pixcrawler_memory_limit_bytes"), "{{instance}} limit"),
-                ],
-                "The container's figures: what the OOM killer acts on.",
-            ),
-            Panel(
-                "Memory: the host's figures",
-                "timeseries",
-                "bytes",
-                [
-                    Target(sel("pixcrawler_host_memory_total_bytes"), "{{instance}} host total"),
-                    Target(
-                        sel("pixcrawler_host_memory_available_bytes"),
-                        "{{instance}} host available",
-                    ),
-                ],
-                "What the host reports, for comparison: inside a container it is not the limit.",
-            ),
-            ratio_series(
-                "Memory usage ratio",
-                sel("pixcrawler_memory_usage_ratio"),
-                "memory",
-                "Working set over the effective limit, against the thresholds.",
-            ),
-            Panel(
-                "OOM kills in 10m",
-                "timeseries",
-                "none",
-                [Target(sel(rules.OOM_KILLS_10M))],
-                "Processes the OOM killer killed in the watched container.",
-            ),
-            Panel(
-                "CPU used against limit",
-                "timeseries",
-                "suffix: cores",
-                [
-                    Target(
-                        f"rate({sel('pixcrawler_cpu_usage_seconds_total')}[$__rate_interval])",
-                        "{{instance}} used",
-                    ),
-                    Target(sel("pixcrawler_cpu_limit_cores"), "{{instance}} limit"),
-                ],
-                "CPU seconds used per second, against the CFS quota in cores (or the CPUs the "
-                "process may run on).",
-            ),
-            ratio_series(
-                "CPU usage ratio (5m)",
-                sel(rules.CPU_USAGE_RATIO),
-                "cpu",
-                "CPU used over 5m against the limit, as the CPU alerts read it.",
-            ),
-            Panel(
-                "CPU throttled time (5m)",
-                "timeseries",
-                "s",
-                [Target(sel(rules.CPU_THROTTLED), "{{instance}} throttled per second")],
-                "Seconds the CFS quota held tasks back, per second (counted per CPU).",
-                thresholds=[(GREEN, None), (ORANGE, rules.THROTTLED_SECONDS_PER_SECOND)],
-                show_thresholds=True,
-            ),
-            Panel(
-                "CPU throttled periods",
-                "timeseries",
-                "cps",
-                [
-                    Target(
-                        f"rate({sel('pixcrawler_cpu_throttled_periods_total')}[$__rate_interval])"
-                    )
-                ],
-                "CFS periods per second in which the container was throttled.",
-            ),
-            Panel(
-                "Pressure stall (PSI)",
-                "timeseries",
-                "percentunit",
-                [
-                    Target(
-                        f"rate({sel('pixcrawler_pressure_stall_seconds_total')}[$__rate_interval])",
-                        "{{instance}} {{resource}} {{kind}}",
-                    )
-                ],
-                "Share of time some (or all) tasks waited for CPU, memory or I/O.",
-                width=WIDTH,
-            ),
-            ratio_series(
-                "Disk usage per path",
-                sel("pixcrawler_disk_usage_ratio"),
-                "disk",
-                "Share of each filesystem not available to unprivileged users, as df counts it.",
-                "{{instance}} {{path}}",
-            ),
-            Panel(
-                "Disk space per path",
-                "timeseries",
-                "bytes",
-                [
-                    Target(sel("pixcrawler_disk_available_bytes"), "{{instance}} {{path}} free"),
-                    Target(sel("pixcrawler_disk_size_bytes"), "{{instance}} {{path}} size"),
-                ],
-                "Size and space available of the filesystems holding disk.paths.",
-            ),
-            Panel(
-                "Network",
-                "timeseries",
-                "Bps",
-                [
-                    Target(
-                        f"rate({sel('pixcrawler_network_receive_bytes_total')}[$__rate_interval])",
-                        "{{instance}} {{interface}} received",
-                    ),
-                    Target(
-                        f"rate({sel('pixcrawler_network_transmit_bytes_total')}[$__rate_interval])",
-                        "{{instance}} {{interface}} sent",
-                    ),
-                ],
-                "Bytes per second per interface: downloads show up as received.",
-                width=WIDTH,
-            ),
-        ],
+        [*_memory_panels(cfg), *_cpu_panels(cfg), *_disk_and_network_panels(cfg)],
     )
 
-    temp = Row(
+
+def _memory_panels(cfg: Config) -> list[Panel]:
+    """Working set, limit, the host's figures and OOM kills."""
+    return [
+        Panel(
+            "Memory: working set against limit",
+            "timeseries",
+            "bytes",
+            [
+                Target(sel("pixcrawler_memory_working_set_bytes"), "{{instance}} working set"),
+                Target(sel("pixcrawler_memory_usage_bytes"), "{{instance}} usage (with cache)"),
+                Target(sel("pixcrawler_memory_limit_bytes"), "{{instance}} limit"),
+            ],
+            "The container's figures: what the OOM killer acts on.",
+        ),
+        Panel(
+            "Memory: the host's figures",
+            "timeseries",
+            "bytes",
+            [
+                Target(sel("pixcrawler_host_memory_total_bytes"), "{{instance}} host total"),
+                Target(
+                    sel("pixcrawler_host_memory_available_bytes"),
+                    "{{instance}} host available",
+                ),
+            ],
+            "What the host reports, for comparison: inside a container it is not the limit.",
+        ),
+        ratio_series(
+            cfg,
+            "Memory usage ratio",
+            sel("pixcrawler_memory_usage_ratio"),
+            "memory",
+            "Working set over the effective limit, against the thresholds.",
+        ),
+        Panel(
+            "OOM kills in 10m",
+            "timeseries",
+            "none",
+            [Target(sel(rules.OOM_KILLS_10M))],
+            "Processes the OOM killer killed in the watched container.",
+        ),
+    ]
+
+
+def _cpu_panels(cfg: Config) -> list[Panel]:
+    """CPU against its limit, CFS throttling and pressure stalls."""
+    return [
+        Panel(
+            "CPU used against limit",
+            "timeseries",
+            "suffix: cores",
+            [
+                Target(
+                    f"rate({sel('pixcrawler_cpu_usage_seconds_total')}[$__rate_interval])",
+                    "{{instance}} used",
+                ),
+                Target(sel("pixcrawler_cpu_limit_cores"), "{{instance}} limit"),
+            ],
+            "CPU seconds used per second, against the CFS quota in cores (or the CPUs the "
+            "process may run on).",
+        ),
+        ratio_series(
+            cfg,
+            "CPU usage ratio (5m)",
+            sel(rules.CPU_USAGE_RATIO),
+            "cpu",
+            "CPU used over 5m against the limit, as the CPU alerts read it.",
+        ),
+        Panel(
+            "CPU throttled time (5m)",
+            "timeseries",
+            "s",
+            [Target(sel(rules.CPU_THROTTLED), "{{instance}} throttled per second")],
+            "Seconds the CFS quota held tasks back, per second (counted per CPU).",
+            thresholds=[(GREEN, None), (ORANGE, rules.THROTTLED_SECONDS_PER_SECOND)],
+            show_thresholds=True,
+        ),
+        Panel(
+            "CPU throttled periods",
+            "timeseries",
+            "cps",
+            [Target(f"rate({sel('pixcrawler_cpu_throttled_periods_total')}[$__rate_interval])")],
+            "CFS periods per second in which the container was throttled.",
+        ),
+        Panel(
+            "Pressure stall (PSI)",
+            "timeseries",
+            "percentunit",
+            [
+                Target(
+                    f"rate({sel('pixcrawler_pressure_stall_seconds_total')}[$__rate_interval])",
+                    "{{instance}} {{resource}} {{kind}}",
+                )
+            ],
+            "Share of time some (or all) tasks waited for CPU, memory or I/O.",
+            width=WIDTH,
+        ),
+    ]
+
+
+def _disk_and_network_panels(cfg: Config) -> list[Panel]:
+    """The filesystems holding disk.paths and the pod's traffic."""
+    return [
+        ratio_series(
+            cfg,
+            "Disk usage per path",
+            sel("pixcrawler_disk_usage_ratio"),
+            "disk",
+            "Share of each filesystem not available to unprivileged users, as df counts it.",
+            "{{instance}} {{path}}",
+        ),
+        Panel(
+            "Disk space per path",
+            "timeseries",
+            "bytes",
+            [
+                Target(sel("pixcrawler_disk_available_bytes"), "{{instance}} {{path}} free"),
+                Target(sel("pixcrawler_disk_size_bytes"), "{{instance}} {{path}} size"),
+            ],
+            "Size and space available of the filesystems holding disk.paths.",
+        ),
+        Panel(
+            "Network",
+            "timeseries",
+            "Bps",
+            [
+                Target(
+                    f"rate({sel('pixcrawler_network_receive_bytes_total')}[$__rate_interval])",
+                    "{{instance}} {{interface}} received",
+                ),
+                Target(
+                    f"rate({sel('pixcrawler_network_transmit_bytes_total')}[$__rate_interval])",
+                    "{{instance}} {{interface}} sent",
+                ),
+            ],
+            "Bytes per second per interface: downloads show up as received.",
+            width=WIDTH,
+        ),
+    ]
+
+
+def temp_storage_row(cfg: Config) -> Row:
+    """The crawler's temp files and the background scan."""
+    return Row(
         "Temp storage",
         [
             Panel(
@@ -400,6 +437,7 @@ def rows(cfg: Config) -> list[Row]:
                 "The crawler's temp files in all temp directories, against the quota.",
             ),
             ratio_series(
+                cfg,
                 "Temp storage usage ratio",
                 sel("pixcrawler_temp_storage_usage_ratio"),
                 "temp_storage",
@@ -451,7 +489,10 @@ def rows(cfg: Config) -> list[Row]:
         ],
     )
 
-    database = Row(
+
+def database_row(cfg: Config) -> Row:
+    """The crawl database: jobs, chunks and whether it answers."""
+    return Row(
         "Database and jobs",
         [
             Panel(
@@ -511,7 +552,10 @@ def rows(cfg: Config) -> list[Row]:
         ],
     )
 
-    azure = Row(
+
+def azure_row(cfg: Config) -> Row:
+    """Azure Monitor's platform metrics and the exporter's requests."""
+    return Row(
         "Azure",
         [
             Panel(
@@ -570,7 +614,10 @@ def rows(cfg: Config) -> list[Row]:
         ],
     )
 
-    health = Row(
+
+def health_row(cfg: Config) -> Row:
+    """The exporter itself: collectors and Prometheus's scrapes."""
+    return Row(
         "Exporter health",
         [
             Panel(
@@ -628,7 +675,18 @@ def rows(cfg: Config) -> list[Row]:
             ),
         ],
     )
-    return [overview, capacity, container, temp, database, azure, health]
+
+
+def rows(cfg: Config) -> list[Row]:
+    return [
+        overview_row(cfg),
+        capacity_row(cfg),
+        container_row(cfg),
+        temp_storage_row(cfg),
+        database_row(cfg),
+        azure_row(cfg),
+        health_row(cfg),
+    ]
 
 
 def _thresholds(steps_: Iterable[tuple[str, float | None]]) -> dict[str, Any]:
@@ -718,12 +776,11 @@ def _variable(name: str, label: str, query: str, *, multi: bool) -> dict[str, An
     }
 
 
-def dashboard(cfg: Config | None = None) -> dict[str, Any]:
-    """The dashboard's JSON model, coloured by ``cfg``'s thresholds (the defaults if None)."""
-    cfg = cfg or Config()
+def _layout(rows_: Iterable[Row]) -> list[dict[str, Any]]:
+    """Each row's header across the grid, then its panels left to right, wrapping at WIDTH."""
     panels: list[dict[str, Any]] = []
     y = 0
-    for row in rows(cfg):
+    for row in rows_:
         panels.append(
             {
                 "id": len(panels) + 1,
@@ -745,6 +802,12 @@ def dashboard(cfg: Config | None = None) -> dict[str, Any]:
             x += p.width
             line_height = max(line_height, p.height)
         y += line_height
+    return panels
+
+
+def dashboard(cfg: Config | None = None) -> dict[str, Any]:
+    """The dashboard's JSON model, coloured by ``cfg``'s thresholds (the defaults if None)."""
+    panels = _layout(rows(cfg or Config()))
     return {
         "id": None,
         "uid": UID,
