@@ -127,44 +127,55 @@ def _alert(
 
 def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
     """Every alert, grouped by what it watches, with thresholds and durations at full scale."""
+    return [
+        _exporter_group(job),
+        _resources_group(cfg),
+        _capacity_group(cfg),
+        _database_group(),
+        _azure_group(cfg),
+    ]
+
+
+def _threshold_pair(
+    cfg: Config,
+    resource: str,
+    metric: str,
+    name: str,
+    what: str,
+    for_warning: int,
+    for_critical: int,
+    description: str,
+) -> list[Alert]:
+    """The warning and critical alert of one resource. Both fire at the threshold, not just
+    above it, as the exporter's own status does; ``resource`` lets Alertmanager inhibit the
+    warning while the critical one fires."""
     t = cfg.thresholds
-    up = f"up{{job={_quote(job)}}}"
-    stale_after = max(AZURE_MIN_STALE_SECONDS, math.ceil(3 * cfg.azure.refresh_interval_seconds))
-
-    def threshold_pair(
-        resource: str,
-        metric: str,
-        name: str,
-        what: str,
-        for_warning: int,
-        for_critical: int,
-        description: str,
-    ) -> list[Alert]:
-        """The warning and critical alert of one resource. Both fire at the threshold, not just
-        above it, as the exporter's own status does; ``resource`` lets Alertmanager inhibit the
-        warning while the critical one fires."""
-        pair = getattr(t, resource)
-        value = "{{ $value }}" if resource == "chunks" else PERCENT
-        out = []
-        for severity, suffix, threshold, for_s in (
-            ("warning", "High", pair.warning, for_warning),
-            ("critical", "Critical", pair.critical, for_critical),
-        ):
-            shown = f"{threshold:g}" if resource == "chunks" else f"{threshold * 100:g}%"
-            out.append(
-                _alert(
-                    f"PixCrawler{name}{suffix}",
-                    f"{metric} >= {_number(threshold)}",
-                    for_s,
-                    severity,
-                    f"{what} on {INSTANCE} is {value}",
-                    description.replace("<severity>", severity).replace("<threshold>", shown),
-                    {"resource": resource},
-                )
+    pair = getattr(t, resource)
+    value = "{{ $value }}" if resource == "chunks" else PERCENT
+    out = []
+    for severity, suffix, threshold, for_s in (
+        ("warning", "High", pair.warning, for_warning),
+        ("critical", "Critical", pair.critical, for_critical),
+    ):
+        shown = f"{threshold:g}" if resource == "chunks" else f"{threshold * 100:g}%"
+        out.append(
+            _alert(
+                f"PixCrawler{name}{suffix}",
+                f"{metric} >= {_number(threshold)}",
+                for_s,
+                severity,
+                f"{what} on {INSTANCE} is {value}",
+                description.replace("<severity>", severity).replace("<threshold>", shown),
+                {"resource": resource},
             )
-        return out
+        )
+    return out
 
-    exporter = Group(
+
+def _exporter_group(job: str) -> Group:
+    """The exporter itself: down, or a collector failing."""
+    up = f"up{{job={_quote(job)}}}"
+    return Group(
         "pixcrawler-exporter.exporter",
         [
             _alert(
@@ -196,11 +207,15 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
         ],
     )
 
-    resources = Group(
+
+def _resources_group(cfg: Config) -> Group:
+    """The container's memory, CPU, disk and temp storage."""
+    return Group(
         "pixcrawler-exporter.resources",
         records=(CPU_USAGE_RATIO, CPU_THROTTLED, OOM_KILLS_10M),
         alerts=[
-            *threshold_pair(
+            *_threshold_pair(
+                cfg,
                 "memory",
                 "pixcrawler_memory_usage_ratio",
                 "MemoryUsage",
@@ -211,7 +226,8 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
                 f"or above the <severity> threshold of <threshold> for {FOR}. The OOM killer "
                 "acts on this figure.",
             ),
-            *threshold_pair(
+            *_threshold_pair(
+                cfg,
                 "cpu",
                 CPU_USAGE_RATIO,
                 "CPUUsage",
@@ -241,7 +257,8 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
                 "The OOM killer killed {{ $value | humanize }} process(es) in the watched "
                 f"container on {INSTANCE} in the last 10m.",
             ),
-            *threshold_pair(
+            *_threshold_pair(
+                cfg,
                 "disk",
                 "pixcrawler_disk_usage_ratio",
                 "DiskUsage",
@@ -251,7 +268,8 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
                 f"The filesystem holding {{{{ $labels.path }}}} on {INSTANCE} is {PERCENT} "
                 f"full, at or above the <severity> threshold of <threshold> for {FOR}.",
             ),
-            *threshold_pair(
+            *_threshold_pair(
+                cfg,
                 "temp_storage",
                 "pixcrawler_temp_storage_usage_ratio",
                 "TempStorage",
@@ -264,11 +282,15 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
         ],
     )
 
-    capacity = Group(
+
+def _capacity_group(cfg: Config) -> Group:
+    """Active chunks, capacity and failing chunks."""
+    return Group(
         "pixcrawler-exporter.capacity",
         records=(FAILED_CHUNKS_10M,),
         alerts=[
-            *threshold_pair(
+            *_threshold_pair(
+                cfg,
                 "chunks",
                 "pixcrawler_chunks_active",
                 "ActiveChunks",
@@ -299,7 +321,10 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
         ],
     )
 
-    database = Group(
+
+def _database_group() -> Group:
+    """The crawl database, unreachable."""
+    return Group(
         "pixcrawler-exporter.database",
         [
             _alert(
@@ -315,7 +340,11 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
         ],
     )
 
-    azure = Group(
+
+def _azure_group(cfg: Config) -> Group:
+    """Azure Monitor metrics that stopped arriving."""
+    stale_after = max(AZURE_MIN_STALE_SECONDS, math.ceil(3 * cfg.azure.refresh_interval_seconds))
+    return Group(
         "pixcrawler-exporter.azure",
         [
             _alert(
@@ -334,7 +363,6 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
             ),
         ],
     )
-    return [exporter, resources, capacity, database, azure]
 
 
 def alerts(cfg: Config, job: str = DEFAULT_JOB) -> list[Alert]:
