@@ -173,6 +173,18 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+# Fixtures that start a real exporter process or PostgreSQL server: a test using one, directly or
+# through another fixture, is end-to-end without having to say so. Tests that start processes by
+# other means carry @pytest.mark.e2e themselves.
+E2E_FIXTURES = frozenset({"exporter_factory", "postgres_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and E2E_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
     started: list[Exporter] = []

@@ -303,6 +303,7 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert last is not None and abs(last - time.time()) < 5
 
 
+@pytest.mark.slow
 def test_two_hundred_scrapes_in_ten_seconds_cost_only_the_refreshes(
     fake: FakeAzure, make: Callable[..., AzureCollector]
 ) -> None:
@@ -333,6 +334,7 @@ def test_two_hundred_scrapes_in_ten_seconds_cost_only_the_refreshes(
         ("unauthorized", "auth_error", "HTTP 401"),
     ],
 )
+@pytest.mark.slow
 def test_each_fault_sets_up_0_scrapes_stay_fast_and_values_age_out(
     fake: FakeAzure,
     make: Callable[..., AzureCollector],
@@ -365,6 +367,7 @@ def test_each_fault_sets_up_0_scrapes_stay_fast_and_values_age_out(
     assert collector.read().up
 
 
+@pytest.mark.slow
 def test_429_retry_after_holds_back_the_next_request(
     fake: FakeAzure, make: Callable[..., AzureCollector]
 ) -> None:
@@ -501,6 +504,7 @@ def test_every_outcome_is_exported_from_the_start(make: Callable[..., AzureColle
 # --- end to end ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_exporter_process_scrapes_azure_without_calling_it_per_scrape(
     fake: FakeAzure, exporter_factory: Callable[..., Exporter]
 ) -> None:
@@ -542,6 +546,7 @@ def test_resource_type_of_the_env_resource_gets_defaults() -> None:
     assert res.metric_names == ("CpuPercentage", "MemoryPercentage")
 
 
+@pytest.mark.slow
 def test_azure_mode_statuses_use_the_plan_while_fresh_then_fall_back(
     fake: FakeAzure, exporter_factory: Callable[..., Exporter]
 ) -> None:

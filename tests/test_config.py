@@ -166,6 +166,7 @@ ERRORS = [
 @pytest.mark.parametrize(
     ("env", "files", "args", "words"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
 )
+@pytest.mark.slow
 def test_config_errors_exit_2_with_a_clear_message(
     tmp_path: Path, env: dict[str, str], files: dict[str, str], args: list[str], words: list[str]
 ) -> None:

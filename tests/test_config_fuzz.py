@@ -23,6 +23,9 @@ from pixcrawler_exporter import cli, config
 from pixcrawler_exporter.web import webconfig
 from tests.conftest import run_cli
 
+# Hundreds of generated inputs per test, many run through the CLI in a subprocess.
+pytestmark = pytest.mark.slow
+
 SPECS = list(config.specs())
 ENV_NAMES = sorted(config.env_names())
 KEYS = [spec.key for spec in SPECS]

@@ -583,6 +583,7 @@ def test_parse_queries_says_what_is_wrong(raw: object, message: str) -> None:
 # --- end to end: the exporter process ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_exporter_serves_the_count_and_answers_in_time_with_the_database_down(
     jobs: PostgresServer, exporter_factory: Callable[..., Exporter], tmp_path: Path
 ) -> None:
@@ -632,6 +633,7 @@ def test_exporter_serves_the_count_and_answers_in_time_with_the_database_down(
         assert jobs.password not in text
 
 
+@pytest.mark.slow
 def test_health_is_degraded_with_503_while_the_database_is_down(
     jobs: PostgresServer, exporter_factory: Callable[..., Exporter]
 ) -> None:

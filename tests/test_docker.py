@@ -130,6 +130,8 @@ def _run(cmd: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 30
     return str(done.stdout + done.stderr)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_wheel_in_a_venv_serves_and_passes_its_healthcheck(scratch: Path) -> None:
     python = _python_for_user()
     need(python is not None, "no Python >= 3.11 with venv that an unprivileged user can run")

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 # Imported by pytest as a plugin, not here: a module imported first is not assert-rewritten.
 pytest_plugins = ["tests.pg"]
+# Real PostgreSQL, exporter, Prometheus and Alertmanager, tens of seconds per test.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOB = "pixcrawler"
 FOR_SCALE = 1 / 60

@@ -171,6 +171,7 @@ def test_concurrent_scrapes_share_one_collection(app: tuple[str, Slow, Scraper])
     assert scraper.reads == {"slow": 1, "other": 1}
 
 
+@pytest.mark.slow
 def test_deadline_reports_a_slow_collector_failed_without_piling_up(
     app: tuple[str, Slow, Scraper],
 ) -> None:

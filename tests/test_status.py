@@ -133,6 +133,7 @@ def test_warning_above_critical_is_a_config_error(tmp_path: Path) -> None:
         config.load({"PIXCRAWLER_MEMORY_THRESHOLD_WARN": "180"}, dotenv_path=tmp_path / ".env")
 
 
+@pytest.mark.slow
 def test_memory_warning_is_logged_once_over_several_polls(
     exporter_factory: Callable[..., Exporter],
 ) -> None:
@@ -154,6 +155,7 @@ def test_memory_warning_is_logged_once_over_several_polls(
     assert sample(samples, "pixcrawler_threshold", resource="memory", severity="warning") == 0.00001
 
 
+@pytest.mark.slow
 def test_json_log_format(exporter_factory: Callable[..., Exporter]) -> None:
     exp = exporter_factory(
         "--log-format",

@@ -163,6 +163,8 @@ def exporter_process(tmp_path: Path, *args: str) -> Iterator[int]:
 # --- TLS ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_tls_handshake_and_plain_http_refused(
     ca: trustme.CA, certs: dict[str, str], tmp_path: Path
 ) -> None:
