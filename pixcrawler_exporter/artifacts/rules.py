@@ -24,6 +24,7 @@ import yaml
 
 from pixcrawler_exporter import config as config_module
 from pixcrawler_exporter.config import Config
+from pixcrawler_exporter.derive.resources import Resource
 
 DEFAULT_JOB = "pixcrawler"
 RUNBOOK_URL = "https://github.com/pixcrawler/pixcrawler-exporter/blob/main/docs/runbook.md"
@@ -132,7 +133,7 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
     stale_after = max(AZURE_MIN_STALE_SECONDS, math.ceil(3 * cfg.azure.refresh_interval_seconds))
 
     def threshold_pair(
-        resource: str,
+        resource: Resource,
         metric: str,
         name: str,
         what: str,
@@ -143,7 +144,7 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
         """The warning and critical alert of one resource. Both fire at the threshold, not just
         above it, as the exporter's own status does; ``resource`` lets Alertmanager inhibit the
         warning while the critical one fires."""
-        pair = getattr(t, resource)
+        pair = t.pair(resource)
         value = "{{ $value }}" if resource == "chunks" else PERCENT
         out = []
         for severity, suffix, threshold, for_s in (
