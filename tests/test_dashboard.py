@@ -176,7 +176,7 @@ def stat(doc: dict[str, Any], title: str) -> dict[str, Any]:
     ],
 )
 def test_overview_stats_are_coloured_by_the_default_thresholds(title: str, resource: str) -> None:
-    pair = getattr(config.Config().thresholds, resource)
+    pair = config.Config().thresholds.pair(resource)
     steps = stat(load(), title)["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps] == [None, pair.warning, pair.critical]
     assert [s["color"] for s in steps] == ["green", "orange", "red"]

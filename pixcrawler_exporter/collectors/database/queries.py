@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from psycopg import sql
 
@@ -285,7 +285,7 @@ PRESETS: Mapping[str, Callable[..., tuple[Query, ...]]] = {
 }
 
 
-def default_queries(preset: str = "crawl_jobs", **names: Any) -> tuple[Query, ...]:
+def default_queries(preset: str = "crawl_jobs", **names: object) -> tuple[Query, ...]:
     """The preset's queries with its table and column names overridden by ``names``.
 
     ValueError names the accepted presets or the names the preset takes.
