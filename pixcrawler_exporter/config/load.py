@@ -5,7 +5,7 @@ Nothing else in the package reads ``os.environ``."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from pixcrawler_exporter import environment
 from pixcrawler_exporter.collectors.database.queries import database_queries
 from pixcrawler_exporter.config.model import Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
-from pixcrawler_exporter.config.settings import build
+from pixcrawler_exporter.config.settings import Spec, build
 from pixcrawler_exporter.config.yamlfile import read_yaml_mapping
 from pixcrawler_exporter.derive.resources import RESOURCES
 
@@ -39,44 +39,17 @@ def load(
     dotenv_path: str | Path = ".env",
 ) -> Loaded:
     """Build the effective configuration. Raises ConfigError with a message for people."""
-    flags = flags or {}
     all_specs = list(specs())
-    raw: dict[str, tuple[object, str, str]] = {}  # key -> (value, source, where-for-messages)
-
-    for key, text in _dotenv(dotenv_path).items():
-        for spec in all_specs:
-            if key in spec.meta.env:
-                raw[spec.key] = (text, ".env", f"{key} in {dotenv_path}")
-    if config_file is not None:
-        for key, value in _yaml(config_file, {s.key for s in all_specs}).items():
-            raw[key] = (value, f"file {config_file}", f"{key} in {config_file}")
-    for spec in all_specs:
-        for name in spec.meta.env:
-            if name in environ:
-                raw[spec.key] = (environ[name], f"env {name}", f"environment variable {name}")
-                break
-    for spec in all_specs:
-        given = flags.get(spec.key)
-        if given is not None:
-            flag = spec.meta.flag or f"--{spec.key}"
-            raw[spec.key] = (given, f"flag {flag}", f"flag {flag}")
-
+    given = _given(all_specs, environ, flags or {}, config_file, dotenv_path)
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     for spec in all_specs:
-        if spec.key not in raw:
+        if spec.key in given:
+            values[spec.key] = _parse(spec, given[spec.key])
+            sources[spec.key] = given[spec.key].source
+        else:
             values[spec.key] = spec.default
             sources[spec.key] = "default"
-            continue
-        value, source, where = raw[spec.key]
-        is_text = isinstance(value, str) and not source.startswith("file ")
-        parse = spec.meta.env_parse if is_text else spec.meta.parse
-        try:
-            values[spec.key] = parse(value)
-        except ValueError as exc:
-            shown = REDACTED if spec.meta.secret else repr(value)
-            raise ConfigError(f"{where}: {shown} is not valid; expected {exc}") from None
-        sources[spec.key] = source
 
     detected = environment.detect(
         environ, Path(str(values["paths.rootfs"])), Path(str(values["paths.procfs"]))
@@ -90,6 +63,56 @@ def load(
     config = build(Config, values)
     _check(config, sources)
     return Loaded(config, sources, detected)
+
+
+@dataclass(frozen=True)
+class _Given:
+    value: object  # as given: text, or a YAML value
+    source: str  # provenance, as --print-config shows it
+    where: str  # for error messages
+
+
+def _given(
+    all_specs: Sequence[Spec],
+    environ: Mapping[str, str],
+    flags: Mapping[str, object],
+    config_file: str | None,
+    dotenv_path: str | Path,
+) -> dict[str, _Given]:
+    """The value given for each key, by precedence: flags > environment > file > .env."""
+    given: dict[str, _Given] = {}
+    for key, text in _dotenv(dotenv_path).items():
+        for spec in all_specs:
+            if key in spec.meta.env:
+                given[spec.key] = _Given(text, ".env", f"{key} in {dotenv_path}")
+    if config_file is not None:
+        for key, value in _yaml(config_file, {s.key for s in all_specs}).items():
+            given[key] = _Given(value, f"file {config_file}", f"{key} in {config_file}")
+    for spec in all_specs:
+        for name in spec.meta.env:
+            if name in environ:
+                given[spec.key] = _Given(
+                    environ[name], f"env {name}", f"environment variable {name}"
+                )
+                break
+    for spec in all_specs:
+        flag_value = flags.get(spec.key)
+        if flag_value is not None:
+            flag = spec.meta.flag or f"--{spec.key}"
+            given[spec.key] = _Given(flag_value, f"flag {flag}", f"flag {flag}")
+    return given
+
+
+def _parse(spec: Spec, given: _Given) -> object:
+    # Text from variables, .env and flags takes the text parser (percent thresholds); YAML
+    # values, even strings, the YAML one.
+    is_text = isinstance(given.value, str) and not given.source.startswith("file ")
+    parse = spec.meta.env_parse if is_text else spec.meta.parse
+    try:
+        return parse(given.value)
+    except ValueError as exc:
+        shown = REDACTED if spec.meta.secret else repr(given.value)
+        raise ConfigError(f"{given.where}: {shown} is not valid; expected {exc}") from None
 
 
 def _check(config: Config, sources: Mapping[str, str]) -> None:
