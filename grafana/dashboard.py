@@ -23,6 +23,7 @@ from typing import Any
 
 from pixcrawler_exporter.artifacts import rules
 from pixcrawler_exporter.config import Config
+from pixcrawler_exporter.derive.resources import Resource
 
 UID = "pixcrawler-exporter"
 TITLE = "PixCrawler exporter"
@@ -97,9 +98,9 @@ class Row:
     panels: Sequence[Panel]
 
 
-def steps(cfg: Config, resource: str) -> list[tuple[str, float | None]]:
+def steps(cfg: Config, resource: Resource) -> list[tuple[str, float | None]]:
     """Green below the warning threshold, orange from it, red from the critical one."""
-    pair = getattr(cfg.thresholds, resource)
+    pair = cfg.thresholds.pair(resource)
     return [(GREEN, None), (ORANGE, pair.warning), (RED, pair.critical)]
 
 
@@ -119,7 +120,7 @@ def ratio_series(
     cfg: Config,
     title: str,
     expr: str,
-    resource: str,
+    resource: Resource,
     description: str,
     legend: str = "{{instance}}",
 ) -> Panel:

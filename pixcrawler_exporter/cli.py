@@ -37,18 +37,18 @@ def parser() -> argparse.ArgumentParser:
         "and exit.",
     )
     for spec in config.specs():
-        flag = spec.meta["flag"]
-        if flag and isinstance(spec.field.default, bool):
+        flag = spec.meta.flag
+        if flag and isinstance(spec.default, bool):
             # '--collector.NAME' and '--no-collector.NAME', as node_exporter spells them.
             p.add_argument(
                 flag,
                 dest=spec.key,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=spec.meta["help"],
+                help=spec.meta.help,
             )
         elif flag:
-            p.add_argument(flag, dest=spec.key, help=spec.meta["help"])
+            p.add_argument(flag, dest=spec.key, help=spec.meta.help)
     return p
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pixcrawler_exporter import config
+from pixcrawler_exporter.derive.resources import RESOURCES
 from tests.conftest import run_cli
 
 
@@ -190,6 +192,16 @@ def test_env_names_keep_the_seed_names() -> None:
         "PIXCRAWLER_DB_URL",
     ):
         assert seed_name in names
+
+
+def test_every_resource_has_one_threshold_pair_under_its_name() -> None:
+    t = config.Thresholds(memory=config.ThresholdPair(0.1, 0.2))
+    assert [f.name for f in dataclasses.fields(t)] == list(RESOURCES)
+    for resource in RESOURCES:
+        assert t.pair(resource) is getattr(t, resource)
+    assert t.pair("memory") == config.ThresholdPair(0.1, 0.2)
+    keys = [s.key for s in config.specs() if s.key.startswith("thresholds.")]
+    assert keys == [f"thresholds.{r}.{s}" for r in RESOURCES for s in ("warning", "critical")]
 
 
 @pytest.mark.parametrize(

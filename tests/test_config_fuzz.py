@@ -31,9 +31,7 @@ ENV_NAMES = sorted(config.env_names())
 KEYS = [spec.key for spec in SPECS]
 SECTIONS = sorted({key.rsplit(".", 1)[0] for key in KEYS if "." in key})
 FLAGS = sorted(
-    (str(spec.meta["flag"]), isinstance(spec.field.default, bool))
-    for spec in SPECS
-    if spec.meta["flag"]
+    (str(spec.meta.flag), isinstance(spec.default, bool)) for spec in SPECS if spec.meta.flag
 )
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -16,6 +16,7 @@ from pixcrawler_exporter import config
 from pixcrawler_exporter.artifacts import rules
 from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.collectors.database import queries
+from pixcrawler_exporter.derive.resources import Resource
 from tests.conftest import REPO
 from tests.helpers.dashboard import metric_names, panels
 
@@ -140,8 +141,10 @@ def stat(doc: dict[str, Any], title: str) -> dict[str, Any]:
         ("Active chunks / effective max", "chunks"),
     ],
 )
-def test_overview_stats_are_coloured_by_the_default_thresholds(title: str, resource: str) -> None:
-    pair = getattr(config.Config().thresholds, resource)
+def test_overview_stats_are_coloured_by_the_default_thresholds(
+    title: str, resource: Resource
+) -> None:
+    pair = config.Config().thresholds.pair(resource)
     steps = stat(load(), title)["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps] == [None, pair.warning, pair.critical]
     assert [s["color"] for s in steps] == ["green", "orange", "red"]

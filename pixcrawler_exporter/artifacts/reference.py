@@ -21,8 +21,8 @@ def config_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for spec in config.specs():
-        env = ", ".join(f"`{n}`" for n in spec.meta["env"]) or "—"
-        flag = spec.meta["flag"] or (
+        env = ", ".join(f"`{n}`" for n in spec.meta.env) or "—"
+        flag = spec.meta.flag or (
             f"`--collector.{spec.key.split('.', 1)[1]}`"
             if spec.key.startswith("collectors.")
             else "—"
@@ -30,13 +30,13 @@ def config_table() -> str:
         if flag != "—" and not flag.startswith("`"):
             flag = f"`{flag}`"
         rows.append(
-            f"| `{spec.key}` | {env} | {flag} | {_default(spec)} | {_cell(spec.meta['help'])} |"
+            f"| `{spec.key}` | {env} | {flag} | {_default(spec)} | {_cell(spec.meta.help)} |"
         )
     return "\n".join(rows)
 
 
 def _default(spec: config.Spec) -> str:
-    default = spec.field.default
+    default = spec.default
     if default is None:
         return "unset"
     if isinstance(default, tuple):

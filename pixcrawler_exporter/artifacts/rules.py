@@ -24,6 +24,7 @@ import yaml
 
 from pixcrawler_exporter import config as config_module
 from pixcrawler_exporter.config import Config
+from pixcrawler_exporter.derive.resources import Resource
 
 DEFAULT_JOB = "pixcrawler"
 RUNBOOK_URL = "https://github.com/pixcrawler/pixcrawler-exporter/blob/main/docs/runbook.md"
@@ -138,7 +139,7 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
 
 def _threshold_pair(
     cfg: Config,
-    resource: str,
+    resource: Resource,
     metric: str,
     name: str,
     what: str,
@@ -150,7 +151,7 @@ def _threshold_pair(
     above it, as the exporter's own status does; ``resource`` lets Alertmanager inhibit the
     warning while the critical one fires."""
     t = cfg.thresholds
-    pair = getattr(t, resource)
+    pair = t.pair(resource)
     value = "{{ $value }}" if resource == "chunks" else PERCENT
     out = []
     for severity, suffix, threshold, for_s in (

@@ -12,7 +12,7 @@ import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import __version__, config
+from pixcrawler_exporter import __version__
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.scraper import Snapshot
@@ -20,6 +20,7 @@ from pixcrawler_exporter.collectors import cgroup
 from pixcrawler_exporter.collectors.azure.collector import AzureCollector
 from pixcrawler_exporter.collectors.cpu import CpuCollector
 from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
+from pixcrawler_exporter.collectors.database.queries import database_queries
 from pixcrawler_exporter.collectors.disk import DiskCollector
 from pixcrawler_exporter.collectors.memory import MemoryCollector
 from pixcrawler_exporter.collectors.network import NetworkCollector
@@ -99,7 +100,7 @@ def build(loaded: Loaded) -> tuple[list[Collector[Any]], cgroup.CgroupLayout]:
             enabled.database and cfg.database.url is not None,
             lambda: DatabaseCollector(
                 cfg.database.url or "",
-                config.database_queries(cfg.database),
+                database_queries(cfg.database),
                 cfg.database.statement_timeout_seconds,
                 cfg.database.connect_timeout_seconds,
                 cfg.database.min_interval_seconds,

@@ -4,29 +4,20 @@ Nothing else in the package reads ``os.environ``."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dotenv import dotenv_values
 
 from pixcrawler_exporter import environment
-from pixcrawler_exporter.collectors.database.queries import Query, default_queries
-from pixcrawler_exporter.config.model import (
-    THRESHOLD_RESOURCES,
-    Config,
-    Database,
-    section_class,
-    specs,
-)
-from pixcrawler_exporter.config.parsers import (
-    REDACTED,
-    ConfigError,
-)
+from pixcrawler_exporter.collectors.database.queries import database_queries
+from pixcrawler_exporter.config.model import Config, specs
+from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
+from pixcrawler_exporter.config.settings import Spec, build
 from pixcrawler_exporter.config.yamlfile import read_yaml_mapping
+from pixcrawler_exporter.derive.resources import RESOURCES
 
 
 @dataclass(frozen=True)
@@ -43,68 +34,85 @@ class Loaded:
 
 def load(
     environ: Mapping[str, str],
-    flags: Mapping[str, Any] | None = None,
+    flags: Mapping[str, object] | None = None,
     config_file: str | None = None,
     dotenv_path: str | Path = ".env",
 ) -> Loaded:
     """Build the effective configuration. Raises ConfigError with a message for people."""
-    flags = flags or {}
     all_specs = list(specs())
-    raw: dict[str, tuple[Any, str, str]] = {}  # key -> (value, source, where-for-messages)
-
-    for key, value in _dotenv(dotenv_path).items():
-        for spec in all_specs:
-            if key in spec.meta["env"]:
-                raw[spec.key] = (value, ".env", f"{key} in {dotenv_path}")
-    if config_file is not None:
-        for key, value in _yaml(config_file, {s.key for s in all_specs}).items():
-            raw[key] = (value, f"file {config_file}", f"{key} in {config_file}")
-    for spec in all_specs:
-        for name in spec.meta["env"]:
-            if name in environ:
-                raw[spec.key] = (environ[name], f"env {name}", f"environment variable {name}")
-                break
-    for spec in all_specs:
-        given = flags.get(spec.key)
-        if given is not None:
-            flag = str(spec.meta["flag"] or f"--{spec.key}")
-            raw[spec.key] = (given, f"flag {flag}", f"flag {flag}")
-
-    values: dict[str, Any] = {}
+    given = _given(all_specs, environ, flags or {}, config_file, dotenv_path)
+    values: dict[str, object] = {}
     sources: dict[str, str] = {}
     for spec in all_specs:
-        if spec.key not in raw:
-            values[spec.key] = spec.field.default
+        if spec.key in given:
+            values[spec.key] = _parse(spec, given[spec.key])
+            sources[spec.key] = given[spec.key].source
+        else:
+            values[spec.key] = spec.default
             sources[spec.key] = "default"
-            continue
-        value, source, where = raw[spec.key]
-        is_text = isinstance(value, str) and not source.startswith("file ")
-        parse = spec.meta["env_parse"] if is_text else spec.meta["parse"]
-        try:
-            values[spec.key] = parse(value)
-        except ValueError as exc:
-            shown = REDACTED if spec.meta["secret"] else repr(value)
-            raise ConfigError(f"{where}: {shown} is not valid; expected {exc}") from None
-        sources[spec.key] = source
 
     detected = environment.detect(
-        environ, Path(values["paths.rootfs"]), Path(values["paths.procfs"])
+        environ, Path(str(values["paths.rootfs"])), Path(str(values["paths.procfs"]))
     )
-    where = detected if values["environment"] == "auto" else values["environment"]
+    running_in = detected if values["environment"] == "auto" else str(values["environment"])
     for spec in all_specs:
-        by_env = spec.meta["by_environment"]
-        if sources[spec.key] == "default" and where in by_env:
-            values[spec.key] = by_env[where]
-            sources[spec.key] = f"default for {where}"
-    config = _build(Config, values)
+        by_env = spec.meta.by_environment
+        if sources[spec.key] == "default" and running_in in by_env:
+            values[spec.key] = by_env[running_in]
+            sources[spec.key] = f"default for {running_in}"
+    config = build(Config, values)
     _check(config, sources)
     return Loaded(config, sources, detected)
 
 
-def database_queries(db: Database) -> tuple[Query, ...]:
-    """The preset's queries (with the configured names) followed by the extra ones."""
-    preset = () if db.preset == "none" else default_queries(db.preset, **(db.names or {}))
-    return (*preset, *db.queries)
+@dataclass(frozen=True)
+class _Given:
+    value: object  # as given: text, or a YAML value
+    source: str  # provenance, as --print-config shows it
+    where: str  # for error messages
+
+
+def _given(
+    all_specs: Sequence[Spec],
+    environ: Mapping[str, str],
+    flags: Mapping[str, object],
+    config_file: str | None,
+    dotenv_path: str | Path,
+) -> dict[str, _Given]:
+    """The value given for each key, by precedence: flags > environment > file > .env."""
+    given: dict[str, _Given] = {}
+    for key, text in _dotenv(dotenv_path).items():
+        for spec in all_specs:
+            if key in spec.meta.env:
+                given[spec.key] = _Given(text, ".env", f"{key} in {dotenv_path}")
+    if config_file is not None:
+        for key, value in _yaml(config_file, {s.key for s in all_specs}).items():
+            given[key] = _Given(value, f"file {config_file}", f"{key} in {config_file}")
+    for spec in all_specs:
+        for name in spec.meta.env:
+            if name in environ:
+                given[spec.key] = _Given(
+                    environ[name], f"env {name}", f"environment variable {name}"
+                )
+                break
+    for spec in all_specs:
+        flag_value = flags.get(spec.key)
+        if flag_value is not None:
+            flag = spec.meta.flag or f"--{spec.key}"
+            given[spec.key] = _Given(flag_value, f"flag {flag}", f"flag {flag}")
+    return given
+
+
+def _parse(spec: Spec, given: _Given) -> object:
+    # Text from variables, .env and flags takes the text parser (percent thresholds); YAML
+    # values, even strings, the YAML one.
+    is_text = isinstance(given.value, str) and not given.source.startswith("file ")
+    parse = spec.meta.env_parse if is_text else spec.meta.parse
+    try:
+        return parse(given.value)
+    except ValueError as exc:
+        shown = REDACTED if spec.meta.secret else repr(given.value)
+        raise ConfigError(f"{given.where}: {shown} is not valid; expected {exc}") from None
 
 
 def _check(config: Config, sources: Mapping[str, str]) -> None:
@@ -123,8 +131,8 @@ def _check(config: Config, sources: Mapping[str, str]) -> None:
             f"database.queries: {', '.join(twice)} is also produced by the "
             f"{db.preset} preset; set database.preset to 'none' to replace it"
         )
-    for resource in THRESHOLD_RESOURCES:
-        pair = getattr(config.thresholds, resource)
+    for resource in RESOURCES:
+        pair = config.thresholds.pair(resource)
         if pair.warning > pair.critical:
             key = f"thresholds.{resource}"
             raise ConfigError(
@@ -132,16 +140,6 @@ def _check(config: Config, sources: Mapping[str, str]) -> None:
                 f"{key}.critical ({pair.critical:g}, from {sources[key + '.critical']}); "
                 "expected warning <= critical"
             )
-
-
-def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
-    kwargs = {
-        f.name: values[prefix + f.name]
-        if "parse" in f.metadata
-        else _build(section_class(f), values, prefix + f.name + ".")
-        for f in dataclasses.fields(cls)
-    }
-    return cls(**kwargs)
 
 
 def _dotenv(path: str | Path) -> dict[str, str]:
@@ -153,13 +151,13 @@ def _dotenv(path: str | Path) -> dict[str, str]:
         raise ConfigError(f"cannot read {path}: {exc}") from None
 
 
-def _yaml(path: str, known: set[str]) -> dict[str, Any]:
+def _yaml(path: str, known: set[str]) -> dict[str, object]:
     doc = read_yaml_mapping(path, "config file")
-    flat: dict[str, Any] = {}
+    flat: dict[str, object] = {}
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
     sections |= {s.rsplit(".", 1)[0] for s in sections if "." in s}
 
-    def walk(node: Mapping[Any, Any], prefix: str) -> None:
+    def walk(node: Mapping[object, object], prefix: str) -> None:
         for k, v in node.items():
             key = f"{prefix}{k}"
             if key in known:
@@ -182,4 +180,4 @@ def _closest(key: str, known: set[str]) -> str:
 
 
 def env_names() -> set[str]:
-    return {name for spec in specs() for name in spec.meta["env"]}
+    return {name for spec in specs() for name in spec.meta.env}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TypeVar
 
 REDACTED = "<redacted>"
 
@@ -14,14 +14,19 @@ class ConfigError(Exception):
     """A setting is wrong. The message names the setting, the bad value and what is accepted."""
 
 
-Parser = Callable[[Any], Any]
+T = TypeVar("T")
+
+# A raw value is whatever YAML, a flag or a variable gave: ``object`` until a parser has read it.
+Parser = Callable[[object], T]
 
 
-def integer(low: int, high: int) -> Parser:
-    def parse(raw: Any) -> int:
+def integer(low: int, high: int) -> Parser[int]:
+    def parse(raw: object) -> int:
         try:
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
+            if not isinstance(raw, str | int | float):
+                raise TypeError
             value = int(raw.strip()) if isinstance(raw, str) else int(raw)
         except (TypeError, ValueError):
             raise ValueError(f"a whole number from {low} to {high}") from None
@@ -32,13 +37,13 @@ def integer(low: int, high: int) -> Parser:
     return parse
 
 
-def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parser:
+def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parser[float]:
     """A float in [low, high] after dividing by ``scale`` (percent variables use scale=100)."""
 
-    def parse(raw: Any) -> float:
+    def parse(raw: object) -> float:
         accepted = f"a number from {low * scale:g} to {high * scale:g}{unit}"
         try:
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or not isinstance(raw, str | int | float):
                 raise ValueError
             value = float(raw.strip() if isinstance(raw, str) else raw) / scale
         except (TypeError, ValueError):
@@ -50,12 +55,12 @@ def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parse
     return parse
 
 
-def optional_number(low: float, high: float) -> Parser:
+def optional_number(low: float, high: float) -> Parser[float | None]:
     inner = number(low, high)
     return lambda raw: None if raw is None or raw == "" else inner(raw)
 
 
-def boolean(raw: Any) -> bool:
+def boolean(raw: object) -> bool:
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -66,31 +71,31 @@ def boolean(raw: Any) -> bool:
     raise ValueError("true or false")
 
 
-def choice(*options: str, aliases: Mapping[str, str] | None = None) -> Parser:
-    aliases = aliases or {}
+def choice(*options: str, aliases: Mapping[str, str] | None = None) -> Parser[str]:
+    known = aliases or {}
 
-    def parse(raw: Any) -> str:
+    def parse(raw: object) -> str:
         word = raw.strip().lower() if isinstance(raw, str) else ""
         if word in options:
             return word
-        if word in aliases:
-            return aliases[word]
+        if word in known:
+            return known[word]
         raise ValueError(f"one of {', '.join(options)}")
 
     return parse
 
 
-def text(raw: Any) -> str:
+def text(raw: object) -> str:
     if not isinstance(raw, str | int | float) or isinstance(raw, bool):
         raise ValueError("a string")
     return str(raw)
 
 
-def optional_text(raw: Any) -> str | None:
+def optional_text(raw: object) -> str | None:
     return None if raw is None or raw == "" else text(raw)
 
 
-def path_list(raw: Any) -> tuple[str, ...]:
+def path_list(raw: object) -> tuple[str, ...]:
     """A list of absolute paths: a YAML list, or text separated by ':' (like $PATH)."""
     items = raw.split(":") if isinstance(raw, str) else raw
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -101,14 +106,14 @@ def path_list(raw: Any) -> tuple[str, ...]:
     return paths
 
 
-def absolute_path(raw: Any) -> str:
+def absolute_path(raw: object) -> str:
     value = text(raw)
     if not value.startswith("/"):
         raise ValueError("an absolute path")
     return value
 
 
-def listen_address(raw: Any) -> str:
+def listen_address(raw: object) -> str:
     accepted = "HOST:PORT, [IPv6]:PORT or :PORT with a port from 1 to 65535"
     value = text(raw).strip()
     host, sep, port = value.rpartition(":")
@@ -126,7 +131,7 @@ def listen_address(raw: Any) -> str:
     return value
 
 
-def patterns(raw: Any) -> tuple[str, ...]:
+def patterns(raw: object) -> tuple[str, ...]:
     """Shell-style file name patterns: a YAML list, or comma-separated text."""
     items = raw.split(",") if isinstance(raw, str) else raw
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -137,7 +142,7 @@ def patterns(raw: Any) -> tuple[str, ...]:
     return found
 
 
-def database_url(raw: Any) -> str | None:
+def database_url(raw: object) -> str | None:
     """A PostgreSQL URL; the SQLAlchemy form 'postgresql+asyncpg://' is accepted as is."""
     if raw is None or raw == "":
         return None
@@ -149,7 +154,7 @@ def database_url(raw: Any) -> str | None:
     return f"postgresql://{rest}"
 
 
-def name_overrides(raw: Any) -> Mapping[str, Any] | None:
+def name_overrides(raw: object) -> Mapping[str, object] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):

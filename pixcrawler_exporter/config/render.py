@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import yaml
 
-from pixcrawler_exporter.config.load import (
-    Loaded,
-)
-from pixcrawler_exporter.config.model import (
-    Config,
-    specs,
-)
-from pixcrawler_exporter.config.parsers import (
-    REDACTED,
-)
+from pixcrawler_exporter.config.load import Loaded
+from pixcrawler_exporter.config.model import Config, specs
+from pixcrawler_exporter.config.parsers import REDACTED
 
 
 def render(loaded: Loaded) -> str:
@@ -37,15 +29,17 @@ def render(loaded: Loaded) -> str:
             lines.append("  " * depth + f"{sections[depth]}:")
         open_sections = sections
         value = _get(loaded.config, spec.key)
-        if spec.meta["secret"] and value is not None:
-            value = REDACTED
-        shown = yaml.safe_dump(_plain(value), default_flow_style=True, width=10**6)
+        shown = yaml.safe_dump(
+            REDACTED if spec.meta.secret and value is not None else _plain(value),
+            default_flow_style=True,
+            width=10**6,
+        )
         shown = shown.removesuffix("\n").removesuffix("\n...")
         lines.append("  " * len(sections) + f"{name}: {shown}  # {loaded.sources[spec.key]}")
     return "\n".join(lines) + "\n"
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     """What yaml.safe_dump can write: tuples as lists, dataclasses (queries) as mappings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v not in (None, ())}
@@ -56,8 +50,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _get(config: Config, key: str) -> Any:
-    node: Any = config
+def _get(config: Config, key: str) -> object:
+    node: object = config
     for part in key.split("."):
         node = getattr(node, part)
     return node

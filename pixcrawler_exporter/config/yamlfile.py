@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
 
 from pixcrawler_exporter.config.parsers import ConfigError
 
 
-def read_yaml_mapping(path: str, what: str) -> dict[Any, Any]:
+def read_yaml_mapping(path: str, what: str) -> dict[object, object]:
     """A YAML file whose top level is a mapping ({} when empty); ConfigError says what is wrong,
     with ``what`` naming the kind of file ("config file", "web config file")."""
     try:

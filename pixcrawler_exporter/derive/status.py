@@ -19,6 +19,7 @@ from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive import capacity, thresholds
 from pixcrawler_exporter.derive.capacity import MIB, Capacity
+from pixcrawler_exporter.derive.resources import Resource
 from pixcrawler_exporter.derive.thresholds import Evaluation, Status
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ MIN_CPU_INTERVAL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Facts:
-    values: Mapping[str, float | None]  # per resource: a 0-1 ratio, or active chunks
+    values: Mapping[Resource, float | None]  # per resource: a 0-1 ratio, or active chunks
     temp_storage_bytes: int | None
     evaluations: Mapping[str, Evaluation]
     capacity: Capacity
@@ -59,7 +60,7 @@ class StatusTracker:
 
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
-            values = {
+            values: dict[Resource, float | None] = {
                 "disk": _disk_ratio(snapshot),
                 "memory": self._azure_or_local(
                     snapshot, "MemoryPercentage", _attr(snapshot.reading("memory"), "usage_ratio")

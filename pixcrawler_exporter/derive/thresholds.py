@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.metrics import Desc, add
-from pixcrawler_exporter.config import THRESHOLD_RESOURCES
+from pixcrawler_exporter.config import Thresholds
+from pixcrawler_exporter.derive.resources import RESOURCES, Resource
 
 
 class Status(IntEnum):
@@ -37,11 +37,13 @@ def evaluate(value: float | None, warning: float, critical: float) -> Status | N
     return Status.OK
 
 
-def evaluate_all(values: Mapping[str, float | None], thresholds: Any) -> dict[str, Evaluation]:
+def evaluate_all(
+    values: Mapping[Resource, float | None], thresholds: Thresholds
+) -> dict[str, Evaluation]:
     """One evaluation per resource plus ``overall``: the worst known status."""
     out: dict[str, Evaluation] = {}
-    for resource in THRESHOLD_RESOURCES:
-        pair = getattr(thresholds, resource)
+    for resource in RESOURCES:
+        pair = thresholds.pair(resource)
         value = values.get(resource)
         status = evaluate(value, pair.warning, pair.critical)
         crossed = pair.critical if status is Status.ALERT else pair.warning
@@ -68,15 +70,15 @@ STATUS = Desc(
 DESCS = (THRESHOLD, STATUS)
 
 
-def families(evaluations: Mapping[str, Evaluation], thresholds: Any) -> Iterator[Metric]:
+def families(evaluations: Mapping[str, Evaluation], thresholds: Thresholds) -> Iterator[Metric]:
     threshold = THRESHOLD.family()
-    for resource in THRESHOLD_RESOURCES:
-        pair = getattr(thresholds, resource)
+    for resource in RESOURCES:
+        pair = thresholds.pair(resource)
         add(threshold, pair.warning, resource, "warning")
         add(threshold, pair.critical, resource, "critical")
     status = STATUS.family()
-    for resource, e in evaluations.items():
+    for name, e in evaluations.items():
         if e.status is not None:
-            add(status, int(e.status), resource)
+            add(status, int(e.status), name)
     yield threshold
     yield status

@@ -30,9 +30,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from psycopg import sql
+
+if TYPE_CHECKING:
+    # Only for the annotation: config imports this module to parse database.queries.
+    from pixcrawler_exporter.config.sources import Database
 
 ACTIVE_CHUNKS = "pixcrawler_chunks_active"
 # The database collector's own metrics; a query may not take their names.
@@ -281,7 +285,7 @@ PRESETS: Mapping[str, Callable[..., tuple[Query, ...]]] = {
 }
 
 
-def default_queries(preset: str = "crawl_jobs", **names: Any) -> tuple[Query, ...]:
+def default_queries(preset: str = "crawl_jobs", **names: object) -> tuple[Query, ...]:
     """The preset's queries with its table and column names overridden by ``names``.
 
     ValueError names the accepted presets or the names the preset takes.
@@ -296,3 +300,9 @@ def default_queries(preset: str = "crawl_jobs", **names: Any) -> tuple[Query, ..
         if value is not None and not (isinstance(value, str) and value) and key != "statuses":
             raise ValueError(f"{key}: expected a non-empty name, got {value!r}")
     return make(**{k: v for k, v in names.items() if v is not None})
+
+
+def database_queries(db: Database) -> tuple[Query, ...]:
+    """The preset's queries (with the configured names) followed by the extra ones."""
+    preset = () if db.preset == "none" else default_queries(db.preset, **(db.names or {}))
+    return (*preset, *db.queries)
