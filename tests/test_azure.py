@@ -281,7 +281,7 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert fake.count("token") == 1  # the token is cached across refreshes
 
     reading = collector.read()
-    assert reading.up and reading.error == ""
+    assert reading.up and reading.error is None
     # The newest non-null point: the fake's last grain is empty and older ones differ.
     assert reading.percent("MemoryPercentage") == 73.5
     assert reading.percent("CpuPercentage") == 12.25

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter import __version__, config
-from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.contract import Collector, Source
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors import cgroup
@@ -69,7 +69,7 @@ COLLECTOR_CLASSES: tuple[type[Collector[Any]], ...] = (
 )
 
 
-def build(loaded: Loaded) -> tuple[list[Collector[Any]], cgroup.CgroupLayout]:
+def build(loaded: Loaded) -> tuple[list[Source], cgroup.CgroupLayout]:
     cfg = loaded.config
     procfs, sysfs = Path(cfg.paths.procfs), Path(cfg.paths.sysfs)
     # psutil reads its own procfs path; the exporter's one setting decides it for every reader.
@@ -114,7 +114,7 @@ def build(loaded: Loaded) -> tuple[list[Collector[Any]], cgroup.CgroupLayout]:
     return collectors, layout
 
 
-def check_names(collectors: Sequence[Collector[Any]]) -> None:
+def check_names(collectors: Sequence[Source]) -> None:
     """Registering with client_python calls describe(), never read(), and refuses a metric name
     declared twice: a programming error caught at start-up rather than a broken scrape."""
     registry = CollectorRegistry()
@@ -126,7 +126,7 @@ class Renderer:
     """Turns a snapshot into the families of ``/metrics``."""
 
     def __init__(
-        self, collectors: Sequence[Collector[Any]], environment: str, mode: str, cgroup_version: str
+        self, collectors: Sequence[Source], environment: str, mode: str, cgroup_version: str
     ) -> None:
         self.collectors = list(collectors)
         self.info = [
@@ -141,7 +141,6 @@ class Renderer:
             outcome = snapshot.outcomes[collector.name]
             add(success, 1 if outcome.success else 0, collector.name)
             add(duration, outcome.duration_seconds, collector.name)
-            if outcome.reading is not None:
-                yield from collector.metrics(outcome.reading)
+            yield from outcome.families()
         yield success
         yield duration

@@ -16,9 +16,16 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.scraper import Snapshot
+from pixcrawler_exporter.collectors.azure.collector import AzureReading
+from pixcrawler_exporter.collectors.cpu import CpuReading
+from pixcrawler_exporter.collectors.database.collector import DatabaseReading
+from pixcrawler_exporter.collectors.disk import DiskReading
+from pixcrawler_exporter.collectors.memory import MemoryReading
+from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageReading
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive import capacity, thresholds
 from pixcrawler_exporter.derive.capacity import MIB, Capacity
+from pixcrawler_exporter.derive.resources import Resource
 from pixcrawler_exporter.derive.thresholds import Evaluation, Status
 
 log = logging.getLogger(__name__)
@@ -29,7 +36,7 @@ MIN_CPU_INTERVAL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Facts:
-    values: Mapping[str, float | None]  # per resource: a 0-1 ratio, or active chunks
+    values: Mapping[Resource, float | None]  # per resource: a 0-1 ratio, or active chunks
     temp_storage_bytes: int | None
     evaluations: Mapping[str, Evaluation]
     capacity: Capacity
@@ -59,27 +66,26 @@ class StatusTracker:
 
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
-            values = {
-                "disk": _disk_ratio(snapshot),
+            memory = snapshot.get(MemoryReading)
+            temp = snapshot.get(TempStorageReading)
+            database = snapshot.get(DatabaseReading)
+            active = database.active_chunks if database is not None else None
+            values: dict[Resource, float | None] = {
+                "disk": _disk_ratio(snapshot.get(DiskReading)),
                 "memory": self._azure_or_local(
-                    snapshot, "MemoryPercentage", _attr(snapshot.reading("memory"), "usage_ratio")
+                    snapshot, "MemoryPercentage", memory.usage_ratio if memory is not None else None
                 ),
                 "cpu": self._azure_or_local(snapshot, "CpuPercentage", self._cpu(snapshot)),
-                "temp_storage": _attr(snapshot.reading("temp_storage"), "usage_ratio"),
-                "chunks": _attr(snapshot.reading("database"), "active_chunks"),
+                "temp_storage": temp.usage_ratio if temp is not None else None,
+                "chunks": active,
             }
             evaluations = thresholds.evaluate_all(values, self.config.thresholds)
             self._log_changes(evaluations)
-        temp_bytes = _attr(snapshot.reading("temp_storage"), "total_bytes")
-        active = values["chunks"]
-        cap = capacity.capacity(
-            self.config.capacity,
-            int(active) if active is not None else None,
-            int(temp_bytes) if temp_bytes is not None else None,
-        )
+        temp_bytes = temp.total_bytes if temp is not None else None
+        cap = capacity.capacity(self.config.capacity, active, temp_bytes)
         return Facts(
             values,
-            int(temp_bytes) if temp_bytes is not None else None,
+            temp_bytes,
             evaluations,
             cap,
             self.environment,
@@ -91,7 +97,7 @@ class StatusTracker:
         not know the plan's quota (seed 000). Falling back is logged once per change."""
         if self.config.mode != "azure":
             return local
-        azure = snapshot.reading("azure")
+        azure = snapshot.get(AzureReading)
         percent = azure.percent(metric) if azure is not None else None
         fresh = percent is not None
         if self._azure_fresh.get(metric, True) != fresh:
@@ -107,7 +113,7 @@ class StatusTracker:
         return percent / 100 if percent is not None else local
 
     def _cpu(self, snapshot: Snapshot) -> float | None:
-        reading = snapshot.reading("cpu")
+        reading = snapshot.get(CpuReading)
         if reading is None:
             return None
         now = _CpuSample(snapshot.timestamp, reading.usage_seconds, reading.limit_cores)
@@ -188,16 +194,11 @@ def status_document(facts: Facts) -> dict[str, Any]:
     }
 
 
-def _disk_ratio(snapshot: Snapshot) -> float | None:
+def _disk_ratio(reading: DiskReading | None) -> float | None:
     # The fullest configured filesystem decides: any one of them filling stops the crawl.
-    reading = snapshot.reading("disk")
     if reading is None or not reading.usage:
         return None
-    return max(u.usage_ratio for u in reading.usage.values())  # type: ignore[no-any-return]
-
-
-def _attr(reading: Any, name: str) -> Any:
-    return getattr(reading, name) if reading is not None else None
+    return max(u.usage_ratio for u in reading.usage.values())
 
 
 def _pct(ratio: float | None) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.metrics import Desc, add
-from pixcrawler_exporter.config import THRESHOLD_RESOURCES
+from pixcrawler_exporter.derive.resources import RESOURCES, Resource
 
 
 class Status(IntEnum):
@@ -37,10 +37,10 @@ def evaluate(value: float | None, warning: float, critical: float) -> Status | N
     return Status.OK
 
 
-def evaluate_all(values: Mapping[str, float | None], thresholds: Any) -> dict[str, Evaluation]:
+def evaluate_all(values: Mapping[Resource, float | None], thresholds: Any) -> dict[str, Evaluation]:
     """One evaluation per resource plus ``overall``: the worst known status."""
     out: dict[str, Evaluation] = {}
-    for resource in THRESHOLD_RESOURCES:
+    for resource in RESOURCES:
         pair = getattr(thresholds, resource)
         value = values.get(resource)
         status = evaluate(value, pair.warning, pair.critical)
@@ -70,13 +70,13 @@ DESCS = (THRESHOLD, STATUS)
 
 def families(evaluations: Mapping[str, Evaluation], thresholds: Any) -> Iterator[Metric]:
     threshold = THRESHOLD.family()
-    for resource in THRESHOLD_RESOURCES:
+    for resource in RESOURCES:
         pair = getattr(thresholds, resource)
         add(threshold, pair.warning, resource, "warning")
         add(threshold, pair.critical, resource, "critical")
     status = STATUS.family()
-    for resource, e in evaluations.items():
+    for name, e in evaluations.items():
         if e.status is not None:
-            add(status, int(e.status), resource)
+            add(status, int(e.status), name)
     yield threshold
     yield status

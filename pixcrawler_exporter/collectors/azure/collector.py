@@ -141,7 +141,7 @@ class AzureReading:
     last_success: float | None
     requests: Mapping[str, int]
     ratelimit_remaining: Mapping[str, float]
-    error: str  # "" unless the last refresh failed: the scraper then reports the collector failed
+    error: str | None  # None unless the last refresh failed: the collector is then reported failed
     time: float
 
     def percent(self, metric: str) -> float | None:
@@ -290,7 +290,7 @@ class AzureCollector(Collector[AzureReading]):
         self._logs: dict[str, tuple[float, tuple[LogValue, ...]]] = {}
         self._up = False
         self._last_success: float | None = None
-        self._error = ""
+        self._error: str | None = None
         self._requests = dict.fromkeys(OUTCOMES, 0)
         self._ratelimit: dict[str, float] = {}
         # Per API ("metrics", "logs"): monotonic time before which no call may be sent.
@@ -416,7 +416,7 @@ class AzureCollector(Collector[AzureReading]):
         with self._lock:
             self.refreshes += 1
             self._up = not failures
-            self._error = "; ".join(f"{what}: {message}" for what, _, message in failures)
+            self._error = "; ".join(f"{w}: {message}" for w, _, message in failures) or None
             if not failures:
                 self._last_success = time.time()
 

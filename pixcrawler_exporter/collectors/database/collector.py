@@ -24,12 +24,12 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.errors import REDACTED
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query
 
 log = logging.getLogger(__name__)
 
-REDACTED = "<redacted>"
 REASONS = ("connect", "auth", "timeout", "missing_object", "permission", "query")
 MAX_ROWS = 10_000  # per query: a runaway custom query must not flood /metrics
 
