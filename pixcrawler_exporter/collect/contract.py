@@ -5,12 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.errors import CollectorError
 from pixcrawler_exporter.collect.metrics import Desc
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.collect.registration import BuildContext
 
 __all__ = ["Collector", "CollectorError", "ReportsError", "Source", "Taken", "reading_error"]
 
@@ -49,6 +52,12 @@ class Source(ABC):
 
     name: ClassVar[str]
     descs: ClassVar[Sequence[Desc]]
+
+    @classmethod
+    def build(cls, context: BuildContext) -> Source | None:
+        """The factory its registration calls when the collector is on; None when the settings
+        it needs are missing (it logs why). A collector needing no settings is just made."""
+        return cls()
 
     @abstractmethod
     def take(self, deadline: float) -> Taken:

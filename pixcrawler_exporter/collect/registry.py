@@ -6,27 +6,18 @@ import logging
 import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import __version__, config
-from pixcrawler_exporter.collect.contract import Collector, Source
+from pixcrawler_exporter import __version__
+from pixcrawler_exporter.collect.contract import Source
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors import cgroup
-from pixcrawler_exporter.collectors.azure.collector import AzureCollector
-from pixcrawler_exporter.collectors.cpu import CpuCollector
-from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
-from pixcrawler_exporter.collectors.disk import DiskCollector
-from pixcrawler_exporter.collectors.memory import MemoryCollector
-from pixcrawler_exporter.collectors.network import NetworkCollector
-from pixcrawler_exporter.collectors.pressure import PressureCollector
-from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageCollector
 from pixcrawler_exporter.config import Loaded
-from pixcrawler_exporter.derive import capacity
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +47,6 @@ DURATION = Desc(
 )
 META = (BUILD_INFO, ENVIRONMENT_INFO, SUCCESS, DURATION)
 
-# Every collector class, in the order their metrics appear in README's reference.
-COLLECTOR_CLASSES: tuple[type[Collector[Any]], ...] = (
-    MemoryCollector,
-    CpuCollector,
-    PressureCollector,
-    DiskCollector,
-    NetworkCollector,
-    TempStorageCollector,
-    DatabaseCollector,
-    AzureCollector,
-)
-
 
 def build(loaded: Loaded) -> tuple[list[Source], cgroup.CgroupLayout]:
     cfg = loaded.config
@@ -75,41 +54,8 @@ def build(loaded: Loaded) -> tuple[list[Source], cgroup.CgroupLayout]:
     # psutil reads its own procfs path; the exporter's one setting decides it for every reader.
     psutil.PROCFS_PATH = str(procfs)
     layout = cgroup.discover(procfs, sysfs, cfg.cgroup_path)
-    enabled = cfg.collectors
-    candidates: list[tuple[bool, Any]] = [
-        (enabled.memory, lambda: MemoryCollector(layout)),
-        (enabled.cpu, lambda: CpuCollector(layout)),
-        (enabled.pressure, lambda: PressureCollector(layout, procfs)),
-        (
-            enabled.disk,
-            lambda: DiskCollector(cfg.disk.paths, Path(cfg.paths.rootfs), cfg.disk.timeout_seconds),
-        ),
-        (enabled.network, NetworkCollector),
-        (
-            enabled.temp_storage,
-            lambda: TempStorageCollector(
-                cfg.temp.dirs,
-                cfg.temp.patterns,
-                cfg.temp.recursive,
-                cfg.temp.scan_interval_seconds,
-                capacity.temp_limit_bytes(cfg.capacity),
-            ),
-        ),
-        (
-            enabled.database and cfg.database.url is not None,
-            lambda: DatabaseCollector(
-                cfg.database.url or "",
-                config.database_queries(cfg.database),
-                cfg.database.statement_timeout_seconds,
-                cfg.database.connect_timeout_seconds,
-                cfg.database.min_interval_seconds,
-            ),
-        ),
-        (enabled.azure and cfg.mode == "azure", lambda: AzureCollector(cfg.azure)),
-    ]
-    collectors = [make() for on, make in candidates if on]
-    if enabled.database and cfg.database.url is None:
-        log.info("database collector off: database.url (PIXCRAWLER_DB_URL) is not set")
+    context = BuildContext(cfg, layout, procfs, Path(cfg.paths.rootfs))
+    collectors = REGISTRY.build(cfg.collectors.enabled(), context)
     check_names(collectors)
     return collectors, layout
 

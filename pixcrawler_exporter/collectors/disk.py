@@ -15,6 +15,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext, register
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ class DiskCollector(Collector[DiskReading]):
         self._failing: set[str] = set()
         self._lock = threading.Lock()
 
+    @classmethod
+    def build(cls, context: BuildContext) -> DiskCollector:
+        disk = context.config.disk
+        return cls(disk.paths, context.rootfs, disk.timeout_seconds)
+
     def read(self) -> DiskReading:
         with self._lock:
             for path in self.paths:
@@ -118,3 +124,10 @@ class DiskCollector(Collector[DiskReading]):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+register(
+    "disk",
+    help="Size and free space of the filesystems holding disk.paths.",
+    load=lambda: DiskCollector,
+)

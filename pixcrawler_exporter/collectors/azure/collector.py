@@ -39,6 +39,7 @@ from prometheus_client.samples import Sample
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.azure.model import AzureResource, LogQuery, default_resource
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,10 @@ class AzureCollector(Collector[AzureReading]):
 
     name = "azure"
     descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
+
+    @classmethod
+    def build(cls, context: BuildContext) -> AzureCollector | None:
+        return cls(context.config.azure) if context.config.mode == "azure" else None
 
     def __init__(
         self,

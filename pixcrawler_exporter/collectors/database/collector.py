@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.errors import REDACTED
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,22 @@ class DatabaseCollector(Collector[DatabaseReading]):
         # The pool logs each background reconnection attempt; this collector logs each change of
         # state itself, once.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+    @classmethod
+    def build(cls, context: BuildContext) -> DatabaseCollector | None:
+        from pixcrawler_exporter import config  # config imports the collectors: not at load
+
+        db = context.config.database
+        if db.url is None:
+            log.info("database collector off: database.url (PIXCRAWLER_DB_URL) is not set")
+            return None
+        return cls(
+            db.url,
+            config.database_queries(db),
+            db.statement_timeout_seconds,
+            db.connect_timeout_seconds,
+            db.min_interval_seconds,
+        )
 
     def read_until(self, deadline: float) -> DatabaseReading:
         return self.read(deadline)

@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector, CollectorError
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,14 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self._waited = False
         self._errors_total = 0
         self._failing: set[str] = set()
+
+    @classmethod
+    def build(cls, context: BuildContext) -> TempStorageCollector:
+        from pixcrawler_exporter.derive import capacity  # derive imports config: not at load
+
+        temp = context.config.temp
+        limit = capacity.temp_limit_bytes(context.config.capacity)
+        return cls(temp.dirs, temp.patterns, temp.recursive, temp.scan_interval_seconds, limit)
 
     def start(self) -> None:
         if self._thread is not None:
