@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Source
 from pixcrawler_exporter.collect.errors import describe
 
@@ -83,7 +84,7 @@ class Scraper:
         self._lock = threading.Lock()
         self._open: _Collection | None = None
         self._running: dict[str, Future[Outcome]] = {}
-        self._failing: dict[str, str | None] = {}
+        self._failing: Changes[str, bool] = Changes(False)
         self.reads: dict[str, int] = {c.name: 0 for c in self.collectors}
 
     def collect(self, timeout: float) -> Snapshot:
@@ -144,12 +145,12 @@ class Scraper:
             for name, outcome in outcomes.items():
                 if outcome.reading is not None and outcome.error is not None:
                     continue  # a source that reports its own failure logs its own changes
-                before = self._failing.get(name)
-                if outcome.error is not None and before is None:
+                if (change := self._failing.update(name, not outcome.success)) is None:
+                    continue
+                if change.now:
                     log.warning(
                         "collector failed",
                         extra={"collector": name, "error": outcome.error},
                     )
-                elif outcome.error is None and before is not None:
+                else:
                     log.info("collector recovered", extra={"collector": name})
-                self._failing[name] = outcome.error

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors.azure.collector import AzureReading
 from pixcrawler_exporter.collectors.cpu import CpuReading
@@ -61,8 +62,8 @@ class StatusTracker:
         self._lock = threading.Lock()
         self._cpu_base: _CpuSample | None = None
         self._cpu_ratio: float | None = None
-        self._statuses: dict[str, Status | None] = {}
-        self._azure_fresh: dict[str, bool] = {}
+        self._statuses: Changes[str, Status | None] = Changes(None)
+        self._azure_fresh: Changes[str, bool] = Changes(True)
 
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
@@ -100,7 +101,7 @@ class StatusTracker:
         azure = snapshot.get(AzureReading)
         percent = azure.percent(metric) if azure is not None else None
         fresh = percent is not None
-        if self._azure_fresh.get(metric, True) != fresh:
+        if self._azure_fresh.update(metric, fresh) is not None:
             log.log(
                 logging.INFO if fresh else logging.WARNING,
                 "using Azure Monitor's %s again"
@@ -109,7 +110,6 @@ class StatusTracker:
                 metric,
                 extra={"metric": metric},
             )
-        self._azure_fresh[metric] = fresh
         return percent / 100 if percent is not None else local
 
     def _cpu(self, snapshot: Snapshot) -> float | None:
@@ -130,11 +130,10 @@ class StatusTracker:
 
     def _log_changes(self, evaluations: Mapping[str, Evaluation]) -> None:
         for resource, e in evaluations.items():
-            before = self._statuses.get(resource)
-            self._statuses[resource] = e.status
-            if resource == "overall" or e.status is None or e.status == before:
+            change = self._statuses.update(resource, e.status)
+            if resource == "overall" or e.status is None or change is None:
                 continue
-            if before is None and e.status is Status.OK:
+            if change.before is None and e.status is Status.OK:
                 continue  # starting out fine is not news
             level = {Status.OK: logging.INFO, Status.WARNING: logging.WARNING}.get(
                 e.status, logging.ERROR

@@ -23,6 +23,7 @@ from prometheus_client.core import Metric
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.errors import REDACTED
 from pixcrawler_exporter.collect.metrics import Desc, add
@@ -128,7 +129,8 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self._errors = dict.fromkeys(REASONS, 0)
         self._cache: DatabaseReading | None = None
         self._cached_at = 0.0
-        self._state: str | None = None  # reason of the last failure; None while readable
+        # The reason of the last failure; None while readable.
+        self._state: Changes[None, str | None] = Changes(None)
         self._kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout,
             "application_name": "pixcrawler-exporter",
@@ -294,7 +296,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
         return text
 
     def _log_change(self, reading: DatabaseReading) -> None:
-        if reading.reason == self._state:
+        if self._state.update(None, reading.reason) is None:
             return
         if reading.reason is None:
             log.info("database readable again", extra={"database": self.target})
@@ -303,7 +305,6 @@ class DatabaseCollector(Collector[DatabaseReading]):
                 "database not readable",
                 extra={"database": self.target, "reason": reading.reason, "error": reading.error},
             )
-        self._state = reading.reason
 
     # --- rendering ------------------------------------------------------------------------------
 
