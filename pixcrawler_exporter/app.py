@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
 
 from prometheus_client.core import Metric
 
@@ -98,5 +97,5 @@ class App:
                 return
 
 
-def _json(code: int, doc: Any) -> server.Response:
+def _json(code: int, doc: object) -> server.Response:
     return server.Response(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

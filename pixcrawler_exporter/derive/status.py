@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypedDict
 
 from prometheus_client.core import Metric
 
@@ -161,7 +161,31 @@ def families(facts: Facts, config: Config) -> Iterator[Metric]:
     yield from capacity.families(facts.capacity)
 
 
-def status_document(facts: Facts) -> dict[str, Any]:
+class StatusMetrics(TypedDict):
+    disk_pct: float | None
+    memory_pct: float | None
+    cpu_pct: float | None
+    temp_storage_mb: float | None
+    active_chunks: int | None
+
+
+class StatusCapacity(TypedDict):
+    active_chunks: int | None
+    max_chunks: int
+    available: int | None
+    utilization: float | None
+    environment: str
+    can_start_chunk: bool | None
+
+
+class StatusDocument(TypedDict):
+    metrics: StatusMetrics
+    statuses: dict[str, str | None]  # per resource and "overall": OK, WARNING, ALERT or null
+    capacity: StatusCapacity
+    last_updated: str
+
+
+def status_document(facts: Facts) -> StatusDocument:
     """Seed 001's ``/metrics`` JSON (served here as ``/status``) with seed 003's capacity block.
     Percentages are 0-100 as the seed's were; unknown values are null."""
     v, c = facts.values, facts.capacity

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import psycopg
 from prometheus_client.core import Metric
 from psycopg import errors
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pixcrawler_exporter.collect.changes import Changes
@@ -48,7 +49,7 @@ ERRORS = Desc(
 )
 
 Sample = tuple[tuple[str, ...], float]  # label values in the query's label order, value
-Conn = psycopg.Connection[tuple[Any, ...]]
+Conn = psycopg.Connection[TupleRow]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self._cached_at = 0.0
         # The reason of the last failure; None while readable.
         self._state: Changes[None, str | None] = Changes(None)
+        # libpq connection parameters, as psycopg.connect takes them.
         self._kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout,
             "application_name": "pixcrawler-exporter",
@@ -340,7 +342,7 @@ def _replace_cached(reading: DatabaseReading) -> DatabaseReading:
     )
 
 
-def _samples(query: Query, cur: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Sample, ...]:
+def _samples(query: Query, cur: psycopg.Cursor[TupleRow]) -> tuple[Sample, ...]:
     where = f"query for {query.metric}"
     if cur.description is None:
         raise _ReadError("query", f"{where}: the statement returned no result set")
