@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,8 +17,6 @@ from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors import cgroup
 from pixcrawler_exporter.config import Loaded
-
-log = logging.getLogger(__name__)
 
 BUILD_INFO = Desc(
     "pixcrawler_exporter_build_info",
