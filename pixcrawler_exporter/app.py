@@ -8,12 +8,11 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
 
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect import registry
-from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.contract import Source
 from pixcrawler_exporter.collect.scraper import Scraper
 from pixcrawler_exporter.config import Loaded
 from pixcrawler_exporter.derive import status
@@ -23,9 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class App:
-    def __init__(
-        self, loaded: Loaded, collectors: list[Collector[Any]], cgroup_version: str
-    ) -> None:
+    def __init__(self, loaded: Loaded, collectors: list[Source], cgroup_version: str) -> None:
         self.config = loaded.config
         self.scraper = Scraper(collectors)
         self.renderer = registry.Renderer(
@@ -100,5 +97,5 @@ class App:
                 return
 
 
-def _json(code: int, doc: Any) -> server.Response:
+def _json(code: int, doc: object) -> server.Response:
     return server.Response(code, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

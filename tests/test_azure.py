@@ -281,7 +281,7 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert fake.count("token") == 1  # the token is cached across refreshes
 
     reading = collector.read()
-    assert reading.up and reading.error == ""
+    assert reading.up and reading.error is None
     # The newest non-null point: the fake's last grain is empty and older ones differ.
     assert reading.percent("MemoryPercentage") == 73.5
     assert reading.percent("CpuPercentage") == 12.25
@@ -350,7 +350,7 @@ def test_each_fault_sets_up_0_scrapes_stay_fast_and_values_age_out(
     failed_at = time.monotonic()
     wait_for("up 0", lambda: not timed_read(collector).up)
     reading = timed_read(collector)
-    assert words in reading.error and collector.name == "azure"
+    assert words in (reading.error or "") and collector.name == "azure"
     assert reading.requests[outcome] >= 1
     # The cached value is still served until it is older than max_age_seconds...
     if time.monotonic() - failed_at < 1.0:
@@ -413,7 +413,7 @@ def test_rejected_sign_in_is_logged_once_with_its_cause_and_never_the_secret(
     collector = make(refresh_interval_seconds=0.2)
     wait_for("four refreshes", lambda: collector.refreshes >= 4)
     reading = timed_read(collector)
-    assert not reading.up and "AADSTS7000215" in reading.error
+    assert not reading.up and "AADSTS7000215" in (reading.error or "")
     assert reading.requests["auth_error"] >= 4
     assert fake.count("metrics") == 0
     ours = [r for r in caplog.records if r.name == "pixcrawler_exporter.collectors.azure.collector"]
@@ -424,7 +424,7 @@ def test_rejected_sign_in_is_logged_once_with_its_cause_and_never_the_secret(
     assert any(r.getMessage() == "Azure sign-in works again" for r in caplog.records)
     text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert CLIENT_SECRET not in text
-    assert CLIENT_SECRET not in render(collector) + reading.error
+    assert CLIENT_SECRET not in render(collector) + (reading.error or "")
 
 
 def test_a_secret_in_an_error_message_is_redacted(
@@ -446,7 +446,7 @@ def test_missing_region_is_reported_without_calling_azure(
     collector = make(metrics_endpoint=None)
     wait_for("a refresh", lambda: collector.refreshes >= 1)
     reading = collector.read()
-    assert not reading.up and "has no region" in reading.error
+    assert not reading.up and "has no region" in (reading.error or "")
     assert fake.count("metrics") == 0
 
 
@@ -490,7 +490,9 @@ def test_log_queries_become_labelled_values(
     reading = collector.read()
     # A query whose rows cannot be told apart is that query's error, not the others'.
     assert (
-        not reading.up and "log query broken" in reading.error and "label_columns" in reading.error
+        not reading.up
+        and "log query broken" in (reading.error or "")
+        and "label_columns" in (reading.error or "")
     )
 
 

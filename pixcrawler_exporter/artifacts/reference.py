@@ -56,11 +56,12 @@ def metric_table(descs: Iterable[tuple[str, Desc]]) -> str:
 
 def all_descs() -> list[tuple[str, Desc]]:
     from pixcrawler_exporter.collect import registry
+    from pixcrawler_exporter.collect.registration import REGISTRY
     from pixcrawler_exporter.derive import capacity, thresholds
 
     found = [("always", d) for d in registry.META]
-    for cls in registry.COLLECTOR_CLASSES:
-        found += [(cls.name, d) for d in cls.descs]
+    for r in REGISTRY.registrations():
+        found += [(r.name, d) for d in r.load().descs]
     # The database's metrics come from its queries: every preset's, first declaration wins.
     queries: dict[str, Desc] = {}
     for preset in PRESETS:

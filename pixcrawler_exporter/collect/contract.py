@@ -3,21 +3,78 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.errors import CollectorError
 from pixcrawler_exporter.collect.metrics import Desc
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.collect.registration import BuildContext
+
+__all__ = ["Collector", "CollectorError", "ReportsError", "Source", "Taken", "reading_error"]
 
 R = TypeVar("R")
 
 
-class CollectorError(Exception):
-    """A source could not be read. The message names what was read and why it failed."""
+@runtime_checkable
+class ReportsError(Protocol):
+    """A reading that carries its own failure (the database's ``up 0`` must still be exported).
+
+    ``error`` is None when the source was read fine, else one line saying why not; the scraper
+    then reports the collector failed, renders the reading, and builds no derived fact on it.
+    """
+
+    @property
+    def error(self) -> str | None: ...
 
 
-class Collector(ABC, Generic[R]):
+def reading_error(reading: object) -> str | None:
+    """The failure a reading reports about itself, if it is one that can."""
+    return reading.error if isinstance(reading, ReportsError) else None
+
+
+@dataclass(frozen=True)
+class Taken:
+    """One read, with its type erased for the scraper: the reading, its own failure, and how to
+    render it (bound to the collector that read it, so no caller needs to know its type)."""
+
+    reading: object
+    error: str | None
+    render: Callable[[], Iterable[Metric]]
+
+
+class Source(ABC):
+    """What the scraper, the renderer and the app see of any collector, whatever it reads."""
+
+    name: ClassVar[str]
+    descs: ClassVar[Sequence[Desc]]
+
+    @classmethod
+    def build(cls, context: BuildContext) -> Source | None:
+        """The factory its registration calls when the collector is on; None when the settings
+        it needs are missing (it logs why). A collector needing no settings is just made."""
+        return cls()
+
+    @abstractmethod
+    def take(self, deadline: float) -> Taken:
+        """Read by ``deadline`` (a ``time.monotonic()`` value); raise on failure."""
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering with client_python calls this instead of collect(), so it must not read.
+        return [d.family() for d in self.descs]
+
+    def start(self) -> None:  # noqa: B027 - an optional hook: most sources have nothing to start
+        """Start background work, if the source has any (called once, after config is valid)."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook: most sources hold nothing open
+        """Stop background work and release connections."""
+
+
+class Collector(Source, Generic[R]):
     """Reads one source.
 
     ``read`` does the I/O and returns a small typed reading (``None`` fields mean unknown);
@@ -25,9 +82,6 @@ class Collector(ABC, Generic[R]):
     the same reading. The scraper never runs ``read`` of one collector twice at once, so a
     collector needs no lock of its own for that.
     """
-
-    name: ClassVar[str]
-    descs: ClassVar[Sequence[Desc]]
 
     @abstractmethod
     def read(self) -> R:
@@ -42,12 +96,6 @@ class Collector(ABC, Generic[R]):
     def metrics(self, reading: R) -> Iterable[Metric]:
         """Render a reading as metric families."""
 
-    def describe(self) -> Iterable[Metric]:
-        # Registering with client_python calls this instead of collect(), so it must not read.
-        return [d.family() for d in self.descs]
-
-    def start(self) -> None:
-        """Start background work, if the source has any (called once, after config is valid)."""
-
-    def close(self) -> None:
-        """Stop background work and release connections."""
+    def take(self, deadline: float) -> Taken:
+        reading = self.read_until(deadline)
+        return Taken(reading, reading_error(reading), lambda: self.metrics(reading))

@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from pixcrawler_exporter.collect.contract import Collector, CollectorError
+from prometheus_client.core import Metric
+
+from pixcrawler_exporter.collect.changes import Changes
+from pixcrawler_exporter.collect.contract import Source
+from pixcrawler_exporter.collect.errors import describe
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -25,13 +31,17 @@ class Outcome:
     """
 
     collector: str
-    reading: Any
+    reading: object  # None when there is none
     error: str | None
     duration_seconds: float
+    render: Callable[[], Iterable[Metric]] | None = None  # the reading's families, if any
 
     @property
     def success(self) -> bool:
         return self.error is None
+
+    def families(self) -> Iterable[Metric]:
+        return self.render() if self.render is not None else ()
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,13 @@ class Snapshot:
     outcomes: Mapping[str, Outcome]
     timestamp: float  # wall-clock time the collection started
 
-    def reading(self, collector: str) -> Any:
-        """The collector's reading, or None when it is disabled or failed."""
-        outcome = self.outcomes.get(collector)
-        return outcome.reading if outcome is not None and outcome.success else None
+    def get(self, kind: type[T]) -> T | None:
+        """The successful reading of type ``kind`` (e.g. ``MemoryReading``), or None when its
+        collector is disabled or failed. Each collector reads its own type, so there is one."""
+        for outcome in self.outcomes.values():
+            if outcome.success and isinstance(outcome.reading, kind):
+                return outcome.reading
+        return None
 
 
 class _Collection:
@@ -63,7 +76,7 @@ class Scraper:
     rather than starting another, so a hung source holds one thread, not one per scrape.
     """
 
-    def __init__(self, collectors: Sequence[Collector[Any]]) -> None:
+    def __init__(self, collectors: Sequence[Source]) -> None:
         self.collectors = list(collectors)
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(self.collectors)), thread_name_prefix="collector"
@@ -71,7 +84,7 @@ class Scraper:
         self._lock = threading.Lock()
         self._open: _Collection | None = None
         self._running: dict[str, Future[Outcome]] = {}
-        self._failing: dict[str, str | None] = {}
+        self._failing: Changes[str, bool] = Changes(False)
         self.reads: dict[str, int] = {c.name: 0 for c in self.collectors}
 
     def collect(self, timeout: float) -> Snapshot:
@@ -107,16 +120,16 @@ class Scraper:
             futures[collector.name] = running
         return _Collection(futures)
 
-    def _read(self, collector: Collector[Any], deadline: float) -> Outcome:
+    def _read(self, collector: Source, deadline: float) -> Outcome:
         start = time.perf_counter()
         self.reads[collector.name] += 1
         try:
-            reading = collector.read_until(deadline)
+            taken = collector.take(deadline)
         except Exception as exc:  # noqa: BLE001 - any failure of a source is that collector's failure
-            return Outcome(collector.name, None, _describe(exc), time.perf_counter() - start)
+            return Outcome(collector.name, None, describe(exc), time.perf_counter() - start)
         # A reading may carry its own failure (the database's up=0 must still be exported).
-        error = getattr(reading, "error", None)
-        return Outcome(collector.name, reading, error or None, time.perf_counter() - start)
+        took = time.perf_counter() - start
+        return Outcome(collector.name, taken.reading, taken.error, took, taken.render)
 
     @staticmethod
     def _late(name: str, collection: _Collection, timeout: float) -> Outcome:
@@ -132,19 +145,12 @@ class Scraper:
             for name, outcome in outcomes.items():
                 if outcome.reading is not None and outcome.error is not None:
                     continue  # a source that reports its own failure logs its own changes
-                before = self._failing.get(name)
-                if outcome.error is not None and before is None:
+                if (change := self._failing.update(name, not outcome.success)) is None:
+                    continue
+                if change.now:
                     log.warning(
                         "collector failed",
                         extra={"collector": name, "error": outcome.error},
                     )
-                elif outcome.error is None and before is not None:
+                else:
                     log.info("collector recovered", extra={"collector": name})
-                self._failing[name] = outcome.error
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, CollectorError):
-        return str(exc)
-    # An unexpected exception: its type is part of the story (KeyError('x') prints as 'x').
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

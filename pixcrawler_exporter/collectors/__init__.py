@@ -1,1 +1,1 @@
-"""One module per source. ``build`` turns the configuration into the enabled collectors."""
+"""One module or small package per source; each registers itself (collect/registration.py)."""

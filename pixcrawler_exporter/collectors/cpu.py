@@ -11,6 +11,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
 
 LIMIT = Desc(
@@ -51,6 +52,10 @@ class CpuCollector(Collector[CpuReading]):
     def __init__(self, layout: cgroup.CgroupLayout) -> None:
         self.layout = layout
 
+    @classmethod
+    def build(cls, context: BuildContext) -> CpuCollector:
+        return cls(context.layout)
+
     def read(self) -> CpuReading:
         stats = cgroup.read_cpu(self.layout)
         cpus = stats.cpuset_cpus or len(os.sched_getaffinity(0)) or 1
@@ -74,3 +79,8 @@ class CpuCollector(Collector[CpuReading]):
             yield THROTTLED_SECONDS.value(reading.throttled_seconds)
         if reading.throttled_periods is not None:
             yield THROTTLED_PERIODS.value(reading.throttled_periods)
+
+
+register(
+    "cpu", help="CPU limit in cores, CPU seconds used, CFS throttling.", load=lambda: CpuCollector
+)

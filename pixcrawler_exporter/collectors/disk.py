@@ -13,8 +13,10 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext, register
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,13 @@ class DiskCollector(Collector[DiskReading]):
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=len(self.paths), thread_name_prefix="statvfs")
         self._pending: dict[str, Future[DiskUsage]] = {}
-        self._failing: set[str] = set()
+        self._failing: Changes[str, bool] = Changes(False)
         self._lock = threading.Lock()
+
+    @classmethod
+    def build(cls, context: BuildContext) -> DiskCollector:
+        disk = context.config.disk
+        return cls(disk.paths, context.rootfs, disk.timeout_seconds)
 
     def read(self) -> DiskReading:
         with self._lock:
@@ -100,11 +107,12 @@ class DiskCollector(Collector[DiskReading]):
 
     def _log_changes(self, errors: Mapping[str, str]) -> None:
         for path in self.paths:
-            if path in errors and path not in self._failing:
+            if (change := self._failing.update(path, path in errors)) is None:
+                continue
+            if change.now:
                 log.warning("filesystem not readable", extra={"path": path, "error": errors[path]})
-            elif path not in errors and path in self._failing:
+            else:
                 log.info("filesystem readable again", extra={"path": path})
-        self._failing = set(errors)
 
     def metrics(self, reading: DiskReading) -> Iterable[Metric]:
         size, available, ratio, error = (d.family() for d in self.descs)
@@ -118,3 +126,10 @@ class DiskCollector(Collector[DiskReading]):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+register(
+    "disk",
+    help="Size and free space of the filesystems holding disk.paths.",
+    load=lambda: DiskCollector,
+)

@@ -10,6 +10,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
 
 LIMIT = Desc(
@@ -59,6 +60,10 @@ class MemoryCollector(Collector[MemoryReading]):
     def __init__(self, layout: cgroup.CgroupLayout) -> None:
         self.layout = layout
 
+    @classmethod
+    def build(cls, context: BuildContext) -> MemoryCollector:
+        return cls(context.layout)
+
     def read(self) -> MemoryReading:
         host = psutil.virtual_memory()
         stats = cgroup.read_memory(self.layout)
@@ -89,3 +94,10 @@ class MemoryCollector(Collector[MemoryReading]):
         yield HOST_AVAILABLE.value(reading.host_available_bytes)
         if reading.oom_kills is not None:
             yield OOM_KILLS.value(reading.oom_kills)
+
+
+register(
+    "memory",
+    help="Container-correct memory: cgroup limit, usage, working set, OOM kills; host memory.",
+    load=lambda: MemoryCollector,
+)

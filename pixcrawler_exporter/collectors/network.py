@@ -10,6 +10,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import register
 
 RECEIVE = Desc(
     "pixcrawler_network_receive_bytes_total",
@@ -53,3 +54,10 @@ class NetworkCollector(Collector[NetworkReading]):
             add(receive, c.receive_bytes, nic)
             add(transmit, c.transmit_bytes, nic)
         yield from (receive, transmit)
+
+
+register(
+    "network",
+    help="Bytes received and sent per network interface, loopback excluded.",
+    load=lambda: NetworkCollector,
+)

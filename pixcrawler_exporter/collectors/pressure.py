@@ -9,6 +9,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
 
 STALL = Desc(
@@ -30,6 +31,10 @@ class PressureCollector(Collector[PressureReading]):
         self.layout = layout
         self.procfs = procfs
 
+    @classmethod
+    def build(cls, context: BuildContext) -> PressureCollector:
+        return cls(context.layout, context.procfs)
+
     def read(self) -> PressureReading:
         return cgroup.read_pressure(self.layout, self.procfs)
 
@@ -38,3 +43,10 @@ class PressureCollector(Collector[PressureReading]):
         for (resource, kind), seconds in sorted(reading.items()):
             add(fam, seconds, resource, kind)
         yield fam
+
+
+register(
+    "pressure",
+    help="Pressure stall information (PSI) for cpu, memory and io.",
+    load=lambda: PressureCollector,
+)

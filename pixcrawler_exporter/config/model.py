@@ -3,10 +3,12 @@ and the sections of each source, declared in ``sources`` and ``thresholds``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pixcrawler_exporter import environment
+from pixcrawler_exporter.collect.registration import REGISTRY
 from pixcrawler_exporter.config.parsers import (
     absolute_path,
     boolean,
@@ -88,63 +90,41 @@ class Paths:
 
 
 @dataclass(frozen=True)
-class Collectors:
-    memory: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_MEMORY",
-        flag="--collector.memory",
-        help="Container-correct memory: cgroup limit, usage, working set, OOM kills; host memory.",
+class CollectorSwitches:
+    """``collectors.NAME``: one switch per collector registration (collect/registration.py), so
+    adding a collector adds its key, flag and variable without an edit here."""
+
+    def __getattr__(self, name: str) -> bool:
+        # Only reached for a name that is not a registered collector; typed for the ones that are.
+        raise AttributeError(name)
+
+    def enabled(self) -> dict[str, bool]:
+        return {f.name: bool(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _collector_switches() -> type[CollectorSwitches]:
+    switches = [
+        (
+            r.name,
+            bool,
+            setting(
+                r.default,
+                boolean,
+                env=f"PIXCRAWLER_COLLECTOR_{r.name.upper()}",
+                flag=f"--collector.{r.name}",
+                help=r.help,
+            ),
+        )
+        for r in REGISTRY.registrations()
+    ]
+    made = dataclasses.make_dataclass(
+        "Collectors", switches, bases=(CollectorSwitches,), frozen=True
     )
-    cpu: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_CPU",
-        flag="--collector.cpu",
-        help="CPU limit in cores, CPU seconds used, CFS throttling.",
-    )
-    pressure: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_PRESSURE",
-        flag="--collector.pressure",
-        help="Pressure stall information (PSI) for cpu, memory and io.",
-    )
-    disk: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_DISK",
-        flag="--collector.disk",
-        help="Size and free space of the filesystems holding disk.paths.",
-    )
-    network: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_NETWORK",
-        flag="--collector.network",
-        help="Bytes received and sent per network interface, loopback excluded.",
-    )
-    temp_storage: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_TEMP_STORAGE",
-        flag="--collector.temp_storage",
-        help="Bytes and files of the crawler's temp files, from a background scan.",
-    )
-    azure: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_AZURE",
-        flag="--collector.azure",
-        help="Azure Monitor platform metrics and log queries (only in mode azure).",
-    )
-    database: bool = setting(
-        True,
-        boolean,
-        env="PIXCRAWLER_COLLECTOR_DATABASE",
-        flag="--collector.database",
-        help="Active chunks and jobs from PostgreSQL (off while database.url is unset).",
-    )
+    assert issubclass(made, CollectorSwitches)
+    return made
+
+
+Collectors = _collector_switches()
 
 
 @dataclass(frozen=True)
@@ -194,7 +174,7 @@ class Config:
     )
     web: Web = field(default_factory=Web)
     paths: Paths = field(default_factory=Paths)
-    collectors: Collectors = field(default_factory=Collectors)
+    collectors: CollectorSwitches = field(default_factory=Collectors)
     disk: Disk = field(default_factory=Disk)
     temp: Temp = field(default_factory=Temp)
     database: Database = field(default_factory=Database)

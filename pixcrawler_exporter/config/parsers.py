@@ -7,7 +7,8 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-REDACTED = "<redacted>"
+# One spelling for every redaction; re-exported as config's.
+from pixcrawler_exporter.collect.errors import REDACTED as REDACTED
 
 
 class ConfigError(Exception):

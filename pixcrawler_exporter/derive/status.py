@@ -11,11 +11,18 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypedDict
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.scraper import Snapshot
+from pixcrawler_exporter.collectors.azure.collector import AzureReading
+from pixcrawler_exporter.collectors.cpu import CpuReading
+from pixcrawler_exporter.collectors.database.collector import DatabaseReading
+from pixcrawler_exporter.collectors.disk import DiskReading
+from pixcrawler_exporter.collectors.memory import MemoryReading
+from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageReading
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive import capacity, thresholds
 from pixcrawler_exporter.derive.capacity import MIB, Capacity
@@ -55,32 +62,31 @@ class StatusTracker:
         self._lock = threading.Lock()
         self._cpu_base: _CpuSample | None = None
         self._cpu_ratio: float | None = None
-        self._statuses: dict[str, Status | None] = {}
-        self._azure_fresh: dict[str, bool] = {}
+        self._statuses: Changes[str, Status | None] = Changes(None)
+        self._azure_fresh: Changes[str, bool] = Changes(True)
 
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
+            memory = snapshot.get(MemoryReading)
+            temp = snapshot.get(TempStorageReading)
+            database = snapshot.get(DatabaseReading)
+            active = database.active_chunks if database is not None else None
             values: dict[Resource, float | None] = {
-                "disk": _disk_ratio(snapshot),
+                "disk": _disk_ratio(snapshot.get(DiskReading)),
                 "memory": self._azure_or_local(
-                    snapshot, "MemoryPercentage", _attr(snapshot.reading("memory"), "usage_ratio")
+                    snapshot, "MemoryPercentage", memory.usage_ratio if memory is not None else None
                 ),
                 "cpu": self._azure_or_local(snapshot, "CpuPercentage", self._cpu(snapshot)),
-                "temp_storage": _attr(snapshot.reading("temp_storage"), "usage_ratio"),
-                "chunks": _attr(snapshot.reading("database"), "active_chunks"),
+                "temp_storage": temp.usage_ratio if temp is not None else None,
+                "chunks": active,
             }
             evaluations = thresholds.evaluate_all(values, self.config.thresholds)
             self._log_changes(evaluations)
-        temp_bytes = _attr(snapshot.reading("temp_storage"), "total_bytes")
-        active = values["chunks"]
-        cap = capacity.capacity(
-            self.config.capacity,
-            int(active) if active is not None else None,
-            int(temp_bytes) if temp_bytes is not None else None,
-        )
+        temp_bytes = temp.total_bytes if temp is not None else None
+        cap = capacity.capacity(self.config.capacity, active, temp_bytes)
         return Facts(
             values,
-            int(temp_bytes) if temp_bytes is not None else None,
+            temp_bytes,
             evaluations,
             cap,
             self.environment,
@@ -92,10 +98,10 @@ class StatusTracker:
         not know the plan's quota (seed 000). Falling back is logged once per change."""
         if self.config.mode != "azure":
             return local
-        azure = snapshot.reading("azure")
+        azure = snapshot.get(AzureReading)
         percent = azure.percent(metric) if azure is not None else None
         fresh = percent is not None
-        if self._azure_fresh.get(metric, True) != fresh:
+        if self._azure_fresh.update(metric, fresh) is not None:
             log.log(
                 logging.INFO if fresh else logging.WARNING,
                 "using Azure Monitor's %s again"
@@ -104,11 +110,10 @@ class StatusTracker:
                 metric,
                 extra={"metric": metric},
             )
-        self._azure_fresh[metric] = fresh
         return percent / 100 if percent is not None else local
 
     def _cpu(self, snapshot: Snapshot) -> float | None:
-        reading = snapshot.reading("cpu")
+        reading = snapshot.get(CpuReading)
         if reading is None:
             return None
         now = _CpuSample(snapshot.timestamp, reading.usage_seconds, reading.limit_cores)
@@ -125,11 +130,10 @@ class StatusTracker:
 
     def _log_changes(self, evaluations: Mapping[str, Evaluation]) -> None:
         for resource, e in evaluations.items():
-            before = self._statuses.get(resource)
-            self._statuses[resource] = e.status
-            if resource == "overall" or e.status is None or e.status == before:
+            change = self._statuses.update(resource, e.status)
+            if resource == "overall" or e.status is None or change is None:
                 continue
-            if before is None and e.status is Status.OK:
+            if change.before is None and e.status is Status.OK:
                 continue  # starting out fine is not news
             level = {Status.OK: logging.INFO, Status.WARNING: logging.WARNING}.get(
                 e.status, logging.ERROR
@@ -157,7 +161,31 @@ def families(facts: Facts, config: Config) -> Iterator[Metric]:
     yield from capacity.families(facts.capacity)
 
 
-def status_document(facts: Facts) -> dict[str, Any]:
+class StatusMetrics(TypedDict):
+    disk_pct: float | None
+    memory_pct: float | None
+    cpu_pct: float | None
+    temp_storage_mb: float | None
+    active_chunks: int | None
+
+
+class StatusCapacity(TypedDict):
+    active_chunks: int | None
+    max_chunks: int
+    available: int | None
+    utilization: float | None
+    environment: str
+    can_start_chunk: bool | None
+
+
+class StatusDocument(TypedDict):
+    metrics: StatusMetrics
+    statuses: dict[str, str | None]  # per resource and "overall": OK, WARNING, ALERT or null
+    capacity: StatusCapacity
+    last_updated: str
+
+
+def status_document(facts: Facts) -> StatusDocument:
     """Seed 001's ``/metrics`` JSON (served here as ``/status``) with seed 003's capacity block.
     Percentages are 0-100 as the seed's were; unknown values are null."""
     v, c = facts.values, facts.capacity
@@ -189,16 +217,11 @@ def status_document(facts: Facts) -> dict[str, Any]:
     }
 
 
-def _disk_ratio(snapshot: Snapshot) -> float | None:
+def _disk_ratio(reading: DiskReading | None) -> float | None:
     # The fullest configured filesystem decides: any one of them filling stops the crawl.
-    reading = snapshot.reading("disk")
     if reading is None or not reading.usage:
         return None
-    return max(u.usage_ratio for u in reading.usage.values())  # type: ignore[no-any-return]
-
-
-def _attr(reading: Any, name: str) -> Any:
-    return getattr(reading, name) if reading is not None else None
+    return max(u.usage_ratio for u in reading.usage.values())
 
 
 def _pct(ratio: float | None) -> float | None:

@@ -1,1 +1,9 @@
 """Azure Monitor: platform metrics and log queries, from a background cache."""
+
+from pixcrawler_exporter.collect.registration import lazy, register
+
+register(
+    "azure",
+    help="Azure Monitor platform metrics and log queries (only in mode azure).",
+    load=lazy("pixcrawler_exporter.collectors.azure.collector", "AzureCollector"),
+)

@@ -39,6 +39,7 @@ from prometheus_client.samples import Sample
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.azure.model import AzureResource, LogQuery, default_resource
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class AzureReading:
     last_success: float | None
     requests: Mapping[str, int]
     ratelimit_remaining: Mapping[str, float]
-    error: str  # "" unless the last refresh failed: the scraper then reports the collector failed
+    error: str | None  # None unless the last refresh failed: the collector is then reported failed
     time: float
 
     def percent(self, metric: str) -> float | None:
@@ -252,6 +253,10 @@ class AzureCollector(Collector[AzureReading]):
     name = "azure"
     descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
 
+    @classmethod
+    def build(cls, context: BuildContext) -> AzureCollector | None:
+        return cls(context.config.azure) if context.config.mode == "azure" else None
+
     def __init__(
         self,
         cfg: config.Azure,
@@ -290,7 +295,7 @@ class AzureCollector(Collector[AzureReading]):
         self._logs: dict[str, tuple[float, tuple[LogValue, ...]]] = {}
         self._up = False
         self._last_success: float | None = None
-        self._error = ""
+        self._error: str | None = None
         self._requests = dict.fromkeys(OUTCOMES, 0)
         self._ratelimit: dict[str, float] = {}
         # Per API ("metrics", "logs"): monotonic time before which no call may be sent.
@@ -416,7 +421,7 @@ class AzureCollector(Collector[AzureReading]):
         with self._lock:
             self.refreshes += 1
             self._up = not failures
-            self._error = "; ".join(f"{what}: {message}" for what, _, message in failures)
+            self._error = "; ".join(f"{w}: {message}" for w, _, message in failures) or None
             if not failures:
                 self._last_success = time.time()
 

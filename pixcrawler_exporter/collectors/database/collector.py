@@ -21,15 +21,18 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import psycopg
 from prometheus_client.core import Metric
 from psycopg import errors
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.errors import REDACTED
 from pixcrawler_exporter.collect.metrics import Desc, add
-from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query
+from pixcrawler_exporter.collect.registration import BuildContext
+from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query, database_queries
 
 log = logging.getLogger(__name__)
 
-REDACTED = "<redacted>"
 REASONS = ("connect", "auth", "timeout", "missing_object", "permission", "query")
 MAX_ROWS = 10_000  # per query: a runaway custom query must not flood /metrics
 
@@ -46,7 +49,7 @@ ERRORS = Desc(
 )
 
 Sample = tuple[tuple[str, ...], float]  # label values in the query's label order, value
-Conn = psycopg.Connection[tuple[Any, ...]]
+Conn = psycopg.Connection[TupleRow]
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,9 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self._errors = dict.fromkeys(REASONS, 0)
         self._cache: DatabaseReading | None = None
         self._cached_at = 0.0
-        self._state: str | None = None  # reason of the last failure; None while readable
+        # The reason of the last failure; None while readable.
+        self._state: Changes[None, str | None] = Changes(None)
+        # libpq connection parameters, as psycopg.connect takes them.
         self._kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout,
             "application_name": "pixcrawler-exporter",
@@ -156,6 +161,21 @@ class DatabaseCollector(Collector[DatabaseReading]):
         # The pool logs each background reconnection attempt; this collector logs each change of
         # state itself, once.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+    @classmethod
+    def build(cls, context: BuildContext) -> DatabaseCollector | None:
+
+        db = context.config.database
+        if db.url is None:
+            log.info("database collector off: database.url (PIXCRAWLER_DB_URL) is not set")
+            return None
+        return cls(
+            db.url,
+            database_queries(db),
+            db.statement_timeout_seconds,
+            db.connect_timeout_seconds,
+            db.min_interval_seconds,
+        )
 
     def read_until(self, deadline: float) -> DatabaseReading:
         return self.read(deadline)
@@ -277,7 +297,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
         return text
 
     def _log_change(self, reading: DatabaseReading) -> None:
-        if reading.reason == self._state:
+        if self._state.update(None, reading.reason) is None:
             return
         if reading.reason is None:
             log.info("database readable again", extra={"database": self.target})
@@ -286,7 +306,6 @@ class DatabaseCollector(Collector[DatabaseReading]):
                 "database not readable",
                 extra={"database": self.target, "reason": reading.reason, "error": reading.error},
             )
-        self._state = reading.reason
 
     # --- rendering ------------------------------------------------------------------------------
 
@@ -322,7 +341,7 @@ def _replace_cached(reading: DatabaseReading) -> DatabaseReading:
     )
 
 
-def _samples(query: Query, cur: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Sample, ...]:
+def _samples(query: Query, cur: psycopg.Cursor[TupleRow]) -> tuple[Sample, ...]:
     where = f"query for {query.metric}"
     if cur.description is None:
         raise _ReadError("query", f"{where}: the statement returned no result set")

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector, CollectorError
 from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.registration import BuildContext
+from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
 
 log = logging.getLogger(__name__)
@@ -114,26 +117,28 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self.scans = 0  # completed scans, for tests and /status
         self._reading: TempStorageReading | None = None
         self._scanned = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("temp-storage-scan", self._scan, interval, _scan_failed, _rest)
         self._waited = False
         self._errors_total = 0
-        self._failing: set[str] = set()
+        self._failing: Changes[str, bool] = Changes(False)
+
+    @classmethod
+    def build(cls, context: BuildContext) -> TempStorageCollector:
+        from pixcrawler_exporter.derive import capacity  # derive imports config: not at load
+
+        temp = context.config.temp
+        limit = capacity.temp_limit_bytes(context.config.capacity)
+        return cls(temp.dirs, temp.patterns, temp.recursive, temp.scan_interval_seconds, limit)
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="temp-storage-scan", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            # A walk under way stops at the next directory; a daemon thread never holds up exit.
-            self._thread.join(timeout=1.0)
+        # A walk under way stops at the next directory.
+        self._worker.stop(timeout=1.0)
 
     def read(self) -> TempStorageReading:
-        if not self._waited and self._thread is not None:
+        if not self._waited and self._worker.started:
             # Only the first scrape waits: a tree too big to scan in time must not make every
             # scrape until the first scan completes that much slower.
             self._waited = True
@@ -156,24 +161,12 @@ class TempStorageCollector(Collector[TempStorageReading]):
         yield LAST_SCAN.value(reading.last_scan_timestamp_seconds)
         yield ERRORS.value(reading.scan_errors_total)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self._scan()
-            except Exception:  # a bug in one scan must not end all later ones
-                log.exception("temp storage scan failed")
-            took = time.monotonic() - started
-            # A scan slower than the interval would otherwise walk back to back; waiting at
-            # least as long as it took keeps the walker busy half the time at most.
-            self._stop.wait(max(self.interval - took, took))
-
     def _scan(self) -> None:
         started = time.perf_counter()
         usage: dict[str, DirectoryUsage] = {}
         errors: dict[str, tuple[str, ...]] = {}
         for directory in self.dirs:
-            if self._stop.is_set():
+            if self._worker.stopping.is_set():
                 return
             result = scan(directory, self.patterns, self.recursive)
             usage[directory] = DirectoryUsage(result.bytes, result.files)
@@ -190,12 +183,23 @@ class TempStorageCollector(Collector[TempStorageReading]):
 
     def _log_changes(self, errors: Mapping[str, tuple[str, ...]]) -> None:
         for directory in self.dirs:
-            if directory in errors and directory not in self._failing:
+            if (change := self._failing.update(directory, directory in errors)) is None:
+                continue
+            if change.now:
                 found = errors[directory]
                 log.warning(
                     "temp directory not fully readable",
                     extra={"directory": directory, "errors": len(found), "error": found[0]},
                 )
-            elif directory not in errors and directory in self._failing:
+            else:
                 log.info("temp directory readable again", extra={"directory": directory})
-        self._failing = set(errors)
+
+
+def _scan_failed(exc: Exception) -> None:
+    log.exception("temp storage scan failed")
+
+
+def _rest(interval: float, took: float) -> float:
+    # A scan slower than the interval would otherwise walk back to back; waiting at least as
+    # long as it took keeps the walker busy half the time at most.
+    return max(interval - took, took)

@@ -1,0 +1,101 @@
+"""One registration per collector, made beside it, as node_exporter's ``registerCollector``.
+
+A registration names the collector (its ``collectors.NAME`` key, ``--collector.NAME`` flag and
+``PIXCRAWLER_COLLECTOR_NAME`` variable), says whether it is on by default, gives the help text of
+that switch, and loads its class only when asked: a package registers in its ``__init__`` and
+names the module holding the class, so a heavy client library is imported when the collector is
+built or documented, not when the configuration is read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixcrawler_exporter.collect.contract import Source
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.collectors.cgroup import CgroupLayout
+    from pixcrawler_exporter.config import Config
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a collector may be built from: the whole typed configuration and what start-up
+    found out about the machine."""
+
+    config: Config
+    layout: CgroupLayout
+    procfs: Path
+    rootfs: Path
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    default: bool
+    help: str
+    load: Callable[[], type[Source]]
+
+
+class Registry:
+    """Registrations by name; the package's collectors all register in :data:`REGISTRY`."""
+
+    def __init__(self, package: str | None = None) -> None:
+        self.package = package  # imported in full before the registrations are listed
+        self._found: dict[str, Registration] = {}
+
+    def register(
+        self,
+        name: str,
+        *,
+        help: str,  # noqa: A002 - reads best at the registration
+        load: Callable[[], type[Source]],
+        default: bool = True,
+    ) -> None:
+        if not name.isidentifier() or name != name.lower():
+            raise ValueError(f"collector name {name!r} must be a lower-case identifier")
+        if name in self._found:
+            raise ValueError(f"collector {name!r} is registered twice")
+        self._found[name] = Registration(name, default, help, load)
+
+    def registrations(self) -> tuple[Registration, ...]:
+        """Every registration, by name: the order of README, ``--print-config`` and
+        ``/metrics``."""
+        if self.package is not None:
+            _import_all(self.package)
+        return tuple(self._found[name] for name in sorted(self._found))
+
+    def build(self, enabled: Mapping[str, bool], context: BuildContext) -> list[Source]:
+        """The enabled collectors; one whose source is not configured builds to None and is
+        left out (it says why itself)."""
+        built = (r.load().build(context) for r in self.registrations() if enabled[r.name])
+        return [c for c in built if c is not None]
+
+
+def _import_all(package: str) -> None:
+    # Importing a module runs its registration: a new collector is one new file, no list to
+    # extend. A package's __init__ registers; its submodules are left to load().
+    root = importlib.import_module(package)
+    for module in pkgutil.iter_modules(root.__path__, package + "."):
+        importlib.import_module(module.name)
+
+
+REGISTRY = Registry("pixcrawler_exporter.collectors")
+register = REGISTRY.register
+
+
+def lazy(module: str, name: str) -> Callable[[], type[Source]]:
+    """``load`` for a class in a module that is imported only when the class is needed."""
+
+    def load() -> type[Source]:
+        found = getattr(importlib.import_module(module), name)
+        if not (isinstance(found, type) and issubclass(found, Source)):
+            raise TypeError(f"{module}.{name} is not a collector class")
+        return found
+
+    return load
