@@ -21,18 +21,16 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.collectors.azure.collector import (
-    OUTCOMES,
-    AzureCollector,
-    AzureReading,
-    plan_batches,
-)
+from pixcrawler_exporter.collectors.azure.collector import AzureCollector
 from pixcrawler_exporter.collectors.azure.model import (
     AzureResource,
     default_resource,
     parse_log_queries,
     parse_resources,
 )
+from pixcrawler_exporter.collectors.azure.parse import OUTCOMES
+from pixcrawler_exporter.collectors.azure.plan import plan_batches
+from pixcrawler_exporter.collectors.azure.reading import AzureReading
 from tests.azure_fake import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -416,7 +414,7 @@ def test_rejected_sign_in_is_logged_once_with_its_cause_and_never_the_secret(
     assert not reading.up and "AADSTS7000215" in (reading.error or "")
     assert reading.requests["auth_error"] >= 4
     assert fake.count("metrics") == 0
-    ours = [r for r in caplog.records if r.name == "pixcrawler_exporter.collectors.azure.collector"]
+    ours = [r for r in caplog.records if r.name.startswith("pixcrawler_exporter.collectors.azure")]
     failed = [r for r in ours if r.getMessage() == "Azure sign-in or authorization failed"]
     assert len(failed) == 1 and "AADSTS7000215" in failed[0].__dict__["cause"]
     fake.reject_token = False

@@ -1,0 +1,98 @@
+"""What the refresher last learnt from Azure, behind one lock: it writes, a scrape copies."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+from pixcrawler_exporter.collectors.azure.model import LogQuery
+from pixcrawler_exporter.collectors.azure.parse import OUTCOMES
+from pixcrawler_exporter.collectors.azure.plan import Batch, Plan
+from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue, LogValue
+
+
+class Cache:
+    def __init__(self, plan: Plan, max_age: float) -> None:
+        self.max_age = max_age
+        self._order = plan.order
+        self._queries: Sequence[LogQuery] = plan.queries
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], AzureValue] = {}
+        self._logs: dict[str, tuple[float, tuple[LogValue, ...]]] = {}
+        self._up = False
+        self._last_success: float | None = None
+        self._error: str | None = None
+        self._requests = dict.fromkeys(OUTCOMES, 0)
+        self._ratelimit: dict[str, float] = {}
+        self.refreshes = 0
+
+    def reading(self) -> AzureReading:
+        """The cache now, without the values older than ``max_age``."""
+        now = time.time()
+        oldest = now - self.max_age
+        with self._lock:
+            values = sorted(
+                (v for v in self._values.values() if v.fetched >= oldest),
+                key=lambda v: (self._order.get(v.resource.lower(), 0), v.metric),
+            )
+            logs = tuple(
+                lv
+                for q in self._queries
+                if (entry := self._logs.get(q.name)) is not None and entry[0] >= oldest
+                for lv in entry[1]
+            )
+            return AzureReading(
+                values=tuple(values),
+                log_values=logs,
+                up=self._up,
+                last_success=self._last_success,
+                requests=dict(self._requests),
+                ratelimit_remaining=dict(self._ratelimit),
+                error=self._error,
+                time=now,
+            )
+
+    def count(self, outcome: str) -> None:
+        with self._lock:
+            self._requests[outcome] += 1
+
+    def note_ratelimit(self, remaining: Mapping[str, float]) -> None:
+        if remaining:
+            with self._lock:
+                self._ratelimit.update(remaining)
+
+    def store_batch(self, batch: Batch, found: Sequence[AzureValue]) -> None:
+        """A batch's answer replaces what the batch asked for, whether Azure had a point or not."""
+        fetched = {(v.resource.lower(), v.metric.lower()): v for v in found}
+        asked = {n.lower() for n in batch.metric_names}
+        with self._lock:
+            for res in batch.resources:
+                for m in res.metrics:
+                    if m.name.lower() not in asked:
+                        continue
+                    key = (res.id.lower(), m.name.lower())
+                    if key in fetched:
+                        self._values[key] = fetched[key]
+                    else:
+                        # No point in the whole lookback window: Azure has nothing to say.
+                        self._values.pop(key, None)
+
+    def store_logs(self, query: str, rows: tuple[LogValue, ...]) -> None:
+        with self._lock:
+            self._logs[query] = (time.time(), rows)
+
+    def finish(self, error: str | None) -> None:
+        """A refresh ended; ``error`` is None when every call succeeded."""
+        with self._lock:
+            self.refreshes += 1
+            self._up = error is None
+            self._error = error
+            if error is None:
+                self._last_success = time.time()
+
+    def fail(self, error: str) -> None:
+        """The refresh itself broke (a bug): up 0, without counting it as a refresh."""
+        with self._lock:
+            self._up = False
+            self._error = error

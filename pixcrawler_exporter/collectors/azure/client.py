@@ -1,0 +1,134 @@
+"""The credential and the Azure SDK clients: made on first use, kept across refreshes.
+
+The SDK is imported inside the functions, not at the top: it takes a while to import, and local
+mode (the collector module is always imported by the registry) never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from pixcrawler_exporter import config
+from pixcrawler_exporter.collectors.azure.model import LogQuery
+from pixcrawler_exporter.collectors.azure.plan import Batch
+
+log = logging.getLogger(__name__)
+
+PUBLIC_METRICS_AUDIENCE = "https://metrics.monitor.azure.com"
+_REGIONAL_HOST = re.compile(r"^[a-z0-9-]+\.(metrics\.monitor\..+)$")
+
+
+def metrics_audience(endpoint: str) -> str:
+    """Token audience for a metrics endpoint: the regional host minus its region, so sovereign
+    clouds (metrics.monitor.azure.us, ...) get theirs; anything else the public cloud's."""
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    match = _REGIONAL_HOST.match(host.lower())
+    return f"https://{match[1]}" if match else PUBLIC_METRICS_AUDIENCE
+
+
+class Clients:
+    """One credential, one metrics client per regional endpoint and one logs client."""
+
+    def __init__(
+        self,
+        cfg: config.Azure,
+        timeout: float,
+        on_headers: Callable[[Mapping[str, str]], None],
+    ) -> None:
+        """``on_headers`` sees the headers of every answer (rate-limit counters)."""
+        self.cfg = cfg
+        self.timeout = timeout
+        self._on_headers = on_headers
+        self._credential: Any = None
+        self._metrics: dict[str, Any] = {}
+        self._logs: Any = None
+
+    def ensure(self, endpoints: tuple[str, ...], logs: bool) -> None:
+        """Make what is missing; raises what the SDK raises for a bad authority or endpoint."""
+        if self._credential is None:
+            self._credential = make_credential(self.cfg, self.timeout)
+        common: dict[str, Any] = {
+            # Our loop retries, counts and waits; the SDK's would hide calls from both.
+            "retry_total": 0,
+            "raw_response_hook": self._hook,
+        }
+        for endpoint in endpoints:
+            if endpoint not in self._metrics:
+                from azure.monitor.querymetrics import MetricsClient
+
+                self._metrics[endpoint] = MetricsClient(
+                    endpoint, self._credential, audience=metrics_audience(endpoint), **common
+                )
+        if logs and self._logs is None:
+            from azure.monitor.query import LogsQueryClient
+
+            if self.cfg.logs_endpoint:
+                common["endpoint"] = self.cfg.logs_endpoint
+            self._logs = LogsQueryClient(self._credential, **common)
+
+    def query_batch(self, batch: Batch, lookback: float) -> Any:
+        """The raw ``metrics:getBatch`` results, one-minute grains over ``lookback`` seconds."""
+        return self._metrics[batch.endpoint].query_resources(
+            resource_ids=[r.id for r in batch.resources],
+            metric_namespace=batch.resource_type,
+            metric_names=list(batch.metric_names),
+            timespan=timedelta(seconds=lookback),
+            granularity=timedelta(minutes=1),
+            aggregations=list(batch.aggregations),
+            connection_timeout=self.timeout,
+            read_timeout=self.timeout,
+        )
+
+    def query_logs(self, query: LogQuery) -> Any:
+        """The raw answer of a KQL query on the configured workspace."""
+        return self._logs.query_workspace(
+            self.cfg.workspace_id,
+            query.query,
+            timespan=timedelta(seconds=query.timespan) if query.timespan else None,
+            connection_timeout=self.timeout,
+            read_timeout=self.timeout,
+        )
+
+    def close(self) -> None:
+        for client in [*self._metrics.values(), self._logs, self._credential]:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing is best effort
+                    log.debug("closing an Azure client failed", exc_info=True)
+
+    def _hook(self, pipeline_response: Any) -> None:
+        self._on_headers(pipeline_response.http_response.headers)
+
+
+def make_credential(cfg: config.Azure, timeout: float) -> Any:
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+    kwargs: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout}
+    if cfg.authority_host:
+        kwargs["authority"] = cfg.authority_host
+        # Otherwise MSAL asks the public cloud to vouch for the authority: a custom one
+        # (sovereign, Azure Stack, a test) fails that, and offline it cannot be reached.
+        kwargs["disable_instance_discovery"] = True
+    if cfg.client_secret and cfg.tenant_id and cfg.client_id:
+        return ClientSecretCredential(cfg.tenant_id, cfg.client_id, cfg.client_secret, **kwargs)
+    if cfg.client_id:
+        kwargs["managed_identity_client_id"] = cfg.client_id
+    return DefaultAzureCredential(**kwargs)
+
+
+def quiet_sdk_loggers() -> None:
+    # azure-core logs every request at INFO and azure-identity warns on every failed token
+    # request; our own lines say the same once per change. Left alone when the operator asked
+    # for debug output, or configured these loggers themselves.
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in ("azure", "msal"):
+        sdk = logging.getLogger(name)
+        if sdk.level == logging.NOTSET:
+            sdk.setLevel(logging.ERROR)

@@ -1,0 +1,127 @@
+"""What one refresh asks Azure: the configured resources grouped into batch calls, the log queries,
+and the configuration problems that leave something unasked.
+
+Platform metrics come from the data-plane batch API (``metrics:getBatch``): one call covers up to
+50 resources of one subscription, region and type, so the calls per refresh depend on how the
+resources group, never on how many there are one by one.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pixcrawler_exporter import config
+from pixcrawler_exporter.collectors.azure.model import AzureResource, LogQuery, default_resource
+
+# Batch API limits (metrics:getBatch): resource ids per call; metric names per call as for the
+# metrics API.
+MAX_RESOURCES_PER_CALL = 50
+MAX_METRICS_PER_CALL = 20
+PUBLIC_METRICS_ENDPOINT = "https://{region}.metrics.monitor.azure.com"
+
+
+@dataclass(frozen=True)
+class Batch:
+    endpoint: str
+    resource_type: str
+    resources: tuple[AzureResource, ...]
+    metric_names: tuple[str, ...]
+    aggregations: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return (
+            f"metrics of {len(self.resources)} {self.resource_type} resource(s) "
+            f"at {urllib.parse.urlsplit(self.endpoint).netloc}"
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    resources: tuple[AzureResource, ...]  # in configuration order, the env's resource first
+    batches: tuple[Batch, ...]
+    queries: tuple[LogQuery, ...]
+    problems: tuple[str, ...]  # reported as the refresh's failure, every refresh
+
+    @property
+    def calls_per_refresh(self) -> int:
+        """Calls one refresh makes when nothing fails (README's budget formula)."""
+        return len(self.batches) + len(self.queries)
+
+    @property
+    def order(self) -> dict[str, int]:
+        """Each resource's position in the configuration, by lower-cased id."""
+        return {r.id.lower(): i for i, r in enumerate(self.resources)}
+
+
+def plan(cfg: config.Azure) -> Plan:
+    resources = list(cfg.resources)
+    if cfg.resource_id and all(r.id.lower() != cfg.resource_id.lower() for r in resources):
+        resources.insert(0, default_resource(cfg.resource_id))
+    batches, problems = plan_batches(resources, cfg.metrics_endpoint)
+    queries = cfg.log_queries if cfg.workspace_id else ()
+    if cfg.log_queries and not cfg.workspace_id:
+        problems.append("azure.log_queries are set but azure.workspace_id is not")
+    if not resources and not cfg.log_queries:
+        problems.append(
+            "nothing to read: set PIXCRAWLER_AZURE_RESOURCE_ID, azure.resources or "
+            "azure.log_queries"
+        )
+    return Plan(tuple(resources), tuple(batches), queries, tuple(problems))
+
+
+def plan_batches(
+    resources: Sequence[AzureResource], endpoint_template: str | None
+) -> tuple[list[Batch], list[str]]:
+    """Group resources into as few batch calls as the API allows; also the resources that
+    cannot be asked (no region for a regional endpoint)."""
+    template = endpoint_template or PUBLIC_METRICS_ENDPOINT
+    groups: dict[tuple[str, str, str], list[AzureResource]] = {}
+    problems: list[str] = []
+    for res in resources:
+        if "{region}" in template:
+            if res.region is None:
+                problems.append(
+                    f"{res.id} has no region, and the metrics endpoint needs one: give the "
+                    "resource a region in azure.resources, or set azure.metrics_endpoint "
+                    "(PIXCRAWLER_AZURE_METRICS_ENDPOINT) to https://REGION.metrics.monitor."
+                    "azure.com"
+                )
+                continue
+            endpoint = template.replace("{region}", res.region)
+        else:
+            endpoint = template
+        key = (res.subscription.lower(), endpoint.rstrip("/"), res.resource_type.lower())
+        groups.setdefault(key, []).append(res)
+    batches: list[Batch] = []
+    for (_, endpoint, _), members in groups.items():
+        batches.extend(_split(endpoint, members))
+    return batches, problems
+
+
+def _split(endpoint: str, members: Sequence[AzureResource]) -> list[Batch]:
+    """One group's calls: its resources and its metric names cut at the API's limits."""
+    names: list[str] = []
+    aggregations: list[str] = []
+    for res in members:
+        for m in res.metrics:
+            if m.name.lower() not in (n.lower() for n in names):
+                names.append(m.name)
+            if m.aggregation not in aggregations:
+                aggregations.append(m.aggregation)
+    batches: list[Batch] = []
+    for i in range(0, len(members), MAX_RESOURCES_PER_CALL):
+        chunk = tuple(members[i : i + MAX_RESOURCES_PER_CALL])
+        for j in range(0, len(names), MAX_METRICS_PER_CALL):
+            batches.append(
+                Batch(
+                    endpoint,
+                    members[0].resource_type,
+                    chunk,
+                    tuple(names[j : j + MAX_METRICS_PER_CALL]),
+                    tuple(aggregations),
+                )
+            )
+    return batches

@@ -1,0 +1,54 @@
+"""What a scrape gets from the Azure collector: the cached values as they were at one moment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AzureValue:
+    resource: str  # the resource id as configured
+    resource_type: str
+    metric: str
+    aggregation: str
+    unit: str
+    value: float
+    timestamp: float  # Unix time the value's time grain began
+    fetched: float  # Unix time of the refresh that returned it
+
+
+@dataclass(frozen=True)
+class LogValue:
+    query: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class AzureReading:
+    """The cache as it was at ``time``; only values fresher than ``max_age_seconds`` are in it."""
+
+    values: tuple[AzureValue, ...]
+    log_values: tuple[LogValue, ...]
+    up: bool
+    last_success: float | None
+    requests: Mapping[str, int]
+    ratelimit_remaining: Mapping[str, float]
+    error: str | None  # None unless the last refresh failed: the collector is then reported failed
+    time: float
+
+    def percent(self, metric: str) -> float | None:
+        """A fresh ``CpuPercentage`` or ``MemoryPercentage`` (0-100, as Azure reports it) of the
+        first App Service plan configured that has one; None when there is none."""
+        found = self.value(metric, "Microsoft.Web/serverfarms")
+        return found.value if found is not None else None
+
+    def value(self, metric: str, resource_type: str | None = None) -> AzureValue | None:
+        """The first fresh value of ``metric``, in configuration order."""
+        for v in self.values:
+            if v.metric.lower() == metric.lower() and (
+                resource_type is None or v.resource_type.lower() == resource_type.lower()
+            ):
+                return v
+        return None
