@@ -75,8 +75,7 @@ class Gate:
                 delay = retry_after if retry_after is not None else self.backoff(attempt)
                 if self._clock() + delay >= deadline:
                     raise parse.CallFailedError(outcome, message) from None
-                if retry_after is None:
-                    self._sleep(delay)  # with Retry-After, the gate does the waiting
+                self._sleep(delay)
                 attempt += 1
                 continue
             self._count("success")

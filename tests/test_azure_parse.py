@@ -1,0 +1,189 @@
+"""Turning Azure's answers into values, without a server: objects of the SDK's shapes stand in."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from types import SimpleNamespace as Obj
+from typing import Any
+
+import pytest
+from azure.monitor.query import LogsQueryStatus
+
+from pixcrawler_exporter.collectors.azure import parse
+from pixcrawler_exporter.collectors.azure.model import parse_log_queries, parse_resources
+from pixcrawler_exporter.collectors.azure.parse import CallFailedError, MalformedError
+from pixcrawler_exporter.collectors.azure.plan import Batch, plan_batches
+
+SUB = "00000000-0000-0000-0000-000000000001"
+
+
+def rid(name: str) -> str:
+    return f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Web/serverfarms/{name}"
+
+
+def batch(*resources: Any) -> Batch:
+    (only,), _ = plan_batches(parse_resources(list(resources)), "https://example.invalid")
+    return only
+
+
+def point(minute: int, **values: float | None) -> Obj:
+    return Obj(timestamp=datetime(2026, 1, 1, 12, minute, tzinfo=UTC), **values)
+
+
+def metric(resource: str, name: str, points: list[Obj], unit: str | None = "Percent") -> Obj:
+    mid = f"{resource}/providers/Microsoft.Insights/metrics/{name}"
+    return Obj(id=mid, name=name, unit=unit, timeseries=[Obj(data=points)])
+
+
+# --- platform metrics ----------------------------------------------------------------------
+
+
+def test_newest_non_null_point_of_each_asked_metric() -> None:
+    one, two = rid("one"), rid("two")
+    asked = batch(
+        {"id": one, "metrics": ["CpuPercentage", {"name": "Requests", "aggregation": "Total"}]},
+        {"id": two, "metrics": ["CpuPercentage"]},
+    )
+    results = [
+        Obj(
+            metrics=[
+                metric(
+                    one.upper(),
+                    "cpupercentage",
+                    [point(1, average=10.0), point(3, average=30.0), point(4, average=None)],
+                ),
+                metric(one, "Requests", [point(2, total=5.0, average=1.0)], unit=None),
+            ]
+        ),
+        Obj(
+            metrics=[
+                metric(two, "CpuPercentage", [point(1, average=math.nan)]),
+                metric(two, "Requests", [point(1, total=9.0)]),  # asked for its neighbour only
+                metric(rid("three"), "CpuPercentage", [point(1, average=1.0)]),  # not asked
+            ]
+        ),
+    ]
+    got = parse.newest_points(asked, results, now=1234.0)
+    assert [(v.resource, v.metric, v.aggregation, v.unit, v.value) for v in got] == [
+        (one, "CpuPercentage", "Average", "Percent", 30.0),
+        (one, "Requests", "Total", "Unspecified", 5.0),
+    ]
+    assert got[0].timestamp == datetime(2026, 1, 1, 12, 3, tzinfo=UTC).timestamp()
+    assert {v.fetched for v in got} == {1234.0}
+    assert got[0].resource_type == "Microsoft.Web/serverfarms"
+
+
+@pytest.mark.parametrize(
+    ("results", "words"),
+    [
+        ([Obj(metrics=[Obj(id="/elsewhere", name="CpuPercentage")])], "names no resource"),
+        ([Obj(values=[])], "unexpected answer shape: AttributeError"),
+        (
+            [
+                Obj(
+                    metrics=[
+                        Obj(
+                            id=rid("a") + "/providers/microsoft.insights/metrics/x",
+                            name=None,
+                            unit=None,
+                            timeseries=None,
+                        )
+                    ]
+                )
+            ],
+            "unexpected answer shape",
+        ),
+    ],
+)
+def test_an_answer_of_another_shape_is_malformed(results: Any, words: str) -> None:
+    asked = batch({"id": rid("a"), "metrics": ["None"]})
+    with pytest.raises(MalformedError, match=words):
+        parse.newest_points(asked, results, now=0.0)
+
+
+# --- log queries ---------------------------------------------------------------------------
+
+
+def table(columns: list[str], rows: list[list[Any]]) -> Obj:
+    return Obj(columns=columns, rows=[dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def test_log_rows_become_labelled_values() -> None:
+    (query,) = parse_log_queries([{"name": "jobs", "query": "q", "label_columns": ["role"]}])
+    rows = parse.log_rows(
+        query,
+        [table(["role", "value"], [["crawler", 3], [None, "2.5"], ["idle", None]]), table([], [])],
+    )
+    assert [(r.query, r.labels, r.value) for r in rows] == [
+        ("jobs", (("role", "crawler"),), 3.0),
+        ("jobs", (("role", ""),), 2.5),
+    ]
+    assert parse.log_rows(query, []) == ()
+
+
+@pytest.mark.parametrize(
+    ("tables", "words"),
+    [
+        ([table(["value"], [[1]])], "column 'role' is not in the result (columns: value)"),
+        ([table(["role", "value"], [["a", "many"]])], "holds 'many', not a number"),
+        ([table(["role", "value"], [["a", 1], ["a", 2]])], "same label columns {'role': 'a'}"),
+    ],
+)
+def test_rows_that_cannot_be_values_are_the_query_s_client_error(
+    tables: list[Obj], words: str
+) -> None:
+    (query,) = parse_log_queries([{"name": "jobs", "query": "q", "label_columns": ["role"]}])
+    with pytest.raises(CallFailedError) as err:
+        parse.log_rows(query, tables)
+    assert err.value.outcome == "client_error" and words in str(err.value)
+
+
+def test_log_tables_only_of_a_full_answer() -> None:
+    tables = [table(["value"], [[1]])]
+    assert parse.log_tables(Obj(status=LogsQueryStatus.SUCCESS, tables=tables)) is tables
+    partial = Obj(status=LogsQueryStatus.PARTIAL, partial_error=Obj(message="query ran too long"))
+    assert parse.log_tables(partial) is None
+    assert parse.partial_error(partial) == "partial result: query ran too long"
+    with pytest.raises(MalformedError, match="unexpected answer shape"):
+        parse.log_tables(Obj(tables=tables))
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        (None, None),
+        ({}, None),
+        ({"Retry-After": "12"}, 12.0),
+        ({"Retry-After": "-5"}, 0.0),
+        ({"Retry-After": "86400"}, 3600.0),
+        ({"Retry-After": "soon"}, None),
+        ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),
+        ({"x-ms-retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "x", "Retry-After": "4"}, 4.0),
+        (
+            {"Retry-After": format_datetime(datetime.fromtimestamp(1_000_030, UTC), usegmt=True)},
+            30.0,
+        ),
+        ({"Retry-After": format_datetime(datetime.fromtimestamp(999_000, UTC), usegmt=True)}, 0.0),
+    ],
+)
+def test_retry_after(headers: dict[str, str] | None, seconds: float | None) -> None:
+    assert parse.retry_after(headers, now=1_000_000.0) == seconds
+
+
+def test_ratelimit_remaining_by_scope() -> None:
+    headers = {
+        "x-ms-ratelimit-remaining-subscription-reads": "11999",
+        "X-MS-RateLimit-Remaining-Tenant-Reads": "42",
+        "x-ms-ratelimit-remaining-broken": "n/a",
+        "content-type": "application/json",
+    }
+    assert parse.ratelimit_remaining(headers) == {
+        "subscription-reads": 11999.0,
+        "tenant-reads": 42.0,
+    }
