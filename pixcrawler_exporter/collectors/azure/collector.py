@@ -28,6 +28,7 @@ from prometheus_client.samples import Sample
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.errors import REDACTED, describe
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.azure import parse
@@ -187,7 +188,7 @@ class AzureCollector(Collector[AzureReading]):
                 return
             except Exception as exc:  # a bug here must not end the refresher
                 log.exception("Azure refresh failed")
-                self._cache.fail(self._scrub(f"refresh failed: {parse.message(exc)}"))
+                self._cache.fail(self._scrub(f"refresh failed: {describe(exc)}"))
             self._stop.wait(max(0.0, started + self.interval - time.monotonic()))
 
     # --- the refresher ---------------------------------------------------------------------
@@ -202,7 +203,7 @@ class AzureCollector(Collector[AzureReading]):
                     tuple(b.endpoint for b in self.plan.batches), bool(self.plan.queries)
                 )
             except Exception as exc:  # noqa: BLE001 - a bad authority URL must not kill the thread
-                failures.append(("credential", "auth_error", parse.message(exc)))
+                failures.append(("credential", "auth_error", describe(exc)))
             else:
                 failures += self._refresh_all(deadline)
         # Everything that leaves the collector (reading, logs) passes here, secret removed.
@@ -246,7 +247,7 @@ class AzureCollector(Collector[AzureReading]):
         if not secret:
             return text
         # Case-blind: a secret that ends up in a host name comes back lower-cased.
-        return re.sub(re.escape(secret), config.REDACTED, text, flags=re.IGNORECASE)
+        return re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
 
     def _log_changes(self, failures: Sequence[Failure]) -> None:
         """Log each failure when it starts or changes kind, not on every refresh; sign-in

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pixcrawler_exporter.collect.errors import describe
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.plan import Batch
 from pixcrawler_exporter.collectors.azure.reading import AzureValue, LogValue
@@ -80,7 +81,7 @@ def newest_points(batch: Batch, results: Iterable[Any], now: float) -> list[Azur
                         )
                     )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedError(f"unexpected answer shape: {message(exc)}") from None
+        raise MalformedError(f"unexpected answer shape: {describe(exc)}") from None
     return found
 
 
@@ -187,8 +188,8 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
         return "client_error", text, None
     if isinstance(exc, AttributeError | KeyError | TypeError | ValueError | IndexError):
         # The SDK walks the JSON it was given; a shape it does not expect ends up here.
-        return "malformed", f"unexpected answer shape: {message(exc)}", None
-    return "network_error", message(exc), None
+        return "malformed", f"unexpected answer shape: {describe(exc)}", None
+    return "network_error", describe(exc), None
 
 
 def retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
@@ -232,7 +233,3 @@ def ratelimit_remaining(headers: Mapping[str, str]) -> dict[str, float]:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def message(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
