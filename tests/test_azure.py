@@ -425,6 +425,28 @@ def test_rejected_sign_in_is_logged_once_with_its_cause_and_never_the_secret(
     assert CLIENT_SECRET not in render(collector) + (reading.error or "")
 
 
+def test_a_failing_call_is_logged_when_it_starts_and_when_it_recovers(
+    fake: FakeAzure, make: Callable[..., AzureCollector], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pixcrawler_exporter.collectors.azure")
+    collector = make(retries=0, start=False)
+    fake.fault("error")
+    for _ in range(3):
+        collector.refresh()
+    fake.fault(None)
+    collector.refresh()
+    collector.refresh()
+    ours = [r for r in caplog.records if r.name.startswith("pixcrawler_exporter.collectors.azure")]
+    assert [(r.levelname, r.getMessage()) for r in ours] == [
+        ("WARNING", "Azure Monitor call failed"),
+        ("INFO", "Azure Monitor call works again"),
+    ]
+    failed, recovered = ours
+    assert failed.__dict__["outcome"] == "server_error" and "HTTP 500" in failed.__dict__["error"]
+    assert failed.__dict__["call"] == recovered.__dict__["call"]
+    assert "serverfarms" in failed.__dict__["call"]
+
+
 def test_a_secret_in_an_error_message_is_redacted(
     fake: FakeAzure, make: Callable[..., AzureCollector]
 ) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterable, Sequence
 
@@ -27,14 +26,16 @@ from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
 from pixcrawler_exporter import config
+from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.errors import REDACTED, describe
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
+from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.azure import parse
 from pixcrawler_exporter.collectors.azure.cache import Cache
 from pixcrawler_exporter.collectors.azure.client import Clients, quiet_sdk_loggers
-from pixcrawler_exporter.collectors.azure.gate import Gate, StoppedError
+from pixcrawler_exporter.collectors.azure.gate import Gate
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES, CallFailedError
 from pixcrawler_exporter.collectors.azure.plan import Batch, plan
@@ -116,21 +117,30 @@ class AzureCollector(Collector[AzureReading]):
         self.timeout = timeout_seconds or max(1.0, min(30.0, self.interval / 2))
         self.plan = plan(cfg)
         self._cache = Cache(self.plan, cfg.max_age_seconds or 3 * self.interval)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("azure-refresh", self.refresh, self.interval, self._refresh_failed)
         self._gate = Gate(
             retries=retries,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=self.interval,
             count=self._cache.count,
-            wait=self._stop.wait,
+            wait=self._worker.stopping.wait,
         )
         self._clients = Clients(
             cfg, self.timeout, lambda h: self._cache.note_ratelimit(parse.ratelimit_remaining(h))
         )
-        # Refresher-only state: what is failing now, so each change is logged once.
-        self._failing: dict[str, str] = {}
-        self._auth_failing = False
+        # Refresher-only state, so that each change is logged once: every call that can fail
+        # (by what the log calls it) with its outcome, and whether sign-in fails.
+        self._calls = {
+            self._scrub(call)
+            for call in (
+                "configuration",
+                "credential",
+                *(b.label for b in self.plan.batches),
+                *(_query_call(q) for q in self.plan.queries),
+            )
+        }
+        self._failing: Changes[str, str | None] = Changes(None)
+        self._signing_in: Changes[str, bool] = Changes(False)
 
     @property
     def calls_per_refresh(self) -> int:
@@ -166,30 +176,19 @@ class AzureCollector(Collector[AzureReading]):
     # --- life ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
         quiet_sdk_loggers()
-        self._thread = threading.Thread(target=self._run, name="azure-refresh", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            # A call under way ends at its timeout; the thread is a daemon should it not.
-            self._thread.join(timeout=self.timeout + 1)
+        # A call under way ends at its timeout (a wait at once); the thread is a daemon should
+        # it not.
+        self._worker.stop(timeout=self.timeout + 1)
         self._clients.close()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self.refresh()
-            except StoppedError:
-                return
-            except Exception as exc:  # a bug here must not end the refresher
-                log.exception("Azure refresh failed")
-                self._cache.fail(self._scrub(f"refresh failed: {describe(exc)}"))
-            self._stop.wait(max(0.0, started + self.interval - time.monotonic()))
+    def _refresh_failed(self, exc: Exception) -> None:
+        # A bug, not Azure's answer (those are failures of a call); the refresher goes on.
+        log.error("Azure refresh failed", exc_info=exc)
+        self._cache.fail(self._scrub(f"refresh failed: {describe(exc)}"))
 
     # --- the refresher ---------------------------------------------------------------------
 
@@ -222,7 +221,7 @@ class AzureCollector(Collector[AzureReading]):
             try:
                 self._refresh_query(query, deadline)
             except CallFailedError as exc:
-                failures.append((f"log query {query.name}", exc.outcome, str(exc)))
+                failures.append((_query_call(query), exc.outcome, str(exc)))
         return failures
 
     def _refresh_batch(self, batch: Batch, deadline: float) -> None:
@@ -253,18 +252,24 @@ class AzureCollector(Collector[AzureReading]):
         """Log each failure when it starts or changes kind, not on every refresh; sign-in
         failures once for the whole collector, as they break every call alike."""
         auth = [f for f in failures if f[1] == "auth_error"]
-        if auth and not self._auth_failing:
-            log.warning("Azure sign-in or authorization failed", extra={"cause": auth[0][2]})
-        elif not auth and self._auth_failing:
-            log.info("Azure sign-in works again")
-        self._auth_failing = bool(auth)
+        if change := self._signing_in.update("sign-in", bool(auth)):
+            if change.now:
+                log.warning("Azure sign-in or authorization failed", extra={"cause": auth[0][2]})
+            else:
+                log.info("Azure sign-in works again")
         now = {what: outcome for what, outcome, _ in failures if outcome != "auth_error"}
+        changed = {
+            what for what in self._calls | now.keys() if self._failing.update(what, now.get(what))
+        }
         for what, outcome, message in failures:
-            if outcome != "auth_error" and self._failing.get(what) != outcome:
+            if what in changed and outcome != "auth_error":
                 log.warning(
                     "Azure Monitor call failed",
                     extra={"call": what, "outcome": outcome, "error": message},
                 )
-        for what in self._failing.keys() - now.keys():
+        for what in changed - now.keys():
             log.info("Azure Monitor call works again", extra={"call": what})
-        self._failing = now
+
+
+def _query_call(query: LogQuery) -> str:
+    return f"log query {query.name}"
