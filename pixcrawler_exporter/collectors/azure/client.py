@@ -11,11 +11,19 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.plan import Batch
+
+if TYPE_CHECKING:
+    from azure.core.pipeline import PipelineResponse
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+    from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryResult
+    from azure.monitor.querymetrics import MetricsClient, MetricsQueryResult
+
+    Credential = ClientSecretCredential | DefaultAzureCredential
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +52,15 @@ class Clients:
         self.cfg = cfg
         self.timeout = timeout
         self._on_headers = on_headers
-        self._credential: Any = None
-        self._metrics: dict[str, Any] = {}
-        self._logs: Any = None
+        self._credential: Credential | None = None
+        self._metrics: dict[str, MetricsClient] = {}
+        self._logs: LogsQueryClient | None = None
 
     def ensure(self, endpoints: tuple[str, ...], logs: bool) -> None:
         """Make what is missing; raises what the SDK raises for a bad authority or endpoint."""
         if self._credential is None:
             self._credential = make_credential(self.cfg, self.timeout)
+        # SDK keyword arguments, passed on to its pipeline untyped.
         common: dict[str, Any] = {
             # Our loop retries, counts and waits; the SDK's would hide calls from both.
             "retry_total": 0,
@@ -71,7 +80,7 @@ class Clients:
                 common["endpoint"] = self.cfg.logs_endpoint
             self._logs = LogsQueryClient(self._credential, **common)
 
-    def query_batch(self, batch: Batch, lookback: float) -> Any:
+    def query_batch(self, batch: Batch, lookback: float) -> list[MetricsQueryResult]:
         """The raw ``metrics:getBatch`` results, one-minute grains over ``lookback`` seconds."""
         return self._metrics[batch.endpoint].query_resources(
             resource_ids=[r.id for r in batch.resources],
@@ -84,8 +93,10 @@ class Clients:
             read_timeout=self.timeout,
         )
 
-    def query_logs(self, query: LogQuery) -> Any:
+    def query_logs(self, query: LogQuery) -> LogsQueryResult | LogsQueryPartialResult:
         """The raw answer of a KQL query on the configured workspace."""
+        if self._logs is None or not self.cfg.workspace_id:
+            raise RuntimeError("no logs client: ensure() makes one when there are queries")
         return self._logs.query_workspace(
             self.cfg.workspace_id,
             query.query,
@@ -102,11 +113,11 @@ class Clients:
                 except Exception:  # closing is best effort
                     log.debug("closing an Azure client failed", exc_info=True)
 
-    def _hook(self, pipeline_response: Any) -> None:
+    def _hook(self, pipeline_response: PipelineResponse[Any, Any]) -> None:
         self._on_headers(pipeline_response.http_response.headers)
 
 
-def make_credential(cfg: config.Azure, timeout: float) -> Any:
+def make_credential(cfg: config.Azure, timeout: float) -> Credential:
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
     kwargs: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout}

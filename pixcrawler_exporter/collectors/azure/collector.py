@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
@@ -40,6 +41,9 @@ from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES, CallFailedError
 from pixcrawler_exporter.collectors.azure.plan import Batch, plan
 from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue
+
+if TYPE_CHECKING:
+    from azure.monitor.query import LogsQueryPartialResult, LogsQueryResult, LogsTable
 
 # The reading is imported from here by the code that derives facts from it.
 __all__ = ["AzureCollector", "AzureReading"]
@@ -232,7 +236,7 @@ class AzureCollector(Collector[AzureReading]):
         self._cache.store_batch(batch, self._gate.call("metrics", call, deadline))
 
     def _refresh_query(self, query: LogQuery, deadline: float) -> None:
-        def call() -> tuple[object, Sequence[object] | None]:
+        def call() -> tuple[LogsQueryResult | LogsQueryPartialResult, list[LogsTable] | None]:
             result = self._clients.query_logs(query)
             return result, parse.log_tables(result)
 

@@ -10,12 +10,16 @@ import email.utils
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.errors import describe
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.plan import Batch
 from pixcrawler_exporter.collectors.azure.reading import AzureValue, LogValue
+
+if TYPE_CHECKING:
+    from azure.monitor.query import LogsQueryPartialResult, LogsQueryResult, LogsTable
+    from azure.monitor.querymetrics import MetricsQueryResult, TimeSeriesElement
 
 OUTCOMES = (
     "success",
@@ -46,7 +50,9 @@ class MalformedError(Exception):
     """An answer that is not of the documented shape."""
 
 
-def newest_points(batch: Batch, results: Iterable[Any], now: float) -> list[AzureValue]:
+def newest_points(
+    batch: Batch, results: Iterable[MetricsQueryResult], now: float
+) -> list[AzureValue]:
     """The newest non-null point of each metric a resource of ``batch`` asked for."""
     by_id = {r.id.lower(): r for r in batch.resources}
     found: list[AzureValue] = []
@@ -85,7 +91,9 @@ def newest_points(batch: Batch, results: Iterable[Any], now: float) -> list[Azur
     return found
 
 
-def _newest(timeseries: Iterable[Any], aggregation: str) -> tuple[float, float] | None:
+def _newest(
+    timeseries: Iterable[TimeSeriesElement], aggregation: str
+) -> tuple[float, float] | None:
     """(time grain start, value) of the latest point that has ``aggregation``."""
     newest: tuple[float, float] | None = None
     for series in timeseries:
@@ -99,23 +107,19 @@ def _newest(timeseries: Iterable[Any], aggregation: str) -> tuple[float, float] 
     return newest
 
 
-def log_tables(result: Any) -> Sequence[Any] | None:
+def log_tables(result: LogsQueryResult | LogsQueryPartialResult) -> list[LogsTable] | None:
     """The tables of a log query's answer; None when Azure answered only in part."""
-    from azure.monitor.query import LogsQueryStatus
+    from azure.monitor.query import LogsQueryResult
 
-    try:
-        status = result.status
-        return result.tables if status == LogsQueryStatus.SUCCESS else None
-    except AttributeError as exc:
-        raise MalformedError(f"unexpected answer shape: {exc}") from None
+    return result.tables if isinstance(result, LogsQueryResult) else None
 
 
-def partial_error(result: Any) -> str:
+def partial_error(result: LogsQueryResult | LogsQueryPartialResult) -> str:
     error = getattr(result, "partial_error", None)
     return f"partial result: {getattr(error, 'message', None) or error}"
 
 
-def log_rows(query: LogQuery, tables: Sequence[Any]) -> tuple[LogValue, ...]:
+def log_rows(query: LogQuery, tables: Sequence[LogsTable]) -> tuple[LogValue, ...]:
     """The rows of the primary table as values; CallFailedError when they cannot be."""
     if not tables:
         return ()
