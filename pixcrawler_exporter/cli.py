@@ -18,6 +18,8 @@ from pixcrawler_exporter.collect import registry
 from pixcrawler_exporter.web import server, webconfig
 
 log = logging.getLogger("pixcrawler_exporter")
+# After SIGTERM, how long the requests being answered may take: Kubernetes' default grace.
+SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,6 +103,8 @@ def run(loaded: config.Loaded) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for other in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(other, _ignore)
     host, port = str(httpd.server_address[0]), httpd.server_address[1]
     log.info(
         "listening",
@@ -118,5 +122,21 @@ def run(loaded: config.Loaded) -> int:
         httpd.serve_forever()
     finally:
         httpd.server_close()
+        # The scrapes being answered get their answers; idle connections are not waited for.
+        if not httpd.drain(SHUTDOWN_GRACE_SECONDS):
+            log.warning("requests still running at exit", extra={"waited": SHUTDOWN_GRACE_SECONDS})
         exporter.close()
     return 0
+
+
+def _ignore(signum: int, _frame: FrameType | None) -> None:
+    # Python's default for these is to die without a word, which a stray 'kill -HUP' or a
+    # process manager's reload must not do. Prometheus's own servers reload on SIGHUP; until
+    # this one can, it says so and goes on with the configuration it has.
+    if signum == signal.SIGHUP:
+        log.warning(
+            "SIGHUP: configuration reload is not supported yet; "
+            "still running with the configuration loaded at start-up"
+        )
+    else:
+        log.info("signal ignored", extra={"signal": signal.Signals(signum).name})

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http import HTTPStatus
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import yaml
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.web import guard, server, webconfig
 from tests.conftest import free_port, http_get, run_cli, spawn_exporter, stop_process
+from tests.helpers.web import serving
 
 # Cost 4, bcrypt's minimum: the tests are about the protocol, not about bcrypt's slowness.
 PASSWORD = "s3cret pass:word"
@@ -49,20 +50,12 @@ def fast_routes(extra: Mapping[str, server.Route] | None = None) -> dict[str, se
     }
 
 
-@contextmanager
 def running(
     routes: Mapping[str, server.Route] | None = None,
     web: webconfig.WebConfig | None = None,
     limits: server.Limits | None = None,
-) -> Iterator[int]:
-    httpd = server.serve("127.0.0.1:0", routes or fast_routes(), web, limits)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(httpd.server_address[1])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+) -> AbstractContextManager[int]:
+    return serving(routes or fast_routes(), web, limits)
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -298,7 +291,7 @@ def test_bcrypt_runs_once_per_credentials(monkeypatch: pytest.MonkeyPatch) -> No
     assert not auth.check(basic("stranger", PASSWORD)["Authorization"])
     assert len(calls) == 3
     # What is kept is keyed by an HMAC, never by the password.
-    assert all(PASSWORD.encode() not in key for key in auth._cache)
+    assert all(PASSWORD.encode() not in key for key in [*auth._granted, *auth._denied])
 
 
 def test_basic_auth_over_tls(ca: trustme.CA, certs: dict[str, str], tmp_path: Path) -> None:
@@ -492,7 +485,7 @@ def test_idle_and_trickling_clients_time_out() -> None:
         (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
         (b"GET /metrics HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", 431),
         (b"GET /metrics HTTP/1.1\r\n" + b"X-Long: " + b"b" * 70000 + b"\r\n\r\n", 431),
-        (b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 405),
+        (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 405),
     ],
     ids=[
         "one-word",

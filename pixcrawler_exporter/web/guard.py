@@ -13,16 +13,26 @@ from collections.abc import Callable, Mapping
 
 REALM = "pixcrawler-exporter"
 CHALLENGE = f'Basic realm="{REALM}"'
-# Enough for every client of one exporter; a flood of made-up passwords only recycles it.
+# Verdicts kept, of each kind: enough for every client of one exporter.
 CACHE_SIZE = 1024
+# Requests that may be waiting for or running a bcrypt at once; beyond them a request with
+# credentials not seen before is turned away at once (BusyError), so a flood of made-up passwords
+# holds no connection thread for long and never a request slot.
+BCRYPT_QUEUE = 4
+
+
+class BusyError(Exception):
+    """Credentials not seen before, and no room to check them now."""
 
 
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes.
 
     bcrypt costs tens of milliseconds by design; Prometheus sends the same credentials every
-    scrape, so each (user, password) verdict is cached. The cache key is an HMAC with a key made
-    at start-up, so the process never holds a password, nor an unsalted digest of one.
+    scrape, so each (user, password) verdict is cached. Granted and denied verdicts are kept
+    apart, so made-up passwords can only push out other made-up passwords, never the
+    credentials that work. The cache key is an HMAC with a key made at start-up, so the process
+    never holds a password, nor an unsalted digest of one.
     """
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
@@ -32,14 +42,18 @@ class BasicAuth:
         self._checkpw = bcrypt.checkpw
         self._users = dict(users)
         self._cache_key = secrets.token_bytes(32)
-        self._cache: dict[bytes, bool] = {}
+        self._granted: dict[bytes, None] = {}
+        self._denied: dict[bytes, None] = {}
         self._cache_lock = threading.Lock()
+        self._queue = threading.BoundedSemaphore(BCRYPT_QUEUE)
         # bcrypt is CPU-bound: one at a time, so a burst of new credentials cannot eat every core.
         self._bcrypt_lock = threading.Lock()
         # An unknown user still pays a bcrypt, against a real hash, so timing tells no names.
         self._decoy = next(iter(self._users.values()), b"")
 
     def check(self, authorization: str | None) -> bool:
+        """Whether the credentials are right; raises BusyError when they would need a bcrypt and
+        ``BCRYPT_QUEUE`` requests are already waiting for one."""
         parsed = _parse(authorization)
         if parsed is None:
             return False
@@ -48,13 +62,21 @@ class BasicAuth:
             self._cache_key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256
         )
         with self._cache_lock:
-            verdict = self._cache.get(key)
-        if verdict is None:
+            if key in self._granted:
+                return True
+            if key in self._denied:
+                return False
+        if not self._queue.acquire(blocking=False):
+            raise BusyError
+        try:
             verdict = self._verify(user, password)
-            with self._cache_lock:
-                if len(self._cache) >= CACHE_SIZE:
-                    self._cache.pop(next(iter(self._cache)))  # the oldest
-                self._cache[key] = verdict
+        finally:
+            self._queue.release()
+        with self._cache_lock:
+            cache = self._granted if verdict else self._denied
+            if len(cache) >= CACHE_SIZE:
+                cache.pop(next(iter(cache)))  # the oldest
+            cache[key] = None
         return verdict
 
     def _verify(self, user: bytes, password: bytes) -> bool:

@@ -1,42 +1,64 @@
-"""The HTTP layer: endpoints, content negotiation, scrape deadlines, TLS, auth and limits.
+"""The HTTP layer's connections: TLS, auth, limits, request heads and graceful stops.
 
-Nothing here knows about sources. Every connection gets a thread, but only so many: beyond
-``Limits.connections`` the accepting thread answers 503 itself, beyond ``Limits.max_requests``
-requests in flight a connection thread does; no request waits in a queue. Every read and write
-has a deadline for its whole phase (see netio), so idle and slow clients are dropped.
+Nothing here knows about sources; the endpoints are in routes. Every connection gets a thread,
+but only so many: beyond ``Limits.connections`` one overflow thread serves the liveness route and
+answers 503 to the rest, beyond ``Limits.max_requests`` requests in flight a connection thread
+answers 503; no request waits in a queue. Every read and write has a deadline for its whole
+phase (see netio), so idle and slow clients are dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import html
+import http.client
 import io
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from email.utils import formatdate
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
-
 from pixcrawler_exporter import __version__
-from pixcrawler_exporter.web import netio
-from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, RateLimiter
+from pixcrawler_exporter.web import http1, netio
+from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
+from pixcrawler_exporter.web.routes import (
+    GZIP_MIN_BYTES,
+    MAX_SCRAPE_SECONDS,
+    MIN_SCRAPE_SECONDS,
+    SCRAPE_TIMEOUT_HEADER,
+    Request,
+    Response,
+    Route,
+    healthy_route,
+    landing,
+    metrics_route,
+    negotiate,
+    scrape_timeout,
+)
 from pixcrawler_exporter.web.webconfig import TLSContexts, WebConfig
 
-log = logging.getLogger(__name__)
+# The endpoint API is re-exported: callers build routes and serve them through this module.
+__all__ = [
+    "MAX_SCRAPE_SECONDS",
+    "MIN_SCRAPE_SECONDS",
+    "SCRAPE_TIMEOUT_HEADER",
+    "Limits",
+    "Request",
+    "Response",
+    "Route",
+    "Server",
+    "healthy_route",
+    "metrics_route",
+    "negotiate",
+    "scrape_timeout",
+    "serve",
+]
 
-SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
-# Below this a scrape could not read anything; a tiny header value is treated as this.
-MIN_SCRAPE_SECONDS = 0.1
-# Below this size gzip costs more time than the bytes it saves on any network.
-GZIP_MIN_BYTES = 1024
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,156 +73,13 @@ class Limits:
     # Prometheus sends a few hundred bytes; a URL or header block beyond this is no scraper's.
     max_request_line: int = 8192
     max_header_bytes: int = 8192
+    # A body on a GET or HEAD up to this size is read and dropped; a larger one, or one of
+    # unknown length, is left unread and the connection closed after the answer.
+    max_body_bytes: int = 65536
 
     @property
     def connections(self) -> int:
         return self.max_connections or 2 * self.max_requests
-
-
-class Headers(Mapping[str, str]):
-    """Request headers, looked up without regard to case as HTTP wants."""
-
-    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
-        self._items = {k.lower(): v for k, v in items}
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Route:
-    handler: Callable[[Request], Response]
-    description: str
-    # Public routes skip authentication, the rate limit and the request limit: liveness probes
-    # must pass while scrapes are refused.
-    public: bool = False
-
-
-class _Families:
-    """What client_python's encoders call ``collect()`` on."""
-
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = list(families)
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
-
-
-def scrape_timeout(headers: Mapping[str, str], default: float, offset: float) -> float:
-    """Seconds a scrape may take: Prometheus's own timeout less an offset, so the answer arrives
-    before Prometheus gives up; ``default`` when the header is absent or not a number."""
-    raw = headers.get(SCRAPE_TIMEOUT_HEADER)
-    try:
-        given = float(raw) if raw is not None else None
-    except ValueError:
-        given = None
-    if given is None or not given > 0:  # absent, garbage, zero or NaN
-        return default
-    return max(MIN_SCRAPE_SECONDS, given - offset)
-
-
-class _SharedRenders:
-    """Scrapes that ask for the same encoding while one is being rendered take its bytes.
-
-    The scraper already shares one collection between concurrent scrapes; this shares what costs
-    as much again, encoding and compressing it. A scrape that joins gets nothing older than a
-    collection still under way when it arrived, as with the scraper.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[tuple[str, bool], Future[tuple[bytes, bool]]] = {}
-
-    def get(
-        self, key: tuple[str, bool], timeout: float, render: Callable[[], tuple[bytes, bool]]
-    ) -> tuple[bytes, bool]:
-        with self._lock:
-            running = self._running.get(key)
-            if running is None:
-                mine: Future[tuple[bytes, bool]] = Future()
-                self._running[key] = mine
-        if running is not None:
-            try:
-                return running.result(timeout)
-            except TimeoutError:  # that render's deadline was longer than ours
-                return render()
-        try:
-            body = render()
-        except BaseException as exc:
-            mine.set_exception(exc)
-            raise
-        finally:
-            with self._lock:
-                del self._running[key]
-        mine.set_result(body)
-        return body
-
-
-def metrics_route(
-    collect: Callable[[float], Iterable[Metric]], default_timeout: float, offset: float
-) -> Route:
-    shared = _SharedRenders()
-
-    def handle(request: Request) -> Response:
-        timeout = scrape_timeout(request.headers, default_timeout, offset)
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        compress = "gzip" in request.headers.get("Accept-Encoding", "")
-
-        def render() -> tuple[bytes, bool]:
-            body: bytes = encoder(_Families(collect(timeout)))
-            if compress and len(body) > GZIP_MIN_BYTES:
-                return gzip.compress(body, compresslevel=6), True
-            return body, False
-
-        body, compressed = shared.get((content_type, compress), timeout, render)
-        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if compressed else {}
-        return Response(HTTPStatus.OK, body, content_type, headers)
-
-    return Route(handle, "Prometheus metrics")
-
-
-def healthy_route() -> Route:
-    return Route(
-        lambda _request: Response(HTTPStatus.OK, b"OK\n"),
-        "Liveness: 200 while the process serves",
-        public=True,
-    )
-
-
-def _landing(routes: Mapping[str, Route]) -> Callable[[Request], Response]:
-    items = "\n".join(
-        f'<li><a href="{html.escape(path)}">{html.escape(path)}</a>: '
-        f"{html.escape(route.description)}</li>"
-        for path, route in routes.items()
-    )
-    page = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        "<title>PixCrawler Exporter</title></head>\n<body>\n"
-        f"<h1>PixCrawler Exporter</h1>\n<p>Version {html.escape(__version__)}</p>\n"
-        f"<ul>\n{items}\n</ul>\n</body></html>\n"
-    ).encode()
-    return lambda _request: Response(HTTPStatus.OK, page, "text/html; charset=utf-8")
 
 
 _BUSY = Response(
@@ -212,7 +91,18 @@ _UNAUTHORIZED = Response(
     HTTPStatus.UNAUTHORIZED, b"Unauthorized\n", headers={"WWW-Authenticate": CHALLENGE}
 )
 _RATE_LIMITED = Response(HTTPStatus.TOO_MANY_REQUESTS, b"Too many requests\n")
+_AUTH_BUSY = Response(
+    HTTPStatus.TOO_MANY_REQUESTS,
+    b"Too many new credentials to check, retry later\n",
+    headers={"Retry-After": "1"},
+)
 _NOT_FOUND = Response(HTTPStatus.NOT_FOUND, b"Not found\n")
+# The body of a POST is never read, so the connection cannot carry another request.
+_NOT_ALLOWED = Response(
+    HTTPStatus.METHOD_NOT_ALLOWED,
+    b"Method not allowed\n",
+    headers={"Allow": "GET, HEAD", "Connection": "close"},
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -220,8 +110,6 @@ class _Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = f"pixcrawler-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
-    # HTTP/0.9 answers have no status line; garbage deserves a readable 400 instead.
-    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         self.connection = self.request
@@ -230,53 +118,78 @@ class _Handler(BaseHTTPRequestHandler):
         self._deadline = netio.Deadline()
         self.rfile = io.BufferedReader(netio.DeadlineReader(self.connection, self._deadline))
         self.wfile = netio.DeadlineWriter(self.connection, self.server.limits.write_timeout)
+        self._fields = http1.Fields(())
+        # Set when the connection closes with input left unread, which must be drained.
+        self._unread = False
 
     def handle_one_request(self) -> None:
-        limits = self.server.limits
-        self._deadline.arm(limits.request_timeout)
+        self._deadline.arm(self.server.limits.request_timeout)
+        self._fields = http1.Fields(())
         try:
-            self.raw_requestline = self.rfile.readline(limits.max_request_line + 1)
-            if len(self.raw_requestline) > limits.max_request_line:
-                self.requestline = self.request_version = self.command = ""
-                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
-                return
-            if not self.raw_requestline:
+            head = self._read_head()
+            if head is None:
                 self.close_connection = True
                 return
-            if not self.parse_request():
-                return
-            getattr(self, "do_" + self.command)()
+            with self.server.in_flight():
+                self._respond(head)
+        except http1.BadRequestError as bad:
+            self.close_connection = self._unread = True
+            body = f"Bad request: {bad.reason}\n".encode()
+            self._send(Response(bad.status, body, headers={"Connection": "close"}))
         except (TimeoutError, OSError) as exc:
             # Slow, idle or gone: drop the connection, it is not worth a log line above debug.
             log.debug("connection dropped", extra={"client": self.address_string(), "error": exc})
             self.close_connection = True
 
-    def parse_request(self) -> bool:
-        rfile = self.rfile
-        self.rfile = netio.HeaderBudget(rfile, self.server.limits.max_header_bytes)
+    def finish(self) -> None:
+        if self._unread:
+            netio.drain(self.connection, netio.LINGER_SECONDS)
+        super().finish()
+
+    def _read_head(self) -> http1.Head | None:
+        limits = self.server.limits
+        self.requestline = ""
+        raw = self.rfile.readline(limits.max_request_line + 1)
+        if not raw:
+            return None
+        self.requestline = raw.rstrip(b"\r\n").decode("latin-1")
+        if len(raw) > limits.max_request_line:
+            raise http1.BadRequestError(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
+        line = http1.parse_request_line(raw)
         try:
-            return super().parse_request()
-        finally:
-            self.rfile = rfile
+            fields = http1.read_fields(
+                netio.HeaderBudget(self.rfile, limits.max_header_bytes).readline
+            )
+        except http.client.LineTooLong:
+            raise http1.BadRequestError(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header section too large"
+            ) from None
+        return http1.check_head(line, fields)
 
-    def do_GET(self) -> None:
-        self._serve(send_body=True)
+    def _respond(self, head: http1.Head) -> None:
+        line = head.line
+        self.command, self.path, self._fields = line.method, line.target, head.fields
+        self.request_version = "HTTP/{}.{}".format(*line.version)
+        self.close_connection = not head.keep_alive
+        if line.method not in ("GET", "HEAD"):
+            self._unread = True
+            self._send(_NOT_ALLOWED)
+            return
+        if not self._discard_body(head):
+            # Answer, then close: what follows the head is never taken for a request.
+            self.close_connection = self._unread = True
+        self._serve(send_body=line.method == "GET")
 
-    def do_HEAD(self) -> None:
-        self._serve(send_body=False)
-
-    def __getattr__(self, name: str) -> Any:
-        # http.server looks up do_<METHOD>; every method but GET and HEAD gets 405, not 501.
-        if name.startswith("do_"):
-            return self._not_allowed
-        raise AttributeError(name)
-
-    def _not_allowed(self) -> None:
-        # The body of a POST is never read, so the connection cannot carry another request.
-        headers = {"Allow": "GET, HEAD", "Connection": "close"}
-        self._send(
-            Response(HTTPStatus.METHOD_NOT_ALLOWED, b"Method not allowed\n", headers=headers)
-        )
+    def _discard_body(self, head: http1.Head) -> bool:
+        """Read and drop a small body of known length; False when it is left unread."""
+        if head.body == 0:
+            return True
+        expect = head.fields.get("Expect", "").lower()
+        if head.body is None or head.body > self.server.limits.max_body_bytes or expect:
+            return False
+        if len(self.rfile.read(head.body)) < head.body:
+            raise ConnectionError("request body cut short")
+        return True
 
     def _serve(self, send_body: bool) -> None:
         path = self.path.partition("?")[0]
@@ -288,23 +201,32 @@ class _Handler(BaseHTTPRequestHandler):
         if server.limiter is not None and not server.limiter.allow():
             self._send(_RATE_LIMITED, send_body)
             return
+        # Before a request slot is taken: a client waiting for a bcrypt holds none.
+        refused = self._authenticate()
+        if refused is not None:
+            self._send(refused, send_body)
+            return
         if not server.requests.acquire(blocking=False):
             self._send(_BUSY, send_body)
             return
         try:
-            if server.auth is not None and not server.auth.check(self.headers["Authorization"]):
-                response = _UNAUTHORIZED
-            elif route is None:
-                response = _NOT_FOUND
-            else:
-                response = self._run(route, path)
+            response = _NOT_FOUND if route is None else self._run(route, path)
             # The slot is held while the answer is written: a slow reader is a request in flight.
             self._send(response, send_body)
         finally:
             server.requests.release()
 
+    def _authenticate(self) -> Response | None:
+        auth = self.server.auth
+        if auth is None:
+            return None
+        try:
+            return None if auth.check(self._fields.get("Authorization")) else _UNAUTHORIZED
+        except BusyError:
+            return _AUTH_BUSY
+
     def _run(self, route: Route, path: str) -> Response:
-        request = Request(self.command, path, Headers(self.headers.items()))
+        request = Request(self.command, path, self._fields)
         try:
             return route.handler(request)
         except Exception:
@@ -317,32 +239,27 @@ class _Handler(BaseHTTPRequestHandler):
         if (
             len(body) > GZIP_MIN_BYTES
             and "Content-Encoding" not in headers
-            and "gzip" in (self.headers["Accept-Encoding"] or "")
+            and http1.accepts(self._fields.get("Accept-Encoding"), "gzip")
         ):
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
         if headers.get("Connection", "").lower() == "close":
             self.close_connection = True
-        elif self.close_connection:
+        elif self.close_connection or self.server.stopping:
+            self.close_connection = True
             headers["Connection"] = "close"
-        status = HTTPStatus(response.status)
-        head = [
-            f"{self.protocol_version} {status.value} {status.phrase}",
-            f"Server: {self.server_version}",
-            f"Date: {formatdate(usegmt=True)}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(body)}",
-            *(f"{name}: {value}" for name, value in headers.items()),
-        ]
+        payload = http1.response_bytes(
+            response.status, response.content_type, body, headers, self.server_version, send_body
+        )
         # Headers and body in one write: one packet for a small answer, one syscall for any.
-        payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(payload + body if send_body else payload)
-        self.log_request(status.value, len(body))
+        self.wfile.write(payload)
+        self.log_request(response.status, len(body))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        # Access logs at debug: a scrape every 15 s is not news.
-        log.debug(format, *args)
+        # Access logs at debug: a scrape every 15 s is not news. The request line is the
+        # client's: control bytes in it would forge or garble log lines.
+        log.debug("%s", http1.printable(format % args))
 
 
 class Server(ThreadingHTTPServer):
@@ -366,13 +283,56 @@ class Server(ThreadingHTTPServer):
         self.extra_headers: Mapping[str, str] = dict(web.headers) if web is not None else {}
         self.requests = threading.BoundedSemaphore(limits.max_requests)
         self._connections = threading.BoundedSemaphore(limits.connections)
-        self._refuser = netio.Refuser()
+        self._routes = handler.routes
+        self._overflow = netio.Overflow(
+            self._overflow_answer, self.tls.current if self.tls is not None else None
+        )
+        self._idle = threading.Condition()
+        self._active = 0
+        self.stopping = False
         super().__init__(address, handler)
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """After ``shutdown``: wait until the requests being answered are; True when they were."""
+        self.stopping = True
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+    def _overflow_answer(self, raw: bytes) -> bytes:
+        # The overflow thread serves public routes (liveness) only, and must never block.
+        try:
+            line = http1.parse_request_line(raw)
+            path = line.target.partition("?")[0]
+            route = self._routes.get(path)
+            if route is None or not route.public or line.method not in ("GET", "HEAD"):
+                return netio.BUSY
+            response = route.handler(Request(line.method, path, http1.Fields(())))
+        except Exception:  # noqa: BLE001 - a bad line, or a failing route: busy all the same
+            return netio.BUSY
+        headers = {**self.extra_headers, **response.headers, "Connection": "close"}
+        return http1.response_bytes(
+            response.status,
+            response.content_type,
+            response.body,
+            headers,
+            _Handler.server_version,
+            line.method == "GET",
+        )
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._connections.acquire(blocking=False):
-            # Over TLS nothing can be said before a handshake, which would block this thread.
-            self._refuser.refuse(request, b"" if self.tls is not None else netio.BUSY)
+            self._overflow.take(request)
             return
         thread = threading.Thread(
             target=self._connection, args=(request, client_address), name="http", daemon=True
@@ -381,7 +341,7 @@ class Server(ThreadingHTTPServer):
             thread.start()
         except RuntimeError:  # no thread to be had: same as no slot
             self._connections.release()
-            self._refuser.refuse(request, b"" if self.tls is not None else netio.BUSY)
+            self._overflow.take(request)
 
     def _connection(self, sock: socket.socket, client_address: Any) -> None:
         try:
@@ -406,7 +366,7 @@ class Server(ThreadingHTTPServer):
             sock.settimeout(deadline.left())
             first = sock.recv(1, socket.MSG_PEEK)
             if first and first[0] != netio.TLS_HANDSHAKE_RECORD:
-                self._refuser.refuse(sock.dup(), netio.HTTP_ON_HTTPS)
+                self._overflow.refuse(sock.dup(), netio.HTTP_ON_HTTPS)
                 return None
             if not first:
                 return None
@@ -424,7 +384,7 @@ class Server(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self._refuser.close()
+        self._overflow.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection failed", extra={"client": client_address}, exc_info=True)
@@ -456,7 +416,7 @@ def serve(
     handler = type(
         "Handler",
         (_Handler,),
-        {"routes": {"/": Route(_landing(routes), "This page"), **routes}},
+        {"routes": {"/": Route(landing(routes), "This page"), **routes}},
     )
     try:
         if host == "":

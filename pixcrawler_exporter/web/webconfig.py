@@ -73,7 +73,10 @@ KEYS: Mapping[str, tuple[str, ...]] = {
     "http_server_config": ("http2", "headers"),
     "rate_limit": ("interval", "burst"),
 }
-_BCRYPT = re.compile(r"\$2[aby]?\$(\d\d)\$[./A-Za-z0-9]{53}")
+_BCRYPT = re.compile(r"\$2([a-z]?)\$(\d\d)\$[./A-Za-z0-9]{53}")
+# The variants the bcrypt package verifies; $2$ and $2x$ (crypt_blowfish's buggy one) would
+# load and then refuse every password.
+_BCRYPT_VARIANTS = ("a", "b", "y")
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -108,16 +111,13 @@ class TLSSettings:
 
     def _load_pair(self, ctx: ssl.SSLContext) -> None:
         where = "tls_server_config.cert_file/key_file"
+        _readable(where, self.source, self.cert_file, self.key_file)
         with tempfile.TemporaryDirectory(prefix="pixcrawler-tls-") as tmp:
             # load_cert_chain takes only paths: inline PEM goes through a private directory.
             cert = self.cert_file or _private_file(tmp, "cert.pem", self.cert or "")
             key = self.key_file or _private_file(tmp, "key.pem", self.key or "")
             try:
                 ctx.load_cert_chain(cert, key)
-            except FileNotFoundError as exc:
-                raise ConfigError(
-                    f"{where} in {self.source}: {exc.filename}: no such file"
-                ) from None
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; ValueError: NUL
                 reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
                 raise ConfigError(
@@ -126,6 +126,7 @@ class TLSSettings:
 
     def _load_client_cas(self, ctx: ssl.SSLContext) -> None:
         where = "tls_server_config.client_ca_file"
+        _readable(where, self.source, self.client_ca_file)
         try:
             if self.client_ca_file:
                 ctx.load_verify_locations(cafile=self.client_ca_file)
@@ -134,8 +135,6 @@ class TLSSettings:
             else:
                 # Go verifies against the system's roots when no client CA is given.
                 ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{where} in {self.source}: {exc.filename}: no such file") from None
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             raise ConfigError(
@@ -331,8 +330,13 @@ def _users(node: Any, path: str) -> dict[str, bytes]:
                 f"{where}: not a bcrypt hash (expected $2y$COST$ and 53 characters, as "
                 "'htpasswd -nBC 10 \"\" | tr -d :' prints)"
             )
-        if not 4 <= int(match.group(1)) <= 31:
-            raise ConfigError(f"{where}: bcrypt cost {match.group(1)} is outside 4 to 31")
+        if match[1] not in _BCRYPT_VARIANTS:
+            raise ConfigError(
+                f"{where}: the $2{match[1]}$ bcrypt variant cannot be verified; "
+                "use $2y$, $2b$ or $2a$"
+            )
+        if not 4 <= int(match[2]) <= 31:
+            raise ConfigError(f"{where}: bcrypt cost {match[2]} is outside 4 to 31")
         users[user] = hashed.encode()
     if users and importlib.util.find_spec("bcrypt") is None:
         raise ConfigError(f"basic_auth_users in {path}: needs the Python package bcrypt")
@@ -386,6 +390,21 @@ def _duration(raw: Any, where: str) -> float:
     if not text or "".join(n + u for n, u in parts) != text:
         raise ConfigError(f"{where}: {raw!r} is not a duration; expected e.g. 1s, 250ms or 1m30s")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def _readable(where: str, source: str, *names: str | None) -> None:
+    # OpenSSL's errors do not say which file they are about ("None: no such file").
+    for name in names:
+        if not name:
+            continue
+        try:
+            with open(name, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ConfigError(f"{where} in {source}: {name}: no such file") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"{where} in {source}: cannot read {name!r}: {reason}") from None
 
 
 def _private_file(directory: str, name: str, content: str) -> str:

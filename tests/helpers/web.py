@@ -1,0 +1,26 @@
+"""The HTTP layer served in process, on a free loopback port, for the web tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from pixcrawler_exporter.web import server, webconfig
+
+
+@contextmanager
+def serving(
+    routes: Mapping[str, server.Route],
+    web: webconfig.WebConfig | None = None,
+    limits: server.Limits | None = None,
+) -> Iterator[int]:
+    """Serve ``routes`` from a thread; yields the port."""
+    httpd = server.serve("127.0.0.1:0", routes, web, limits)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

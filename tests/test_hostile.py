@@ -1,0 +1,682 @@
+"""Hostile input (issue 13): each class of input that once broke the exporter, with relatives.
+
+HTTP is spoken on raw sockets, so nothing a client library fixes up hides a fault; the HTTP
+layer runs in process with routes the tests control, and the exporter itself runs where the
+wiring is the point (signals, the scrape-timeout header on real endpoints, flags).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import logging
+import re
+import secrets
+import select
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from http import HTTPStatus
+from pathlib import Path
+
+import bcrypt
+import pytest
+import trustme
+import yaml
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from pixcrawler_exporter.config import ConfigError
+from pixcrawler_exporter.web import guard, http1, server, webconfig
+from tests.conftest import Exporter, http_get, spawn_exporter, stop_process
+from tests.helpers.web import serving
+
+PASSWORD = "right horse battery"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def big_family(_timeout: float) -> list[Metric]:
+    """Enough samples that the text is above the gzip threshold."""
+    family = GaugeMetricFamily("hostile_test", "A test gauge.", labels=["n"])
+    for n in range(200):
+        family.add_metric([str(n)], n)
+    return [family]
+
+
+def routes(extra: Mapping[str, server.Route] | None = None) -> dict[str, server.Route]:
+    return {
+        "/metrics": server.metrics_route(big_family, 10.0, 0.5),
+        "/small": server.Route(lambda _r: server.Response(HTTPStatus.OK, b"small\n"), "Small"),
+        "/-/healthy": server.healthy_route(),
+        **(extra or {}),
+    }
+
+
+def running(
+    web: webconfig.WebConfig | None = None,
+    limits: server.Limits | None = None,
+    extra: Mapping[str, server.Route] | None = None,
+) -> AbstractContextManager[int]:
+    return serving(routes(extra), web, limits)
+
+
+def exchange(port: int, data: bytes, quiet: float = 0.5, limit: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``data``; read until the server closes (True) or says nothing for ``quiet`` s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(data)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if not select.select([sock], [], [], quiet)[0]:
+                return b"".join(chunks), False
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return b"".join(chunks), True
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+        raise AssertionError(f"still talking after {limit}s: {b''.join(chunks)[:200]!r}")
+
+
+def statuses(answer: bytes) -> list[int]:
+    """The status of every response in ``answer`` (bodies here never hold a status line)."""
+    return [int(code) for code in re.findall(rb"(?:^|\n)HTTP/1\.1 (\d{3}) ", answer)]
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def write_web(directory: Path, doc: object) -> str:
+    path = directory / "web.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def hold(port: int, count: int, ctx: ssl.SSLContext | None = None) -> list[socket.socket]:
+    """``count`` connections that each hold a connection thread with a head that never ends."""
+    held: list[socket.socket] = []
+    deadline = time.monotonic() + 10
+    while len(held) < count:
+        assert time.monotonic() < deadline, "could not hold the connections"
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if ctx is not None:
+            sock = ctx.wrap_socket(sock, server_hostname="127.0.0.1")
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        # A read, not a select: TLS 1.3 session tickets make the socket readable with no answer.
+        sock.settimeout(0.3)
+        try:
+            sock.recv(1)
+            sock.close()  # answered by the overflow: every thread is taken already
+        except TimeoutError:
+            held.append(sock)
+    return held
+
+
+# --- item 3: request smuggling -----------------------------------------------------------------
+
+INNER = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # The issue's example: a GET whose declared body is a second request.
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(INNER) + INNER,
+        b"HEAD /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(INNER) + INNER,
+        b"GET /-/healthy HTTP/1.0\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n"
+        % len(INNER)
+        + INNER,
+        # Chunked: never read, so the connection is closed after the answer.
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % len(INNER)
+        + INNER
+        + b"\r\n0\r\n\r\n",
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + INNER,
+        # Too big to read: answered, then closed.
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n" + INNER,
+        # Expect: the body might never come; answered, then closed.
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+        % len(INNER)
+        + INNER,
+    ],
+    ids=["get-length", "head-length", "http10-length", "chunked", "te-list", "huge", "expect"],
+)
+def test_a_body_is_never_taken_for_a_request(request_bytes: bytes) -> None:
+    with running() as port:
+        answer, _closed = exchange(port, request_bytes)
+        assert statuses(answer) == [200], answer
+        assert b"small" not in answer
+        assert http_get(f"http://127.0.0.1:{port}/small")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: 5, 6\r\n",
+        b"Content-Length: +5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 0x10\r\n",
+        b"Content-Length: 1e3\r\n",
+        b"Content-Length: 99999999999999999999999\r\n",
+        b"Content-Length:\r\n",
+    ],
+)
+def test_ambiguous_framing_is_400_and_close(framing: bytes) -> None:
+    with running() as port:
+        answer, closed = exchange(port, b"GET /small HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n")
+        assert statuses(answer) == [400] and closed, answer
+
+
+def test_transfer_encoding_in_http10_is_400() -> None:
+    with running() as port:
+        request = b"GET /small HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        answer, closed = exchange(port, request)
+        assert statuses(answer) == [400] and closed
+
+
+def test_a_small_body_is_read_and_dropped_and_the_connection_goes_on() -> None:
+    with running() as port:
+        first = b"GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        second = b"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        answer, closed = exchange(port, first + second)
+        assert statuses(answer) == [200, 200] and closed, answer
+
+
+def test_identical_repeated_lengths_are_one_length() -> None:
+    # RFC 9112 section 6.3 lets a recipient take "5, 5" as 5; what matters is one framing.
+    with running() as port:
+        request = b"GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello"
+        assert statuses(exchange(port, request)[0]) == [200]
+
+
+# --- item 4: the scrape timeout header ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["inf", "-inf", "1e20", "1e308", "1e309", "infinity", "nan", "1_000", "  7 ", "0"]
+)
+def test_scrape_timeout_header_is_clamped(value: str) -> None:
+    timeout = server.scrape_timeout({server.SCRAPE_TIMEOUT_HEADER: value}, 10, 0.5)
+    assert server.MIN_SCRAPE_SECONDS <= timeout <= server.MAX_SCRAPE_SECONDS
+
+
+def test_huge_scrape_timeouts_on_real_endpoints(
+    exporter_factory: Callable[..., Exporter],
+) -> None:
+    exp = exporter_factory()
+    for value in ("inf", "1e20", "1e309", "-1e20", "nan"):
+        for path in ("/metrics", "/health", "/status"):
+            status, _, body = exp.get(path, {server.SCRAPE_TIMEOUT_HEADER: value})
+            assert status in (200, 503), (value, path, body[:300])
+    assert "Traceback" not in exp.log()
+    assert "OverflowError" not in exp.log()
+
+
+# --- item 5: RFC 9112 request heads ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nNoColonHere\r\nConnection: close\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\n\tX-A: 1\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\n: empty-name\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nX Y: space-in-name\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nX-A: nul\x00here\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nX-A: bare\rcr\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: x\r\nX-A: esc\x1b[2J\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET /small HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
+        (b"GET /small HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b"GET /small\r\n", 400),  # HTTP/0.9
+        (b"GET /small HTTP/1.1 \r\nHost: x\r\n\r\n", 400),
+        (b"GET  /small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /sm all HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /small\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"G(T /small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /small http/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /small HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /small HTTP/0.9\r\nHost: x\r\n\r\n", 505),
+    ],
+    ids=[
+        "no-colon",
+        "space-before-colon",
+        "space-before-colon-later",
+        "obs-fold",
+        "leading-tab",
+        "empty-name",
+        "space-in-name",
+        "nul-in-value",
+        "cr-in-value",
+        "esc-in-value",
+        "no-host",
+        "two-hosts",
+        "host-list",
+        "host-space",
+        "http09",
+        "trailing-space",
+        "double-space",
+        "space-in-target",
+        "nul-in-target",
+        "bad-method",
+        "lower-case-version",
+        "http2",
+        "http09-spelled",
+    ],
+)
+def test_malformed_heads_get_an_answer_and_a_close_at_once(
+    request_bytes: bytes, expected: int
+) -> None:
+    with running() as port:
+        started = time.monotonic()
+        answer, closed = exchange(port, request_bytes, quiet=3)
+        assert statuses(answer) == [expected] and closed, answer
+        assert time.monotonic() - started < 2
+        assert b"small\n" not in answer
+        assert http_get(f"http://127.0.0.1:{port}/small")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /small HTTP/1.0\r\n\r\n",  # HTTP/1.0 needs no Host
+        b"GET /small HTTP/1.1\nHost: x\n\n",  # bare LF line ends (RFC 9112 section 2.2)
+        b"GET /small HTTP/1.1\r\nhOsT: x\r\nX-Empty:\r\nX-Tab:\tv\t\r\n\r\n",
+        b"GET /small HTTP/1.1\r\nHost: [::1]:9100\r\n\r\n",
+        b"GET /small HTTP/1.1\r\nHost:\r\n\r\n",  # empty Host is allowed
+        b"GET /small HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\n\r\n",  # obs-text
+    ],
+    ids=["http10", "bare-lf", "odd-but-valid", "ipv6-host", "empty-host", "obs-text"],
+)
+def test_valid_heads_still_served(request_bytes: bytes) -> None:
+    with running() as port:
+        answer, _ = exchange(port, request_bytes)
+        assert statuses(answer) == [200] and answer.endswith(b"small\n"), answer
+
+
+def test_headers_after_an_odd_one_are_not_dropped() -> None:
+    # Connection: close after a valid but unusual header is honoured.
+    with running() as port:
+        request = b"GET /small HTTP/1.1\r\nHost: x\r\nX-Odd: a:b:c\r\nConnection: close\r\n\r\n"
+        answer, closed = exchange(port, request, quiet=3)
+        assert statuses(answer) == [200] and closed
+
+
+# --- item 6: q-values --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("GZIP;Q=1", True),
+        ("gzip;q=0.001", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, identity", False),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),
+        ("identity", False),
+        ("gzip;q=abc", False),
+        ("gzip;q=nan", False),
+        ("nogzip", False),
+        ("x-gzipped", False),
+        ("", False),
+    ],
+)
+def test_accept_encoding_q_values(accept_encoding: str, gzipped: bool) -> None:
+    with running(extra={"/big": server.Route(big_page, "Big")}) as port:
+        for path in ("/metrics", "/big"):
+            status, headers, body = http_get(
+                f"http://127.0.0.1:{port}{path}", {"Accept-Encoding": accept_encoding}
+            )
+            assert status == 200
+            assert (headers.get("Content-Encoding") == "gzip") is gzipped, (path, headers)
+            text = gzip.decompress(body) if gzipped else body
+            assert text.startswith(b"# HELP") or text.startswith(b"big")
+
+
+def big_page(_request: server.Request) -> server.Response:
+    return server.Response(HTTPStatus.OK, b"big " * 1000)
+
+
+OM = "application/openmetrics-text"
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        (f"{OM};version=1.0.0", True),
+        (f"{OM}", True),
+        (f"{OM};q=0", False),
+        (f"{OM};version=1.0.0;q=0", False),
+        (f"{OM};version=1.0.0;q=0, text/plain", False),
+        (f"text/plain;q=0.9, {OM};version=1.0.0;q=0.5", False),
+        (f"text/plain;version=0.0.4;q=0.9, {OM};version=1.0.0;q=0.5", False),
+        (f"*/*;q=0.9, {OM};q=0.1", False),
+        (f"text/plain;q=0.1, {OM};version=1.0.0;q=0.5", True),
+        (f"{OM};version=0.0.1;q=0.9, {OM};version=1.0.0;q=0.8, text/plain;q=0.1", True),
+        # What Prometheus 2 and 3 send.
+        (
+            f"{OM};version=1.0.0,{OM};version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            True,
+        ),
+        (
+            f"{OM};version=1.0.0;escaping=allow-utf-8;q=0.6,{OM};version=0.0.1;q=0.5,"
+            "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,"
+            "*/*;q=0.2",
+            True,
+        ),
+        ("", False),
+        (";;;,,,q=1", False),
+    ],
+)
+def test_accept_q_values(accept: str, openmetrics: bool) -> None:
+    _, content_type = server.negotiate(accept)
+    assert content_type.startswith(OM) is openmetrics, content_type
+
+
+# --- item 7: control bytes in logs -------------------------------------------------------------
+
+
+def test_control_bytes_from_requests_are_escaped_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="pixcrawler_exporter")
+    nasty = [
+        b"GET /\x1b[31mred\x1b[0m HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /a\rFAKE LOG LINE HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /\x00nul HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x1b]0;title\x07 / HTTP/1.1\r\n\r\n",
+        b"GET /\x9b31m HTTP/1.1\r\nHost: x\r\n\r\n",  # the 8-bit CSI
+        b"GET /back\\x1b HTTP/1.1\r\nHost: x\r\n\r\n",  # a literal backslash stays unambiguous
+    ]
+    with running() as port:
+        for request in nasty:
+            exchange(port, request)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "\\x1b[31mred" in text and "\\x00nul" in text and "\\x9b31m" in text
+    assert "\\\\x1b" in text
+    for control in ("\x1b", "\r", "\x00", "\x07", "\x9b"):
+        assert control not in text, repr(control)
+    assert http1.printable("a\nb\tc\x7f") == "a\\x0ab\\x09c\\x7f"
+
+
+# --- item 8: a bcrypt flood must not block authenticated scrapes -------------------------------
+
+
+@pytest.mark.slow
+def test_bcrypt_flood_does_not_block_authenticated_scrapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running_now, most = [0], [0]
+    lock = threading.Lock()
+    real = bcrypt.checkpw
+
+    def counting(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running_now[0] += 1
+            most[0] = max(most[0], running_now[0])
+        try:
+            return real(password, hashed)
+        finally:
+            with lock:
+                running_now[0] -= 1
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    # Cost 10, htpasswd's default: each wrong password is a real bcrypt's worth of CPU.
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    web = webconfig.load(write_web(tmp_path, {"basic_auth_users": {"prometheus": hashed}}))
+    good = {"Authorization": basic("prometheus", PASSWORD)}
+    # The default limits: 45 flooding clients fit in the connection threads, as in the issue.
+    with running(web=web) as port:
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert http_get(url, good)[0] == 200  # Prometheus's credentials, checked once
+        stop = threading.Event()
+        flood_codes: list[int] = []
+
+        def flood() -> None:
+            while not stop.is_set():
+                wrong = {"Authorization": basic("prometheus", secrets.token_hex(8))}
+                try:
+                    flood_codes.append(http_get(url, wrong, timeout=10)[0])
+                except OSError:
+                    flood_codes.append(0)
+
+        flooders = [threading.Thread(target=flood, daemon=True) for _ in range(45)]
+        for thread in flooders:
+            thread.start()
+        try:
+            time.sleep(0.5)
+            codes = []
+            for _ in range(20):
+                started = time.monotonic()
+                codes.append(http_get(url, good)[0])
+                assert time.monotonic() - started < 2
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for thread in flooders:
+                thread.join(15)
+    assert codes == [200] * 20
+    assert set(flood_codes) <= {401, 429}, set(flood_codes)
+    assert 401 in flood_codes and 429 in flood_codes  # checked, and turned away unchecked
+    assert most[0] == 1  # bcrypt runs one at a time
+
+
+def test_denied_credentials_never_push_out_granted_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4))
+    auth = guard.BasicAuth({"prometheus": hashed})
+    assert auth.check(basic("prometheus", PASSWORD))
+    calls: list[bytes] = []
+
+    def denying(password: bytes, _hashed: bytes) -> bool:
+        calls.append(password)
+        return False
+
+    monkeypatch.setattr(auth, "_checkpw", denying)
+    for n in range(guard.CACHE_SIZE + 10):
+        assert not auth.check(basic("prometheus", f"wrong{n}"))
+    calls.clear()
+    assert auth.check(basic("prometheus", PASSWORD))
+    assert calls == []  # still cached: no bcrypt for the right password
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Basic", "Basic !!!", "Bearer x", "Basic " + base64.b64encode(b"nocolon").decode()],
+)
+def test_malformed_credentials_cost_no_bcrypt(
+    authorization: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = guard.BasicAuth({"prometheus": bcrypt.hashpw(b"x", bcrypt.gensalt(4))})
+    monkeypatch.setattr(auth, "_checkpw", lambda p, h: pytest.fail("bcrypt was run"))
+    assert not auth.check(authorization)
+
+
+# --- item 9: liveness while every connection slot is taken -------------------------------------
+
+
+@pytest.mark.slow
+def test_healthy_answers_while_every_connection_is_held() -> None:
+    limits = server.Limits(max_requests=2)
+    with running(limits=limits) as port:
+        held = hold(port, limits.connections)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        try:
+            started = time.monotonic()
+            for request, expected in (
+                (b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n", [200]),
+                (b"HEAD /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n", [200]),
+                (b"GET /-/healthy?probe=1 HTTP/1.0\r\n\r\n", [200]),
+                (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", [503]),
+                (b"POST /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n", [503]),
+                (b"GARBAGE\r\n\r\n", [503]),
+            ):
+                answer, closed = exchange(port, request)
+                assert statuses(answer) == expected and closed, (request, answer)
+            assert time.monotonic() - started < 3
+            assert http_get(f"http://127.0.0.1:{port}/-/healthy")[2] == b"OK\n"
+        finally:
+            for sock in held + idle:
+                sock.close()
+
+
+def test_healthy_answers_over_tls_while_every_connection_is_held(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    doc = {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}
+    web = webconfig.load(write_web(tmp_path, doc))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    limits = server.Limits(max_requests=1)
+    with running(web=web, limits=limits) as port:
+        held = hold(port, limits.connections, ctx)
+        try:
+            for path, expected in (("/-/healthy", 200), ("/metrics", 503)):
+                with (
+                    socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                    ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+                ):
+                    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    assert statuses(tls.recv(4096)) == [expected]
+            # Plain HTTP on the TLS port is told so, from the overflow too.
+            answer, _ = exchange(port, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"HTTP request to an HTTPS server" in answer
+        finally:
+            for sock in held:
+                sock.close()
+
+
+@pytest.mark.slow
+def test_healthy_answers_with_max_requests_flag_under_load(
+    exporter_factory: Callable[..., Exporter],
+) -> None:
+    exp = exporter_factory("--web.max-requests", "3")
+    port = int(exp.url.rsplit(":", 1)[1])
+    held = hold(port, 6)
+    try:
+        for _ in range(5):
+            assert exp.get("/-/healthy", timeout=3)[0] == 200
+        assert exp.get("/metrics", timeout=3)[0] == 503
+    finally:
+        for sock in held:
+            sock.close()
+
+
+# --- item 10: signals --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hup_and_usr_signals_do_not_kill(exporter_factory: Callable[..., Exporter]) -> None:
+    exp = exporter_factory()
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        exp.proc.send_signal(sig)
+        time.sleep(0.2)
+        assert exp.proc.poll() is None, exp.log()
+        assert exp.get("/-/healthy")[0] == 200
+    log = exp.log()
+    assert log.count("configuration reload is not supported yet") == 2
+    assert "signal=SIGUSR1" in log and "signal=SIGUSR2" in log
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_sigterm_during_a_scrape_answers_the_scrape(tmp_path: Path) -> None:
+    # A database that accepts connections and never answers makes a scrape last its deadline.
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"postgresql://u:p@127.0.0.1:{silent.getsockname()[1]}/db"
+    exp = spawn_exporter(tmp_path, env={"PIXCRAWLER_DB_URL": url})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert exp.proc.poll() is None and time.monotonic() < deadline, exp.log()
+            try:
+                if exp.get("/-/healthy", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        result: list[tuple[int, bytes]] = []
+
+        def scrape() -> None:
+            status, _, body = exp.get("/metrics", {server.SCRAPE_TIMEOUT_HEADER: "3"}, timeout=20)
+            result.append((status, body))
+
+        scraping = threading.Thread(target=scrape)
+        scraping.start()
+        time.sleep(1.0)
+        assert not result, "the scrape did not last long enough to be interrupted"
+        exp.proc.send_signal(signal.SIGTERM)
+        scraping.join(20)
+        assert result and result[0][0] == 200, exp.log()
+        assert b"pixcrawler_exporter_build_info" in result[0][1]
+        assert exp.proc.wait(20) == 0
+    finally:
+        stop_process(exp.proc)
+        silent.close()
+
+
+# --- item 16: web config -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> dict[str, str]:
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    return {"cert_file": "server.crt", "key_file": "server.key"}
+
+
+@pytest.mark.parametrize(
+    ("tls", "named"),
+    [
+        ({"cert_file": "missing.crt", "key_file": "server.key"}, "missing.crt: no such file"),
+        ({"cert_file": "server.crt", "key_file": "missing.key"}, "missing.key: no such file"),
+        (
+            {"client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "missing-ca.crt"},
+            "missing-ca.crt: no such file",
+        ),
+        ({"cert_file": ".", "key_file": "server.key"}, "cannot read"),
+    ],
+    ids=["cert", "key", "client-ca", "directory"],
+)
+def test_missing_tls_files_are_named(
+    tmp_path: Path, pair: dict[str, str], tls: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        webconfig.load(write_web(tmp_path, {"tls_server_config": {**pair, **tls}}))
+    assert named in str(err.value) and "None" not in str(err.value)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_unusable_bcrypt_variants_are_refused_at_load(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # $2b$
+    rest = hashed[4:]
+    for variant in ("$2$", "$2x$", "$2c$"):
+        doc = {"basic_auth_users": {"alice": variant + rest}}
+        with pytest.raises(ConfigError, match="bcrypt variant cannot be verified") as err:
+            webconfig.load(write_web(tmp_path, doc))
+        assert rest not in str(err.value)  # the hash stays out of the message
+    for variant in ("$2a$", "$2b$", "$2y$"):
+        web = webconfig.load(write_web(tmp_path, {"basic_auth_users": {"alice": variant + rest}}))
+        assert guard.BasicAuth(web.users).check(basic("alice", PASSWORD))
+
+
+def test_web_config_missing_file_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.yml")
+    with pytest.raises(ConfigError, match=r"nope\.yml"):
+        webconfig.load(missing)
