@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bcrypt
 import pytest
@@ -29,10 +30,19 @@ import trustme
 import yaml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from pixcrawler_exporter import config
+from pixcrawler_exporter.collectors.database import dsn
+from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
+from pixcrawler_exporter.collectors.database.queries import Query
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.web import guard, http1, server, webconfig
-from tests.conftest import Exporter, http_get, spawn_exporter, stop_process
+from tests.conftest import Exporter, http_get, run_cli, spawn_exporter, stop_process
 from tests.helpers.web import serving
+
+if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
+    from tests.pg import PostgresServer
+
+pytest_plugins = ["tests.pg"]
 
 PASSWORD = "right horse battery"
 
@@ -680,3 +690,111 @@ def test_web_config_missing_file_is_named(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.yml")
     with pytest.raises(ConfigError, match=r"nope\.yml"):
         webconfig.load(missing)
+
+
+# --- items 1 and 2: database secrets -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://r_q:hunt?erQ2@127.0.0.1:25432/pixcrawler", "hunt?erQ2"),
+        ("postgresql://u:p#w@h/db", "p#w"),
+        ("postgresql://u:a:b:c@h/db", "a:b:c"),
+        ("postgresql://u:p%40ss%2Fw@h/db", "p%40ss%2Fw"),
+        ("postgresql://u:%3Cr%3E@h/db", "%3Cr%3E"),
+        ("postgresql://h/db?user=u&password=hunter2", "hunter2"),
+        ("postgresql://h/db?user=u&pass%77ord=hunter2", "hunter2"),
+        ("postgresql://h/db?password=first&password=second", "second"),
+        ("postgresql://u:pw@h/db?sslpassword=keypass&sslmode=require", "keypass"),
+        ("postgresql://u:pw@h1:5432,h2:5433/db?target_session_attrs=any", ":pw@"),
+    ],
+)
+def test_redaction_follows_libpq(url: str, secret: str) -> None:
+    shown = dsn.redact_url(url)
+    assert secret not in shown
+    read = dsn.options(shown)
+    assert {read.get(k) for k in dsn.SECRET_KEYS} <= {config.REDACTED, None}
+    original = dsn.options(url)
+    assert {k: v for k, v in read.items() if k not in dsn.SECRET_KEYS} == {
+        k: v for k, v in original.items() if k not in dsn.SECRET_KEYS
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "pieces"),
+    [
+        ("postgresql://u:pa/ss@h/db", ("pa/ss", "ss@h")),  # libpq: host u, port pa, db ss@h/db
+        ("postgresql://u:a@b@h/db", ("a@b",)),  # libpq: password a, host b@h
+        ("postgresql://u:p w@h/db", ("p w",)),  # libpq refuses, quoting the password
+        ("postgresql://u:p%zzw@h/db", ("p%zzw",)),  # a bad escape, quoted by libpq too
+        ("postgresql://h/db?password=x&application_name=a@b", ("a@b",)),
+    ],
+)
+def test_ambiguous_urls_are_refused_at_load_without_quoting_them(
+    tmp_path: Path, url: str, pieces: tuple[str, ...]
+) -> None:
+    done = run_cli(tmp_path, "--print-config", env={"PIXCRAWLER_DB_URL": url})
+    assert done.returncode == 2, done.stdout
+    assert "PIXCRAWLER_DB_URL" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    for piece in pieces:
+        assert piece not in done.stderr
+
+
+def test_a_short_password_is_redacted_as_a_field_not_as_text() -> None:
+    # Password "x": the error used to read "pi<redacted>crawler", which gives it away.
+    collector = DatabaseCollector(
+        f"postgresql://pixcrawler:x@127.0.0.1:{closed_port()}/pixcrawler", (), 1.0, 1.0, 0.0
+    )
+    try:
+        reading = collector.read()
+    finally:
+        collector.close()
+    assert reading.error is not None and not reading.up
+    assert "pixcrawler:<redacted>@127.0.0.1" in reading.error
+    assert "/pixcrawler" in reading.error and "<redacted>crawler" not in reading.error
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_raw_reserved_character_in_the_password_never_leaks(
+    exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    secret = "hunt?erQ2"
+    url = f"postgresql://r_q:{secret}@127.0.0.1:{closed_port()}/pixcrawler"
+    exp = exporter_factory(env={"PIXCRAWLER_DB_URL": url})
+    answers = [exp.get(path)[2].decode() for path in ("/health", "/status", "/metrics")]
+    printed = run_cli(tmp_path, "--print-config", env={"PIXCRAWLER_DB_URL": url}).stdout
+    for text in (*answers, printed, exp.log()):
+        assert "hunt" not in text and "erQ2" not in text
+    assert "r_q:<redacted>@127.0.0.1" in answers[0]  # /health names the database, redacted
+    assert "r_q:<redacted>@127.0.0.1" in exp.log()
+
+
+def test_libpq_connects_with_the_password_it_reads(postgres: PostgresServer) -> None:
+    role = "r_q_hostile"
+    postgres.execute(f"DROP ROLE IF EXISTS {role}", database="postgres")
+    postgres.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'hunt?erQ2/@#x'", database="postgres")
+    database = dsn.options(postgres.url)["dbname"]
+    query = Query("hostile_one", "One.", "SELECT 1 AS v", ("v",))
+    readings = []
+    try:
+        for written in ("hunt?erQ2%2F%40%23x", "hunt?erQ3%2F%40%23x"):  # right, then wrong
+            raw = f"postgresql://{role}:{written}@127.0.0.1:{postgres.port}/{database}"
+            collector = DatabaseCollector(raw, (query,), 2.0, 2.0, 0.0)
+            collector.start()
+            try:
+                readings.append(collector.read())
+            finally:
+                collector.close()
+            assert "hunt" not in collector.target
+    finally:
+        postgres.execute(f"DROP ROLE IF EXISTS {role}", database="postgres")
+    assert readings[0].up, readings[0].error
+    assert readings[1].reason == "auth" and readings[1].error is not None
+    assert "hunt" not in readings[1].error and "%2F" not in readings[1].error

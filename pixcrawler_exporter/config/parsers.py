@@ -9,6 +9,7 @@ from typing import TypeVar
 
 # One spelling for every redaction; re-exported as config's.
 from pixcrawler_exporter.collect.errors import REDACTED as REDACTED
+from pixcrawler_exporter.collectors.database import dsn
 
 
 class ConfigError(Exception):
@@ -152,7 +153,9 @@ def database_url(raw: object) -> str | None:
     base = scheme.split("+", 1)[0].lower()
     if not sep or base not in {"postgresql", "postgres"} or not rest:
         raise ValueError("a URL such as postgresql://user:password@host:5432/pixcrawler")
-    return f"postgresql://{rest}"
+    url = f"postgresql://{rest}"
+    dsn.redact_url(url)  # libpq must read it, and read it as its redacted form says
+    return url
 
 
 def name_overrides(raw: object) -> Mapping[str, object] | None:

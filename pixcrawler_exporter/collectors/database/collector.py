@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from prometheus_client.core import Metric
@@ -26,9 +25,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
-from pixcrawler_exporter.collect.errors import REDACTED
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
+from pixcrawler_exporter.collectors.database.dsn import redact_url
 from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query, database_queries
 
 log = logging.getLogger(__name__)
@@ -70,33 +69,6 @@ class _ReadError(Exception):
         self.reason = reason
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password, in the user part or a ``password=`` parameter, replaced."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    user, at, host = netloc.rpartition("@")
-    if at and ":" in user:
-        netloc = f"{user.split(':', 1)[0]}:{REDACTED}@{host}"
-    query = parts.query
-    if "password" in query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if k == "password" else v) for k, v in pairs], safe="<>")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _secrets(url: str) -> tuple[str, ...]:
-    """Every spelling of the password a message could quote: as written and percent-decoded."""
-    parts = urlsplit(url)
-    found: set[str] = set()
-    user = parts.netloc.rpartition("@")[0]
-    if ":" in user:
-        found.add(user.split(":", 1)[1])
-    found.update(v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "password")
-    found |= {unquote(s) for s in found}
-    # Longest first, so a password containing another spelling is replaced whole.
-    return tuple(sorted((s for s in found if s), key=len, reverse=True))
-
-
 class DatabaseCollector(Collector[DatabaseReading]):
     """Runs the queries in one read-only transaction per collection.
 
@@ -126,7 +98,6 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self.connect_timeout = connect_timeout
         self.min_interval = min_interval
         self._url = url
-        self._secrets = _secrets(url)
         self._errors = dict.fromkeys(REASONS, 0)
         self._cache: DatabaseReading | None = None
         self._cached_at = 0.0
@@ -207,7 +178,8 @@ class DatabaseCollector(Collector[DatabaseReading]):
         except _ReadError as failure:
             self._errors[failure.reason] += 1
             self._cache = None
-            message = self._scrub(str(failure))
+            # Messages name the database by its redacted URL; libpq's never quote a password.
+            message = str(failure)
             reading = DatabaseReading(False, None, {}, dict(self._errors), message, failure.reason)
         else:
             active = samples.get(ACTIVE_CHUNKS)
@@ -290,11 +262,6 @@ class DatabaseCollector(Collector[DatabaseReading]):
         if left <= 0.001:
             raise _ReadError("timeout", "the scrape deadline passed before the queries finished")
         return min(limit, left)
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
 
     def _log_change(self, reading: DatabaseReading) -> None:
         if self._state.update(None, reading.reason) is None:
