@@ -798,3 +798,63 @@ def test_libpq_connects_with_the_password_it_reads(postgres: PostgresServer) -> 
     assert readings[0].up, readings[0].error
     assert readings[1].reason == "auth" and readings[1].error is not None
     assert "hunt" not in readings[1].error and "%2F" not in readings[1].error
+
+
+# --- item 13: one statement per custom query ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 AS v; COMMIT; BEGIN READ WRITE; DELETE FROM hostile_scratch; COMMIT",
+        "SELECT 1 AS v; DELETE FROM hostile_scratch",
+        "COMMIT; DELETE FROM hostile_scratch; SELECT 1 AS v",
+        "ROLLBACK; SET statement_timeout = 0; SELECT 1 AS v, pg_sleep(4)",
+        "COMMIT; SELECT 1 AS v, pg_sleep(4)",
+        "SELECT 1 AS v; /* */ SELECT 2 AS v",
+        "SELECT set_config('transaction_read_only', 'off', true) AS v",
+        "SELECT set_config('statement_timeout', '0', false), pg_sleep(4) AS v",
+        "WITH gone AS (DELETE FROM hostile_scratch RETURNING 1) SELECT count(*) AS v FROM gone",
+    ],
+)
+def test_a_custom_query_cannot_leave_its_read_only_transaction_or_timeout(
+    postgres: PostgresServer, sql: str
+) -> None:
+    postgres.execute(
+        "DROP TABLE IF EXISTS hostile_scratch; CREATE TABLE hostile_scratch (id int);"
+        "INSERT INTO hostile_scratch SELECT generate_series(1, 5);"
+        "GRANT ALL ON hostile_scratch TO PUBLIC;"
+    )
+    collector = DatabaseCollector(
+        postgres.url, (Query("hostile_q", "Q.", sql, ("v",)),), 1.0, 2.0, 0.0
+    )
+    collector.start()
+    try:
+        started = time.monotonic()
+        reading = collector.read()
+        took = time.monotonic() - started
+        # The connection the query ran on is still read-only with its timeout, for the next one.
+        again = collector.read()
+    finally:
+        collector.close()
+    assert not reading.up and reading.reason in ("query", "timeout", "permission"), reading
+    assert not again.up
+    assert took < 2.5
+    assert postgres.query("SELECT count(*) FROM hostile_scratch") == [(5,)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT 1 AS v;", "SELECT 1 AS v -- ; DELETE FROM hostile_scratch", "SELECT ';' AS x, 1 AS v"],
+)
+def test_one_statement_with_semicolons_in_it_still_runs(postgres: PostgresServer, sql: str) -> None:
+    collector = DatabaseCollector(
+        postgres.url, (Query("hostile_q", "Q.", sql, ("v",)),), 1.0, 2.0, 0.0
+    )
+    collector.start()
+    try:
+        reading = collector.read()
+    finally:
+        collector.close()
+    assert reading.up, reading.error
+    assert reading.samples["hostile_q"] == (((), 1.0),)

@@ -244,7 +244,10 @@ class DatabaseCollector(Collector[DatabaseReading]):
                 millis = max(1, round(timeout * 1000))
                 cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(millis),))
                 try:
-                    cur.execute(query.sql.encode())
+                    # Prepared, so through the extended protocol, which takes one statement:
+                    # "SELECT 1; COMMIT; BEGIN READ WRITE; DELETE ..." would otherwise leave
+                    # the read-only transaction and its statement timeout behind.
+                    cur.execute(query.sql.encode(), prepare=True)
                 except psycopg.Error as exc:
                     if conn.broken:
                         raise  # the connection failed, not the query: the caller decides
