@@ -8,8 +8,10 @@ wiring is the point (signals, the scrape-timeout header on real endpoints, flags
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import logging
+import os
 import re
 import secrets
 import select
@@ -28,12 +30,15 @@ import bcrypt
 import pytest
 import trustme
 import yaml
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pixcrawler_exporter import config
+from pixcrawler_exporter.collect import metrics
 from pixcrawler_exporter.collectors.database import dsn
 from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.database.queries import Query
+from pixcrawler_exporter.collectors.temp_storage import scan as tempscan
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.web import guard, http1, server, webconfig
 from tests.conftest import Exporter, http_get, run_cli, spawn_exporter, stop_process
@@ -858,3 +863,81 @@ def test_one_statement_with_semicolons_in_it_still_runs(postgres: PostgresServer
         collector.close()
     assert reading.up, reading.error
     assert reading.samples["hostile_q"] == (((), 1.0),)
+
+
+# --- item 11: paths that are not UTF-8 ---------------------------------------------------------
+
+
+def test_a_non_utf8_temp_dir_never_breaks_a_scrape(
+    exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffdir")
+    os.mkdir(odd)
+    with open(os.path.join(odd, "a.jpg"), "wb") as fh:
+        fh.write(b"x" * 100)
+    missing = os.fsdecode(os.fsencode(str(tmp_path)) + b"/gone\xfe\x80")
+    exp = exporter_factory(
+        "--collector.disk",
+        env={"PIXCRAWLER_TEMP_DIRS": f"{odd}:{missing}", "PIXCRAWLER_DISK_PATHS": odd},
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        status, _, body = exp.get("/metrics")
+        assert status == 200, body[:500]
+        if b'bad\\\\xffdir"} 100.0' in body or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert b'bad\\\\xffdir"} 100.0' in body  # escaped, and its file counted
+    assert b"gone\\\\xfe\\\\x80" in body
+    for path in ("/status", "/health"):
+        assert exp.get(path)[0] in (200, 503)
+    assert "Traceback" not in exp.log()
+
+
+def test_label_values_are_always_utf8() -> None:
+    family = GaugeMetricFamily("hostile_labels", "Labels.", labels=["path"])
+    for value in ("plain", "caf\u00e9", "bad\udcffdir", "lone\ud800surrogate"):
+        metrics.add(family, 1, value)
+    text = generate_latest(Families([family])).decode()
+    assert 'path="bad\\\\xffdir"' in text and 'path="caf\u00e9"' in text
+    assert 'path="lone\\\\ud800surrogate"' in text
+
+
+class Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+# --- item 17: trees deeper than PATH_MAX -------------------------------------------------------
+
+
+def test_a_tree_deeper_than_path_max_is_reported_in_one_short_error(tmp_path: Path) -> None:
+    levels, name = 150, "d" * 50  # about 7.5 KB deep: beyond PATH_MAX from level 80
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for depth in range(levels):
+            if depth in (10, 60, 100, levels - 1):
+                fd = os.open("f.jpg", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fds[-1])
+                os.write(fd, b"x" * 10)
+                os.close(fd)
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        started = time.monotonic()
+        result = tempscan.scan(str(tmp_path), ["*.jpg"], True)
+        took = time.monotonic() - started
+    finally:
+        # shutil.rmtree recurses once per level: deeper than Python's recursion limit.
+        for depth in range(len(fds) - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("f.jpg", dir_fd=fds[depth - 1])
+            os.close(fds[depth])
+            os.rmdir(name, dir_fd=fds[depth - 1])
+        os.close(fds[0])
+    assert (result.files, result.bytes) == (2, 20)  # depth 10 and 60; 100 and 149 too deep
+    assert len(result.errors) == 1, [e[:100] for e in result.errors]
+    assert len(result.errors[0]) < 300 and "PATH_MAX" in result.errors[0]
+    assert result.errors[0].startswith(str(tmp_path))
+    assert took < 5

@@ -40,4 +40,21 @@ class Desc:
 
 def add(fam: Metric, value: float, *label_values: str) -> None:
     """Add one sample to a gauge or counter family built by :meth:`Desc.family`."""
-    fam.add_metric(list(label_values), value)  # type: ignore[attr-defined]
+    fam.add_metric([_utf8(v) for v in label_values], value)  # type: ignore[attr-defined]
+
+
+def _utf8(text: str) -> str:
+    """``text``, with what cannot be written as UTF-8 escaped as ``\\xNN``.
+
+    A path from the environment or the filesystem may hold bytes that are not UTF-8, which
+    Python keeps as lone surrogates; the exposition format is UTF-8, so without this one odd
+    directory name would turn every scrape into an error.
+    """
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that did not come from a byte
+            return text.encode("utf-8", "backslashreplace").decode()
+    return text

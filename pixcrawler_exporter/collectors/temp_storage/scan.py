@@ -20,6 +20,9 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # (ELOOP); one swapped for a file, too (ENOTDIR). Both mean the listed directory is gone.
 _OPEN_SUBDIR = _OPEN_DIR | os.O_NOFOLLOW
 _GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+# Linux's PATH_MAX, less room for the terminating NUL. A directory whose path is longer cannot
+# be opened by path; it and what is below it are counted as not counted, in one short error.
+_PATH_MAX = 4095
 
 Matcher = Callable[[str], object]
 
@@ -51,7 +54,7 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
         return ScanResult(0, 0, (_error(directory, exc),))
     root_dev = os.fstat(fd).st_dev
 
-    total = files = 0
+    total = files = too_deep = 0
     errors: list[str] = []
     # (path, inode) of directories still to visit; never files, so memory follows the number of
     # directories waiting, not of files.
@@ -60,9 +63,10 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
     while opened is not None:
         fd, path = opened
         try:
-            size, count = _list(fd, path, match, root_dev, stack if recursive else None)
+            size, count, deep = _list(fd, path, match, root_dev, stack if recursive else None)
             total += size
             files += count
+            too_deep += deep
         except FileNotFoundError:
             pass  # removed after it was opened: listing a removed directory fails with ENOENT
         except OSError as exc:
@@ -70,6 +74,11 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
         finally:
             os.close(fd)
         opened = _open_next(stack, errors)
+    if too_deep:
+        errors.append(
+            f"{directory}: {too_deep} directories nested beyond PATH_MAX ({_PATH_MAX + 1} "
+            "bytes) and everything below them not counted"
+        )
     return ScanResult(total, files, tuple(errors))
 
 
@@ -93,10 +102,11 @@ def _open_next(stack: list[tuple[str, int]], errors: list[str]) -> tuple[int, st
 
 def _list(
     fd: int, path: str, match: Matcher, root_dev: int, subdirs: list[tuple[str, int]] | None
-) -> tuple[int, int]:
-    """Bytes and number of the matching files directly in the open directory ``fd``; its
-    subdirectories on the same filesystem are appended to ``subdirs`` (None: not wanted)."""
-    total = files = 0
+) -> tuple[int, int, int]:
+    """Bytes and number of the matching files directly in the open directory ``fd``, and the
+    number of its subdirectories too deep to open by path; its other subdirectories on the same
+    filesystem are appended to ``subdirs`` (None: not wanted)."""
+    total = files = too_deep = 0
     # Listing by descriptor makes entry.stat() an fstatat() relative to it, so the kernel does
     # not resolve the whole path again for every file. The stat calls are most of the walk's
     # time; is_file()/is_dir() answer from the listing's d_type without a system call.
@@ -115,9 +125,14 @@ def _list(
                 except FileNotFoundError:
                     continue
                 # A mount point below the directory belongs to another filesystem's owner.
-                if st.st_dev == root_dev and stat.S_ISDIR(st.st_mode):
-                    subdirs.append((os.path.join(path, entry.name), st.st_ino))
-    return total, files
+                if st.st_dev != root_dev or not stat.S_ISDIR(st.st_mode):
+                    continue
+                sub = os.path.join(path, entry.name)
+                if len(os.fsencode(sub)) > _PATH_MAX:
+                    too_deep += 1
+                else:
+                    subdirs.append((sub, st.st_ino))
+    return total, files, too_deep
 
 
 def _error(path: str, exc: OSError) -> str:
