@@ -941,3 +941,98 @@ def test_a_tree_deeper_than_path_max_is_reported_in_one_short_error(tmp_path: Pa
     assert len(result.errors[0]) < 300 and "PATH_MAX" in result.errors[0]
     assert result.errors[0].startswith(str(tmp_path))
     assert took < 5
+
+
+# --- items 14 and 15: numbers, duplicate keys and .env lines -----------------------------------
+
+HUGE = "1" + "0" * 400
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (f"poll_interval_seconds: {HUGE}\n", 1),
+        ("log:\n  level: info\npoll_interval_seconds: " + "7" * 5000 + "\n", 3),
+        (f"poll_interval_seconds: -{HUGE}\n", 1),
+        ("poll_interval_seconds: 0x" + "f" * 100 + "\n", 1),
+        ("poll_interval_seconds: 1\npoll_interval_seconds: 2\n", 2),
+        ("log:\n  level: info\n  format: text\n  level: debug\n", 4),
+        ("log: {level: info, level: debug}\n", 1),
+    ],
+    ids=["400-zeros", "5000-digits", "negative", "hex", "duplicate", "duplicate-nested", "flow"],
+)
+def test_yaml_numbers_and_duplicate_keys_are_refused_with_their_line(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"config\.yml is not valid YAML at line {line}\b"):
+        config.load({}, {}, str(path), dotenv_path=tmp_path / "none.env")
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("x: &base {level: info}\n")
+    with pytest.raises(ConfigError, match=r"x in .*unknown setting"):  # read, then refused by name
+        config.load({}, {}, str(path), dotenv_path=tmp_path / "none.env")
+    path.write_text("log:\n  <<: {level: info}\n  format: json\n")
+    loaded = config.load({}, {}, str(path), dotenv_path=tmp_path / "none.env")
+    assert (loaded.config.log.level, loaded.config.log.format) == ("info", "json")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PIXCRAWLER_POLL_INTERVAL_SECONDS", HUGE),
+        ("PIXCRAWLER_POLL_INTERVAL_SECONDS", "9" * 5000),
+        ("PIXCRAWLER_WEB_MAX_REQUESTS", "9" * 5000),
+        ("PIXCRAWLER_WEB_MAX_REQUESTS", HUGE),
+        ("PIXCRAWLER_SCRAPE_TIMEOUT_SECONDS", "1e400"),
+    ],
+)
+def test_huge_numbers_in_variables_are_refused(tmp_path: Path, name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"environment variable {name}") as err:
+        config.load({name: value}, {}, None, dotenv_path=tmp_path / "none.env")
+    assert len(str(err.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('PIXCRAWLER_LOG_LEVEL="9\n', 1),
+        ("PIXCRAWLER_LOG_LEVEL=info\nPIXCRAWLER_DB_URL='postgresql://u:p@h/db\n", 2),
+        ("# comment\n\nPIXCRAWLER_LOG_LEVEL=info\n===\n", 4),
+    ],
+)
+def test_an_unparsable_dotenv_line_is_refused_with_its_line(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text(text)
+    with pytest.raises(ConfigError, match=rf"\.env line {line}: not a KEY=value line") as err:
+        config.load({}, {}, None, dotenv_path=env)
+    assert "postgresql" not in str(err.value)  # the line is not quoted: it may hold a secret
+
+
+@pytest.mark.parametrize("subcommand", [(), ("rules",)])
+def test_the_issues_examples_exit_2_with_one_line(
+    tmp_path: Path, subcommand: tuple[str, ...]
+) -> None:
+    for text in (f"poll_interval_seconds: {HUGE}\n", "poll_interval_seconds: " + "5" * 5000):
+        (tmp_path / "config.yml").write_text(text)
+        done = run_cli(tmp_path, *subcommand, "--config", "config.yml")
+        assert done.returncode == 2, done.stderr[-500:]
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert "config.yml is not valid YAML at line 1" in done.stderr
+    (tmp_path / "config.yml").write_text("")
+    (tmp_path / ".env").write_text('PIXCRAWLER_LOG_LEVEL="9\n')
+    done = run_cli(tmp_path, *subcommand, "--config", "config.yml")
+    assert done.returncode == 2 and ".env line 1" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_duplicate_keys_in_the_web_config_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text("rate_limit:\n  burst: 1\n  burst: 100\n  interval: 1s\n")
+    with pytest.raises(ConfigError, match="at line 3"):
+        webconfig.load(str(path))

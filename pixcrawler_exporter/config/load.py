@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from pixcrawler_exporter import environment
 from pixcrawler_exporter.collectors.database.queries import database_queries
@@ -111,7 +112,7 @@ def _parse(spec: Spec, given: _Given) -> object:
     try:
         return parse(given.value)
     except ValueError as exc:
-        shown = REDACTED if spec.meta.secret else repr(given.value)
+        shown = REDACTED if spec.meta.secret else _short(repr(given.value))
         raise ConfigError(f"{given.where}: {shown} is not valid; expected {exc}") from None
 
 
@@ -146,6 +147,12 @@ def _dotenv(path: str | Path) -> dict[str, str]:
     try:
         if not Path(path).is_file():
             return {}
+        # python-dotenv skips a line it cannot parse with a warning, and the setting silently
+        # keeps its default. The line itself is not quoted: it may hold a secret.
+        with open(path, encoding="utf-8") as fh:
+            bad = next((b.original.line for b in parse_stream(fh) if b.error), None)
+        if bad is not None:
+            raise ConfigError(f"{path} line {bad}: not a KEY=value line (an unclosed quote?)")
         return {k: v for k, v in dotenv_values(path).items() if v is not None}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
@@ -172,6 +179,11 @@ def _yaml(path: str, known: set[str]) -> dict[str, object]:
 
     walk(doc, "")
     return flat
+
+
+def _short(text: str, limit: int = 80) -> str:
+    # A 5000-digit number is still one line, but not one anybody reads.
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
 
 def _closest(key: str, known: set[str]) -> str:

@@ -30,7 +30,7 @@ def integer(low: int, high: int) -> Parser[int]:
             if not isinstance(raw, str | int | float):
                 raise TypeError
             value = int(raw.strip()) if isinstance(raw, str) else int(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"a whole number from {low} to {high}") from None
         if not low <= value <= high:
             raise ValueError(f"a whole number from {low} to {high}")
@@ -48,7 +48,7 @@ def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parse
             if isinstance(raw, bool) or not isinstance(raw, str | int | float):
                 raise ValueError
             value = float(raw.strip() if isinstance(raw, str) else raw) / scale
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond floats
             raise ValueError(accepted) from None
         if not low <= value <= high:  # also rejects NaN
             raise ValueError(accepted)

@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
 
 from pixcrawler_exporter.config.parsers import ConfigError
+
+# More digits than any setting needs (int64 has 19); beyond this a number is a mistake, and
+# beyond Python's 4300 int() raises an error that YAML does not place.
+MAX_DIGITS = 30
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what it would otherwise take silently or crash on."""
+
+    def construct_mapping(
+        self, node: yaml.MappingNode, deep: bool = False
+    ) -> dict[Hashable, object]:
+        # PyYAML keeps the last of two equal keys: one of two settings would be lost unseen.
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise ConstructorError(
+                        None, None, f"found duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            except TypeError:
+                pass  # unhashable: the base class says so itself
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        if sum(c.isalnum() for c in text) > MAX_DIGITS + 1:  # + 1: the x of 0x
+            raise ConstructorError(
+                None, None, f"a number of more than {MAX_DIGITS} digits", node.start_mark
+            )
+        return int(SafeConstructor.construct_yaml_int(self, node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def read_yaml_mapping(path: str, what: str) -> dict[object, object]:
@@ -12,7 +53,7 @@ def read_yaml_mapping(path: str, what: str) -> dict[object, object]:
     with ``what`` naming the kind of file ("config file", "web config file")."""
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            doc = yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
