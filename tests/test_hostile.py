@@ -41,7 +41,14 @@ from pixcrawler_exporter.collectors.database.queries import Query
 from pixcrawler_exporter.collectors.temp_storage import scan as tempscan
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.web import guard, http1, server, webconfig
-from tests.conftest import Exporter, http_get, run_cli, spawn_exporter, stop_process
+from tests.conftest import (
+    Exporter,
+    free_port,
+    http_get,
+    run_cli,
+    spawn_exporter,
+    stop_process,
+)
 from tests.helpers.web import serving
 
 if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
@@ -1036,3 +1043,54 @@ def test_duplicate_keys_in_the_web_config_are_refused(tmp_path: Path) -> None:
     path.write_text("rate_limit:\n  burst: 1\n  burst: 100\n  interval: 1s\n")
     with pytest.raises(ConfigError, match="at line 3"):
         webconfig.load(str(path))
+
+
+# --- item 12: custom query metric names --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "pixcrawler_threshold",  # derived: rendered apart, two HELP lines
+        "pixcrawler_resource_status",
+        "pixcrawler_chunks_available",
+        "pixcrawler_memory_limit_bytes",  # a collector's: client_python refused it (exit 1)
+        "pixcrawler_exporter_build_info",
+        "pixcrawler_exporter_collector_success",
+        "pixcrawler_temp_storage_scan_errors_total",
+        "pixcrawler_temp_storage_scan_errors",  # the counter's family name
+        "pixcrawler_azure_up",
+    ],
+)
+def test_a_query_may_not_take_a_builtin_metric_name(tmp_path: Path, metric: str) -> None:
+    query = {"metric": metric, "help": "Mine.", "sql": "SELECT 1 AS v", "values": ["v"]}
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"database": {"queries": [query]}}))
+    with pytest.raises(ConfigError, match=f"the query for {metric} takes the name") as err:
+        config.load({}, {}, str(path), dotenv_path=tmp_path / "none.env")
+    assert "config.yml" in str(err.value)
+
+
+def test_every_builtin_name_is_refused_and_a_new_one_is_not(tmp_path: Path) -> None:
+    from pixcrawler_exporter.collect import registry
+
+    names = registry.builtin_names()
+    assert len(names) > 40 and "pixcrawler_threshold" in names
+    query = {"metric": "pixcrawler_site_rows", "help": "Mine.", "sql": "SELECT 1 AS v"}
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"database": {"queries": [{**query, "values": ["v"]}]}}))
+    loaded = config.load({}, {}, str(path), dotenv_path=tmp_path / "none.env")
+    assert loaded.config.database.queries[0].metric == "pixcrawler_site_rows"
+
+
+def test_the_collision_exits_2_with_one_line(tmp_path: Path) -> None:
+    query = {"metric": "pixcrawler_memory_limit_bytes", "help": "M.", "sql": "SELECT 1 AS v"}
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump({"database": {"queries": [{**query, "values": ["v"]}]}})
+    )
+    done = run_cli(tmp_path, "--config", "config.yml", "--listen", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2
+    assert (
+        len(done.stderr.strip().splitlines()) == 1
+        and "pixcrawler_memory_limit_bytes" in done.stderr
+    )

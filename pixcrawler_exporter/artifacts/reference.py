@@ -56,20 +56,16 @@ def metric_table(descs: Iterable[tuple[str, Desc]]) -> str:
 
 def all_descs() -> list[tuple[str, Desc]]:
     from pixcrawler_exporter.collect import registry
-    from pixcrawler_exporter.collect.registration import REGISTRY
-    from pixcrawler_exporter.derive import capacity, thresholds
 
-    found = [("always", d) for d in registry.META]
-    for r in REGISTRY.registrations():
-        found += [(r.name, d) for d in r.load().descs]
+    own = registry.builtin_descs()
+    found = [(source, d) for source, d in own if source != "derived"]
     # The database's metrics come from its queries: every preset's, first declaration wins.
     queries: dict[str, Desc] = {}
     for preset in PRESETS:
         for q in default_queries(preset):
             queries.setdefault(q.metric, Desc(q.metric, q.help, "gauge", q.label_names))
     found += [("database (preset query)", d) for d in queries.values()]
-    found += [("derived", d) for d in (*thresholds.DESCS, *capacity.DESCS)]
-    return found
+    return found + [(source, d) for source, d in own if source == "derived"]
 
 
 def _cell(text: str) -> str:

@@ -17,6 +17,7 @@ from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors import cgroup
 from pixcrawler_exporter.config import Loaded
+from pixcrawler_exporter.derive import capacity, thresholds
 
 BUILD_INFO = Desc(
     "pixcrawler_exporter_build_info",
@@ -43,6 +44,23 @@ DURATION = Desc(
     ("collector",),
 )
 META = (BUILD_INFO, ENVIRONMENT_INFO, SUCCESS, DURATION)
+
+
+def builtin_descs() -> list[tuple[str, Desc]]:
+    """Every metric the exporter declares itself, with what produces it: "always", a
+    collector's name, or "derived". The database's query metrics are not among them."""
+    found = [("always", d) for d in META]
+    for r in REGISTRY.registrations():
+        found += [(r.name, d) for d in r.load().descs]
+    return found + [("derived", d) for d in (*thresholds.DESCS, *capacity.DESCS)]
+
+
+def builtin_names() -> frozenset[str]:
+    """Names a custom query's metric may not take: each built-in metric's, and a counter's
+    family name without ``_total``, which client_python would report twice just the same."""
+    return frozenset(
+        name for _, d in builtin_descs() for name in (d.name, d.name.removesuffix("_total"))
+    )
 
 
 def build(loaded: Loaded) -> tuple[list[Source], cgroup.CgroupLayout]:

@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from pixcrawler_exporter import environment
-from pixcrawler_exporter.collectors.database.queries import database_queries
+from pixcrawler_exporter.collectors.database.queries import Query, database_queries
 from pixcrawler_exporter.config.model import Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
 from pixcrawler_exporter.config.settings import Spec, build
@@ -132,6 +132,8 @@ def _check(config: Config, sources: Mapping[str, str]) -> None:
             f"database.queries: {', '.join(twice)} is also produced by the "
             f"{db.preset} preset; set database.preset to 'none' to replace it"
         )
+    if db.queries:  # the check imports every collector: only when there is something to check
+        _check_builtin_names(db.queries, sources["database.queries"])
     for resource in RESOURCES:
         pair = config.thresholds.pair(resource)
         if pair.warning > pair.critical:
@@ -140,6 +142,21 @@ def _check(config: Config, sources: Mapping[str, str]) -> None:
                 f"{key}.warning ({pair.warning:g}, from {sources[key + '.warning']}) is above "
                 f"{key}.critical ({pair.critical:g}, from {sources[key + '.critical']}); "
                 "expected warning <= critical"
+            )
+
+
+def _check_builtin_names(queries: Sequence[Query], source: str) -> None:
+    # Two families of one name make client_python refuse the collectors (exit 1), or, for the
+    # derived metrics rendered apart, two HELP lines that make Prometheus drop the whole scrape.
+    # Imported here: the collectors' modules import this package.
+    from pixcrawler_exporter.collect.registry import builtin_names
+
+    taken = builtin_names()
+    for query in queries:
+        if query.metric in taken:
+            raise ConfigError(
+                f"database.queries ({source}): the query for {query.metric} takes the name of "
+                "one of the exporter's own metrics; name it otherwise"
             )
 
 
