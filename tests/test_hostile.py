@@ -30,11 +30,14 @@ import bcrypt
 import pytest
 import trustme
 import yaml
+from azure.monitor.query import LogsTable
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect import metrics
+from pixcrawler_exporter.collectors.azure import parse as azure_parse
+from pixcrawler_exporter.collectors.azure.model import parse_log_queries
 from pixcrawler_exporter.collectors.database import dsn
 from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.database.queries import Query
@@ -1094,3 +1097,36 @@ def test_the_collision_exits_2_with_one_line(tmp_path: Path) -> None:
         len(done.stderr.strip().splitlines()) == 1
         and "pixcrawler_memory_limit_bytes" in done.stderr
     )
+
+
+# --- item 18: what a KQL query may turn into ---------------------------------------------------
+
+
+def kql_table(columns: dict[str, str], rows: list[list[object]]) -> LogsTable:
+    """A primary table as the SDK hands it over, columns with their Log Analytics types."""
+    types = list(columns.values())
+    return LogsTable(name="PrimaryResult", columns=list(columns), columns_types=types, rows=rows)
+
+
+def test_kql_rows_are_capped() -> None:
+    query = parse_log_queries([{"name": "many", "query": "T", "label_columns": ["n"]}])[0]
+    rows: list[list[object]] = [[str(n), n] for n in range(azure_parse.MAX_LOG_ROWS + 1)]
+    table = kql_table({"n": "string", "value": "long"}, rows)
+    with pytest.raises(azure_parse.CallFailedError, match="more than 10000 rows"):
+        azure_parse.log_rows(query, [table])
+    fewer = kql_table({"n": "string", "value": "long"}, rows[:-1])
+    assert len(azure_parse.log_rows(query, [fewer])) == azure_parse.MAX_LOG_ROWS
+
+
+@pytest.mark.parametrize("kind", ["datetime", "guid", "dynamic"])
+def test_kql_label_columns_of_unbounded_types_are_refused(kind: str) -> None:
+    query = parse_log_queries([{"name": "q", "query": "T", "label_columns": ["when"]}])[0]
+    table = kql_table({"when": kind, "value": "long"}, [["2026-01-01T00:00:00Z", 1]])
+    with pytest.raises(azure_parse.CallFailedError, match=f"holds {kind} values"):
+        azure_parse.log_rows(query, [table])
+
+
+@pytest.mark.parametrize("column", ["TimeGenerated", "_ItemId", "_TimeReceived", "timegenerated"])
+def test_kql_per_record_label_columns_are_refused_at_load(column: str) -> None:
+    with pytest.raises(ValueError, match=f"label column '{column}' differs for every record"):
+        parse_log_queries([{"name": "q", "query": "T", "label_columns": [column]}])

@@ -57,6 +57,8 @@ _RESOURCE_ID = re.compile(
     re.IGNORECASE,
 )
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# The columns every Log Analytics table has that are new for each record, lower-cased.
+_PER_RECORD = frozenset({"timegenerated", "_itemid", "_timereceived"})
 _REGION = re.compile(r"^[a-z0-9]+$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -265,6 +267,12 @@ def parse_log_queries(raw: Any) -> tuple[LogQuery, ...]:
         if not isinstance(labels, list | tuple) or not all(isinstance(c, str) for c in labels):
             raise bad("label_columns must be a list of column names", where)
         for col in labels:
+            if col.lower() in _PER_RECORD:
+                raise bad(
+                    f"label column {col!r} differs for every record: one series each; "
+                    "summarize by a column of few values instead",
+                    where,
+                )
             if not _LABEL.match(col) or col.startswith("__") or col == "query":
                 raise bad(
                     f"label column {col!r} cannot be a Prometheus label name (letters, digits "

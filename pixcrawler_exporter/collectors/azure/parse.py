@@ -35,6 +35,11 @@ RETRIED = frozenset({"throttled", "server_error", "timeout", "network_error"})
 
 _RATELIMIT_PREFIX = "x-ms-ratelimit-remaining-"
 _MAX_RETRY_AFTER = 3600.0
+# Per log query, as for database queries: one series per row, so a runaway query must not
+# flood /metrics.
+MAX_LOG_ROWS = 10_000
+# Log Analytics column types with a new value for (nearly) every row: as labels, one series each.
+UNBOUNDED_TYPES = frozenset({"datetime", "guid", "dynamic"})
 _METRICS_INFIX = "/providers/microsoft.insights/metrics/"
 
 
@@ -131,6 +136,18 @@ def log_rows(query: LogQuery, tables: Sequence[LogsTable]) -> tuple[LogValue, ..
             "client_error",
             f"column {missing[0]!r} is not in the result (columns: {', '.join(columns)})",
         )
+    if len(table.rows) > MAX_LOG_ROWS:
+        raise CallFailedError(
+            "client_error", f"more than {MAX_LOG_ROWS} rows; summarize them into fewer series"
+        )
+    types = dict(zip(columns, table.columns_types or (), strict=False))
+    for column in query.label_columns:
+        if types.get(column) in UNBOUNDED_TYPES:
+            raise CallFailedError(
+                "client_error",
+                f"label column {column!r} holds {types[column]} values, a new series for "
+                "nearly every row; summarize by a column of few values instead",
+            )
     rows: list[LogValue] = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     for row in table.rows:
