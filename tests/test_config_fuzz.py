@@ -40,6 +40,10 @@ EDGES = [
     "", " ", "0", "-1", "1e309", "nan", "inf", "-inf", "0x10", "1_000", "true", "yes", "off",
     "12.5", "100%", "/", "/tmp", "relative", ":8395", "[::1]:80", "[::1", "host:99999", "a:b:c",
     "\x00", "\u00e9", "\n", "${HOME}", "postgresql://u:p@h/db", "azure", "auto", "json",
+    # Hostile ones (issue 13): huge numbers, bytes that are not UTF-8 as the environment gives
+    # them, URLs libpq reads otherwise than urllib does.
+    "1" + "0" * 400, "9" * 5000, "1e400", "/tmp/bad\udcffdir", "postgresql://u:pa/ss@h/db",
+    "postgresql://u:p?w@h/db", "postgresql://u:p w@h/db",
 ]  # fmt: skip
 text_values = st.sampled_from(EDGES) | st.text(max_size=30)
 scalars = (
@@ -114,17 +118,47 @@ def test_yaml_documents(doc: Any) -> None:
     _load({}, {}, yaml.safe_dump(doc, allow_unicode=True))
 
 
+# YAML text yaml.safe_dump would never write (issue 13): huge integers, repeated keys.
+HOSTILE_YAML = st.sampled_from(
+    [
+        "poll_interval_seconds: 1" + "0" * 400,
+        "poll_interval_seconds: " + "9" * 5000,
+        "web:\n  max_requests: 0x" + "f" * 64,
+        "poll_interval_seconds: 1\npoll_interval_seconds: 2",
+        "log: {level: info, level: debug}",
+        "database:\n  queries:\n    - {metric: pixcrawler_threshold, help: h, sql: SELECT 1 AS v,"
+        " values: [v]}",
+    ]
+)
+
+
 @FUZZ
-@given(text=st.text(max_size=200) | st.binary(max_size=200))
+@given(text=st.text(max_size=200) | st.binary(max_size=200) | HOSTILE_YAML)
 def test_yaml_text_that_may_not_be_yaml(text: str | bytes) -> None:
     _load({}, {}, text)
 
 
+# Lines python-dotenv reads, or cannot: unclosed quotes, exports, comments, interpolation.
+dotenv_lines = st.sampled_from(
+    [
+        'PIXCRAWLER_LOG_LEVEL="9',
+        "PIXCRAWLER_LOG_LEVEL='debug",
+        "export PIXCRAWLER_LOG_LEVEL=debug",
+        "PIXCRAWLER_WEB_MAX_REQUESTS=" + "9" * 5000,
+        "# PIXCRAWLER_LOG_LEVEL=debug",
+        "PIXCRAWLER_DB_URL=postgresql://u:${PASSWORD}@h/db",
+        "===",
+        "",
+    ]
+) | st.builds(lambda n, v: f"{n}={v}", st.sampled_from(ENV_NAMES), text_values)
+
+
 @FUZZ
-@given(text=st.text(max_size=200))
+@given(text=st.text(max_size=200) | st.lists(dotenv_lines, max_size=6).map("\n".join))
 def test_dotenv_files(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, ".env").write_text(text)
+        # surrogateescape: a value from EDGES stands for bytes that are not UTF-8.
+        Path(tmp, ".env").write_bytes(text.encode("utf-8", "surrogateescape"))
         try:
             config.load({}, {}, None, dotenv_path=Path(tmp, ".env"))
         except config.ConfigError as exc:
@@ -171,18 +205,39 @@ def tls_documents(draw: st.DrawFn) -> Any:
     return {"tls_server_config": {k: v for k, v in tls.items() if v is not None}}
 
 
-@FUZZ
-@given(doc=web_documents() | tls_documents())
-def test_web_config_documents(doc: Any) -> None:
+def _load_web(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "web.yml")
-        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        path.write_text(text)
         try:
             web = webconfig.load(str(path))
         except ConfigError as exc:
             assert str(path) in str(exc)
         else:
             assert isinstance(web, webconfig.WebConfig)
+
+
+@FUZZ
+@given(doc=web_documents() | tls_documents())
+def test_web_config_documents(doc: Any) -> None:
+    _load_web(yaml.safe_dump(doc, allow_unicode=True))
+
+
+# Web config text yaml.safe_dump would never write: repeated keys, huge numbers, odd hashes.
+HOSTILE_WEB = [
+    "rate_limit:\n  burst: 1\n  burst: 2\n  interval: 1s\n",
+    "rate_limit: {interval: 1s, burst: 1" + "0" * 400 + "}\n",
+    "rate_limit: {interval: 1s, burst: " + "7" * 5000 + "}\n",
+    "basic_auth_users:\n  u: $2$10$" + "a" * 53 + "\n",
+    "basic_auth_users:\n  u: $2x$10$" + "a" * 53 + "\n  u: $2y$10$" + "a" * 53 + "\n",
+    "tls_server_config: {cert_file: missing.crt, key_file: missing.key}\n",
+]
+
+
+@FUZZ
+@given(text=st.sampled_from(HOSTILE_WEB) | st.text(max_size=200))
+def test_web_config_text(text: str) -> None:
+    _load_web(text)
 
 
 ConfigError = config.ConfigError
