@@ -35,7 +35,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.collect import metrics
+from pixcrawler_exporter.collect import errors, metrics
 from pixcrawler_exporter.collectors.azure import parse as azure_parse
 from pixcrawler_exporter.collectors.azure.model import parse_log_queries
 from pixcrawler_exporter.collectors.database import dsn
@@ -1130,3 +1130,14 @@ def test_kql_label_columns_of_unbounded_types_are_refused(kind: str) -> None:
 def test_kql_per_record_label_columns_are_refused_at_load(column: str) -> None:
     with pytest.raises(ValueError, match=f"label column '{column}' differs for every record"):
         parse_log_queries([{"name": "q", "query": "T", "label_columns": [column]}])
+
+
+def test_free_text_scrubbing_never_gives_a_short_secret_away() -> None:
+    # The database no longer scrubs free text at all (see above); Azure still scrubs its
+    # messages, as a service might quote a secret back, but never by a substring found by chance.
+    assert errors.scrub("database pixcrawler is down", "x") == "database pixcrawler is down"
+    secret = "s3cr3t-Value~that.must-never_appear"
+    assert (
+        errors.scrub(f"bad host {secret.lower()}.example", secret) == "bad host <redacted>.example"
+    )
+    assert errors.scrub("nothing here", None) == "nothing here"

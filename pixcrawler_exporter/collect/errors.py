@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 # What a secret is replaced with wherever it could otherwise be shown: --print-config, log lines,
 # error messages of a source whose URL or message quotes it.
 REDACTED = "<redacted>"
+# A secret shorter than this is not searched for in free text: its letters turn up by chance,
+# and "pi<redacted>crawler" would give the password "x" away. Real ones (an Azure client secret
+# has 40 characters) are far longer.
+MIN_SCRUBBED = 8
 
 
 class CollectorError(Exception):
@@ -17,3 +23,11 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, CollectorError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` replaced, in any case (a host name comes back lower-cased), for
+    messages from a source that might quote it back; a short secret is left alone."""
+    if not secret or len(secret) < MIN_SCRUBBED:
+        return text
+    return re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)

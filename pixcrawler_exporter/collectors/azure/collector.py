@@ -18,7 +18,6 @@ reads). A failed call keeps the values it would have replaced, which age out aft
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ from prometheus_client.samples import Sample
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
-from pixcrawler_exporter.collect.errors import REDACTED, describe
+from pixcrawler_exporter.collect.errors import describe, scrub
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
@@ -246,11 +245,7 @@ class AzureCollector(Collector[AzureReading]):
         self._cache.store_logs(query.name, parse.log_rows(query, tables))
 
     def _scrub(self, text: str) -> str:
-        secret = self.cfg.client_secret
-        if not secret:
-            return text
-        # Case-blind: a secret that ends up in a host name comes back lower-cased.
-        return re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
+        return scrub(text, self.cfg.client_secret)
 
     def _log_changes(self, failures: Sequence[Failure]) -> None:
         """Log each failure when it starts or changes kind, not on every refresh; sign-in
