@@ -675,7 +675,7 @@ def pair(tmp_path: Path) -> dict[str, str]:
             {"client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "missing-ca.crt"},
             "missing-ca.crt: no such file",
         ),
-        ({"cert_file": ".", "key_file": "server.key"}, "cannot read"),
+        ({"cert_file": ".", "key_file": "server.key"}, "Is a directory"),
     ],
     ids=["cert", "key", "client-ca", "directory"],
 )
@@ -693,7 +693,7 @@ def test_unusable_bcrypt_variants_are_refused_at_load(tmp_path: Path) -> None:
     rest = hashed[4:]
     for variant in ("$2$", "$2x$", "$2c$"):
         doc = {"basic_auth_users": {"alice": variant + rest}}
-        with pytest.raises(ConfigError, match="bcrypt variant cannot be verified") as err:
+        with pytest.raises(ConfigError, match=r"not a bcrypt hash .*\$2x\$ not") as err:
             webconfig.load(write_web(tmp_path, doc))
         assert rest not in str(err.value)  # the hash stays out of the message
     for variant in ("$2a$", "$2b$", "$2y$"):

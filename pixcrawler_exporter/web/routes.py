@@ -174,3 +174,27 @@ def landing(routes: Mapping[str, Route]) -> Callable[[Request], Response]:
         f"<ul>\n{items}\n</ul>\n</body></html>\n"
     ).encode()
     return lambda _request: Response(HTTPStatus.OK, page, "text/html; charset=utf-8")
+
+
+def public_answer(
+    routes: Mapping[str, Route], raw: bytes, headers: Mapping[str, str], server: str
+) -> bytes | None:
+    """The whole answer of a public route (liveness) to the request line ``raw``, for a
+    connection no thread is left for; None for anything else. Never blocks."""
+    try:
+        line = http1.parse_request_line(raw)
+        path = line.target.partition("?")[0]
+        route = routes.get(path)
+        if route is None or not route.public or line.method not in ("GET", "HEAD"):
+            return None
+        response = route.handler(Request(line.method, path, http1.Fields(())))
+    except Exception:  # noqa: BLE001 - a bad line, or a failing route: no answer of its own
+        return None
+    return http1.response_bytes(
+        response.status,
+        response.content_type,
+        response.body,
+        {**headers, **response.headers, "Connection": "close"},
+        server,
+        line.method == "GET",
+    )

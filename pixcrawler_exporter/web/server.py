@@ -25,38 +25,20 @@ from typing import Any
 from pixcrawler_exporter import __version__
 from pixcrawler_exporter.web import http1, netio
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
-from pixcrawler_exporter.web.routes import (
-    GZIP_MIN_BYTES,
-    MAX_SCRAPE_SECONDS,
-    MIN_SCRAPE_SECONDS,
-    SCRAPE_TIMEOUT_HEADER,
-    Request,
-    Response,
-    Route,
-    healthy_route,
-    landing,
-    metrics_route,
-    negotiate,
-    scrape_timeout,
-)
-from pixcrawler_exporter.web.webconfig import TLSContexts, WebConfig
 
-# The endpoint API is re-exported: callers build routes and serve them through this module.
-__all__ = [
-    "MAX_SCRAPE_SECONDS",
-    "MIN_SCRAPE_SECONDS",
-    "SCRAPE_TIMEOUT_HEADER",
-    "Limits",
-    "Request",
-    "Response",
-    "Route",
-    "Server",
-    "healthy_route",
-    "metrics_route",
-    "negotiate",
-    "scrape_timeout",
-    "serve",
-]
+# The endpoint API is re-exported (X as X): callers build routes and serve them through here.
+from pixcrawler_exporter.web.routes import GZIP_MIN_BYTES, landing, public_answer
+from pixcrawler_exporter.web.routes import MAX_SCRAPE_SECONDS as MAX_SCRAPE_SECONDS
+from pixcrawler_exporter.web.routes import MIN_SCRAPE_SECONDS as MIN_SCRAPE_SECONDS
+from pixcrawler_exporter.web.routes import SCRAPE_TIMEOUT_HEADER as SCRAPE_TIMEOUT_HEADER
+from pixcrawler_exporter.web.routes import Request as Request
+from pixcrawler_exporter.web.routes import Response as Response
+from pixcrawler_exporter.web.routes import Route as Route
+from pixcrawler_exporter.web.routes import healthy_route as healthy_route
+from pixcrawler_exporter.web.routes import metrics_route as metrics_route
+from pixcrawler_exporter.web.routes import negotiate as negotiate
+from pixcrawler_exporter.web.routes import scrape_timeout as scrape_timeout
+from pixcrawler_exporter.web.webconfig import TLSContexts, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -310,25 +292,8 @@ class Server(ThreadingHTTPServer):
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def _overflow_answer(self, raw: bytes) -> bytes:
-        # The overflow thread serves public routes (liveness) only, and must never block.
-        try:
-            line = http1.parse_request_line(raw)
-            path = line.target.partition("?")[0]
-            route = self._routes.get(path)
-            if route is None or not route.public or line.method not in ("GET", "HEAD"):
-                return netio.BUSY
-            response = route.handler(Request(line.method, path, http1.Fields(())))
-        except Exception:  # noqa: BLE001 - a bad line, or a failing route: busy all the same
-            return netio.BUSY
-        headers = {**self.extra_headers, **response.headers, "Connection": "close"}
-        return http1.response_bytes(
-            response.status,
-            response.content_type,
-            response.body,
-            headers,
-            _Handler.server_version,
-            line.method == "GET",
-        )
+        public = public_answer(self._routes, raw, self.extra_headers, _Handler.server_version)
+        return netio.BUSY if public is None else public
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._connections.acquire(blocking=False):
