@@ -1,29 +1,40 @@
-# syntax=docker/dockerfile:1
 # PixCrawler exporter: docker build -t pixcrawler-exporter .
+# Any Debian-based Python >= 3.11 image with venv works as the base, Debian's own included
+# (python3, python3-venv and ca-certificates installed): --build-arg PYTHON_IMAGE=...
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
-# --- build: the wheel, and wheels of its dependencies, so the final stage needs no compiler ----
+# --- build: the exporter and its dependencies installed into a virtual environment -----------
+# A venv, not the system's site-packages: Debian's python3 refuses those installs (PEP 668),
+# and the run stage copies this one directory, without pip's cache or the source tree.
 FROM ${PYTHON_IMAGE} AS build
+ARG VERSION=0.1.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pixcrawler_exporter ./pixcrawler_exporter
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/python -m pip install --no-cache-dir . \
+    && /opt/venv/bin/python -I -c "import sys, pixcrawler_exporter as p; \
+sys.exit(None if p.__version__ == '${VERSION}' else \
+f'VERSION=${VERSION} but pixcrawler_exporter.__version__ is {p.__version__}')"
 
-# --- run: the installed wheel only; no source tree, no build tools ---------------------------
+# --- run: the venv only; no source tree, no build tools --------------------------------------
 FROM ${PYTHON_IMAGE}
+ARG PYTHON_IMAGE
+# Checked against pixcrawler_exporter.__version__ by the build stage: a stale one fails the build.
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="pixcrawler-exporter" \
       org.opencontainers.image.description="Prometheus exporter for PixCrawler: container-correct resources, temp storage and chunk capacity" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.12-slim-bookworm"
-ENV PYTHONDONTWRITEBYTECODE=1 \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The wheels are bind-mounted from the build stage, so they never become a layer of the image.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-cache-dir --no-index --find-links=/wheels \
-        /wheels/pixcrawler_exporter-*.whl \
-    && useradd --system --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin exporter
+COPY --from=build /opt/venv /opt/venv
+# A named group with the GID the process runs as, so `id` and file listings show a name.
+RUN groupadd --system --gid 65532 exporter \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin exporter
 # Numeric, so Kubernetes' runAsNonRoot can tell it is not root without a passwd lookup.
 USER 65532:65532
 EXPOSE 8395

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pixcrawler_exporter import config
+from pixcrawler_exporter import __version__, config
 from tests.conftest import REPO, free_port, http_get, need, need_tool
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -76,7 +76,26 @@ def test_image_metadata() -> None:
     healthcheck = stage["HEALTHCHECK"]
     assert "--timeout=" in healthcheck and "--interval=" in healthcheck
     copied = [rest.split()[0] for word, rest in instructions() if word == "COPY"]
-    assert copied == ["pyproject.toml", "pixcrawler_exporter"]
+    assert copied == ["pyproject.toml", "pixcrawler_exporter", "--from=build"]
+    assert '"${PYTHON_IMAGE}"' in labels  # the base it was really built on, not fixed text
+
+
+def test_builds_with_the_classic_builder_and_pulls_only_its_base() -> None:
+    # Debian's docker.io 20.10 builds without BuildKit, which rejects RUN --mount; a `# syntax=`
+    # line would make BuildKit pull a frontend image from a registry for nothing.
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    for word, rest in instructions():
+        assert not (word == "RUN" and rest.startswith("--")), rest
+    bases = [rest.split()[0] for word, rest in instructions() if word == "FROM"]
+    assert bases == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+
+
+def test_version_label_is_the_packages_version() -> None:
+    # The build stage fails when VERSION differs from __version__; this catches it without one.
+    defaults = re.findall(r"^ARG VERSION=(\S+)$", DOCKERFILE.read_text(), re.M)
+    assert defaults and set(defaults) == {__version__}
+    assert 'org.opencontainers.image.version="${VERSION}"' in final_stage()["LABEL"]
 
 
 # --- what the image does -----------------------------------------------------------------------
