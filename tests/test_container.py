@@ -224,3 +224,17 @@ def test_labels_follow_the_package_and_the_base(engine: Engine, image: Image) ->
     assert labels["org.opencontainers.image.version"] == __version__
     assert labels["org.opencontainers.image.base.name"] == image.base
     assert labels["org.opencontainers.image.title"] == "pixcrawler-exporter"
+
+
+def test_read_only_without_capabilities_or_privileges(run_container: RunContainer) -> None:
+    # What both manifests promise (readOnlyRootFilesystem, drop ALL, no privilege escalation),
+    # with nothing writable mounted: not even /tmp.
+    c = run_container("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+    samples = c.scrape()
+    (build,) = labels_of(samples, "pixcrawler_exporter_build_info")
+    assert build["version"] == __version__
+    c.wait_health("healthy")
+    status = c.status()
+    assert status["NoNewPrivs"] == "1"
+    assert status["CapBnd"] == "0000000000000000"
+    assert c.exec("touch", "/tmp/x", check=False).returncode != 0  # really read-only

@@ -3,6 +3,7 @@ database, Azure Monitor and capacity."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +25,24 @@ from pixcrawler_exporter.config.parsers import (
 from pixcrawler_exporter.config.settings import setting
 
 
+def default_temp_dir() -> str:
+    """Python's temp directory (``$TMPDIR``, else ``/tmp``), even where it cannot be written."""
+    try:
+        return tempfile.gettempdir()
+    except FileNotFoundError:
+        # gettempdir() insists on a directory it can write to, and a read-only root filesystem
+        # (readOnlyRootFilesystem, docker run --read-only) has none. The exporter only reads
+        # this directory, so it takes the one gettempdir() tries first instead of failing.
+        for name in ("TMPDIR", "TEMP", "TMP"):
+            if value := os.environ.get(name):
+                return value
+        return "/tmp"
+
+
 @dataclass(frozen=True)
 class Disk:
     paths: tuple[str, ...] = setting(
-        (tempfile.gettempdir(), "/"),
+        (default_temp_dir(), "/"),
         path_list,
         env="PIXCRAWLER_DISK_PATHS",
         help="Paths whose filesystems are reported (':'-separated in the variable).",
@@ -43,7 +58,7 @@ class Disk:
 @dataclass(frozen=True)
 class Temp:
     dirs: tuple[str, ...] = setting(
-        (tempfile.gettempdir(),),
+        (default_temp_dir(),),
         path_list,
         env="PIXCRAWLER_TEMP_DIRS",
         help="Directories holding the crawler's temp files (':'-separated in the variable).",
