@@ -111,17 +111,33 @@ class TLSSettings:
     def _load_pair(self, ctx: ssl.SSLContext) -> None:
         where = "tls_server_config.cert_file/key_file"
         _readable(where, self.source, self.cert_file, self.key_file)
-        with tempfile.TemporaryDirectory(prefix="pixcrawler-tls-") as tmp:
+        if self.cert_file and self.key_file:
+            # No temporary directory: a read-only root filesystem has none to give.
+            self._load_chain(ctx, self.cert_file, self.key_file)
+            return
+        try:
+            scratch = tempfile.TemporaryDirectory(prefix="pixcrawler-tls-")
+        except OSError as exc:
+            raise ConfigError(
+                f"tls_server_config.cert/key in {self.source}: an inline certificate or key is "
+                f"loaded through a temporary file, and there is no writable temporary directory "
+                f"({exc.strerror or exc}); give cert_file and key_file instead"
+            ) from None
+        with scratch as tmp:
             # load_cert_chain takes only paths: inline PEM goes through a private directory.
             cert = self.cert_file or _private_file(tmp, "cert.pem", self.cert or "")
             key = self.key_file or _private_file(tmp, "key.pem", self.key or "")
-            try:
-                ctx.load_cert_chain(cert, key)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; ValueError: NUL
-                reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-                raise ConfigError(
-                    f"{where} in {self.source}: cannot load the certificate and key: {reason}"
-                ) from None
+            self._load_chain(ctx, cert, key)
+
+    def _load_chain(self, ctx: ssl.SSLContext, cert: str, key: str) -> None:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; ValueError: NUL
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(
+                f"tls_server_config.cert_file/key_file in {self.source}: cannot load the "
+                f"certificate and key: {reason}"
+            ) from None
 
     def _load_client_cas(self, ctx: ssl.SSLContext) -> None:
         where = "tls_server_config.client_ca_file"
