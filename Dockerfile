@@ -38,8 +38,8 @@ RUN groupadd --system --gid 65532 exporter \
 # Numeric, so Kubernetes' runAsNonRoot can tell it is not root without a passwd lookup.
 USER 65532:65532
 EXPOSE 8395
-# Reads PIXCRAWLER_LISTEN and PIXCRAWLER_WEB_CONFIG_FILE like the exporter; with --listen given
-# as an argument instead, override this with the URL: python -m pixcrawler_exporter.web.healthcheck URL
+# Finds the exporter's process and probes the address and scheme it serves with, from its own
+# arguments and the environment; only that process's answer counts (README, Docker).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-m", "pixcrawler_exporter.web.healthcheck"]
 ENTRYPOINT ["pixcrawler-exporter"]

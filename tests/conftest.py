@@ -7,12 +7,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -197,3 +201,37 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
     yield factory
     for exp in started:
         stop_process(exp.proc)
+
+
+class _AnyOK(BaseHTTPRequestHandler):
+    """A server that is not the exporter: 200 to everything."""
+
+    def do_GET(self) -> None:
+        body = b"OK\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def foreign_server(port: int, wait: float = 20) -> Iterator[None]:
+    """Serve on ``port`` as soon as whoever had it (an exporter shutting down) lets go."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            httpd = ThreadingHTTPServer(("127.0.0.1", port), _AnyOK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"127.0.0.1:{port} stays taken"
+            time.sleep(0.1)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

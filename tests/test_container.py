@@ -9,21 +9,34 @@ host's network.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
+import trustme
+import yaml
 
 from pixcrawler_exporter import __version__
-from tests.conftest import Samples, free_port, need, parse_samples, sample
+from tests.conftest import (
+    Exporter,
+    Samples,
+    foreign_server,
+    free_port,
+    need,
+    parse_samples,
+    sample,
+)
 from tests.docker_engine import (
     DEBOOTSTRAP,
     DOCKER,
@@ -40,6 +53,9 @@ from tests.docker_engine import (
 pytestmark = pytest.mark.docker
 
 UID = 65532
+# What both Kubernetes manifests promise: readOnlyRootFilesystem, capabilities drop ALL,
+# allowPrivilegeEscalation false.
+HARDENED = ("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
 
 
 # --- the engine and the image -------------------------------------------------------------------
@@ -229,7 +245,7 @@ def test_labels_follow_the_package_and_the_base(engine: Engine, image: Image) ->
 def test_read_only_without_capabilities_or_privileges(run_container: RunContainer) -> None:
     # What both manifests promise (readOnlyRootFilesystem, drop ALL, no privilege escalation),
     # with nothing writable mounted: not even /tmp.
-    c = run_container("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+    c = run_container(*HARDENED)
     samples = c.scrape()
     (build,) = labels_of(samples, "pixcrawler_exporter_build_info")
     assert build["version"] == __version__
@@ -238,3 +254,126 @@ def test_read_only_without_capabilities_or_privileges(run_container: RunContaine
     assert status["NoNewPrivs"] == "1"
     assert status["CapBnd"] == "0000000000000000"
     assert c.exec("touch", "/tmp/x", check=False).returncode != 0  # really read-only
+
+
+# --- the HEALTHCHECK ----------------------------------------------------------------------------
+
+
+def test_healthy_on_the_images_defaults(run_container: RunContainer) -> None:
+    run_container().wait_health("healthy")
+
+
+def test_health_follows_listen_given_as_an_argument(
+    run_container: RunContainer, exporter_factory: Callable[..., Exporter]
+) -> None:
+    # The issue's case: on the host's network with --listen elsewhere, while another exporter
+    # answers at the address the environment names. Only the container's own exporter counts.
+    decoy = exporter_factory()
+    port = free_port()
+    c = run_container(
+        "--network",
+        "host",
+        "-e",
+        f"PIXCRAWLER_LISTEN={decoy.url.removeprefix('http://')}",
+        args=["--listen", f"127.0.0.1:{port}"],
+        url=f"http://127.0.0.1:{port}",
+    )
+    c.wait_health("healthy")
+    # Stopped (as a hung process is), the exporter no longer answers; the decoy still does.
+    c.engine.run("kill", "--signal", "SIGSTOP", c.name)
+    c.wait_health("unhealthy", timeout=90)
+    assert decoy.get("/-/healthy")[0] == 200
+
+
+def test_health_refuses_another_exporter_at_a_given_url(
+    run_container: RunContainer, exporter_factory: Callable[..., Exporter]
+) -> None:
+    other = exporter_factory()
+    command = "python -m pixcrawler_exporter.web.healthcheck {}/-/healthy"
+    mine = run_container(
+        "--network",
+        "host",
+        "--health-cmd",
+        command.format(other.url),
+        args=["--listen", f"127.0.0.1:{free_port()}"],
+        url=None,
+    )
+    mine.wait_health("unhealthy", timeout=90)
+    assert "not by this container's exporter" in mine.health_log()
+
+
+def test_unhealthy_once_the_exporter_is_gone_and_another_server_answers(
+    run_container: RunContainer, tmp_path: Path
+) -> None:
+    port = free_port()
+    # The exporter as a child of a shell that outlives it, so the container keeps running.
+    script = (
+        f"pixcrawler-exporter --listen 127.0.0.1:{port} & echo $! > /dev/shm/exporter.pid; "
+        "wait; exec sleep 3600"
+    )
+    c = run_container(
+        "--network",
+        "host",
+        "--entrypoint",
+        "sh",
+        args=["-c", script],
+        url=f"http://127.0.0.1:{port}",
+    )
+    c.wait_health("healthy")
+    c.exec("sh", "-c", "kill $(cat /dev/shm/exporter.pid)")
+    with foreign_server(port):
+        assert get(f"http://127.0.0.1:{port}/-/healthy")[0] == 200
+        c.wait_health("unhealthy", timeout=90)
+    assert c.running()
+
+
+def test_tls_and_basic_auth_read_only(run_container: RunContainer, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    web = tmp_path / "web"
+    web.mkdir()
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(web / "server.pem")
+    )
+    hashed = bcrypt.hashpw(b"scrape-pw", bcrypt.gensalt(4)).decode()
+    (web / "web.yml").write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": "/etc/pixcrawler/server.pem",
+                    "key_file": "/etc/pixcrawler/server.pem",
+                },
+                "basic_auth_users": {"prometheus": hashed},
+            }
+        )
+    )
+    # The container's user reads them through the bind mount; the test directory stays private.
+    web.chmod(0o755)
+    for f in web.iterdir():
+        f.chmod(0o644)
+    port = free_port()
+    c = run_container(
+        *HARDENED,
+        "-v",
+        f"{web}:/etc/pixcrawler:ro",
+        "-p",
+        f"127.0.0.1:{port}:8395",
+        args=["--web.config.file=/etc/pixcrawler/web.yml"],
+        url=None,
+    )
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    base = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if get(base + "/-/healthy", context=context)[0] == 200:
+                break
+        except OSError:
+            pass
+        assert c.running() and time.monotonic() < deadline, c.logs()
+        time.sleep(0.1)
+    assert get(base + "/metrics", context=context)[0] == 401
+    auth = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-pw").decode()}
+    status, body = get(base + "/metrics", auth, context=context)
+    assert status == 200 and b"pixcrawler_exporter_build_info" in body
+    c.wait_health("healthy")

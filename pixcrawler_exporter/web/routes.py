@@ -19,7 +19,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from pixcrawler_exporter import __version__
-from pixcrawler_exporter.web import http1
+from pixcrawler_exporter.web import http1, identity
 
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 # Below this a scrape could not read anything; a tiny header value is treated as this.
@@ -154,8 +154,11 @@ def metrics_route(
 
 
 def healthy_route() -> Route:
+    # Says which process answers, so that the image's health check can tell this exporter from
+    # another server at the same address.
+    headers = {identity.HEADER: identity.own_token()}
     return Route(
-        lambda _request: Response(HTTPStatus.OK, b"OK\n"),
+        lambda _request: Response(HTTPStatus.OK, b"OK\n", headers=headers),
         "Liveness: 200 while the process serves",
         public=True,
     )
