@@ -14,7 +14,6 @@ so only the first run pays for debootstrap.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -107,6 +106,7 @@ class Engine:
     root: Path
     pid: int
     storage_driver: str
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -186,7 +186,7 @@ def start_engine(storage_drivers: Sequence[str] = ("overlay2", "vfs")) -> Engine
             start_new_session=True,  # Ctrl-C on the test run reaches pytest, which stops it
         )
         log.close()
-        engine = Engine(root, proc.pid, driver)
+        engine = Engine(root, proc.pid, driver, proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             if (root / "docker.sock").exists() and _ping(engine):
@@ -211,21 +211,38 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (reaping it when it is our child: a zombie is gone too)."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return True
+    except ChildProcessError:
+        pass  # not our child: someone else reaps it
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def _stop_pid(pid: int, proc: subprocess.Popen[bytes] | None = None, wait: float = 30) -> None:
+    """SIGTERM, then SIGKILL after ``wait`` seconds."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return
-        if proc is None and not Path(f"/proc/{pid}").exists():
+        if (proc.poll() is not None) if proc is not None else _gone(pid):
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     if proc is not None:
         proc.wait()
+    else:
+        while not _gone(pid):
+            time.sleep(0.1)
 
 
 def stop_engine(engine: Engine) -> None:
@@ -237,11 +254,9 @@ def stop_engine(engine: Engine) -> None:
     except subprocess.TimeoutExpired:
         pass
     children = _children(engine.pid)
-    _stop_pid(engine.pid)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(engine.pid, 0)
+    _stop_pid(engine.pid, engine.proc)
     for child in children:  # containerd normally stops with dockerd; make sure
-        if Path(f"/proc/{child}").exists():
+        if not _gone(child):
             _stop_pid(child, wait=10)
     # Leftover mounts (a killed daemon) would make rmtree walk into image layers.
     for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
@@ -326,18 +341,31 @@ def import_base(engine: Engine, mirror: str) -> str:
     return tag
 
 
-def build_image(engine: Engine, base: str, tag: str = IMAGE) -> float:
-    """``docker build`` of the project's Dockerfile on ``base``; returns the seconds it took."""
+def readme_docker_commands() -> list[str]:
+    """The shell commands of README's Docker section, continuation lines as written."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+
+
+def readme_build_without_registry() -> tuple[str, str]:
+    """README's build command that names its base image, and the base it names."""
+    (command,) = [
+        c for c in readme_docker_commands() if c.startswith("docker build") and "PYTHON_IMAGE=" in c
+    ]
+    found = re.search(r"PYTHON_IMAGE=(\S+)", command)
+    assert found is not None
+    return command, found.group(1)
+
+
+def build_image(engine: Engine, base: str) -> tuple[str, float]:
+    """README's registry-free build on ``base``: (the base's name there, seconds it took)."""
+    command, name = readme_build_without_registry()
+    engine.run("tag", base, name)
     start = time.monotonic()
-    engine.run(
-        "build",
-        "--build-arg",
-        f"PYTHON_IMAGE={base}",
-        "--network",
-        "host",
-        "-t",
-        tag,
-        str(REPO),
-        timeout=900,
-    )
-    return time.monotonic() - start
+    done = engine.shell(command, timeout=900)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"{command}\nexited with {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+    return name, time.monotonic() - start

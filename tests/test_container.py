@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import ssl
 import subprocess
 import time
@@ -27,7 +28,7 @@ import pytest
 import trustme
 import yaml
 
-from pixcrawler_exporter import __version__
+from pixcrawler_exporter import __version__, environment
 from tests.conftest import (
     Exporter,
     Samples,
@@ -46,6 +47,7 @@ from tests.docker_engine import (
     apt_mirror,
     build_image,
     import_base,
+    readme_docker_commands,
     start_engine,
     stop_engine,
 )
@@ -85,9 +87,8 @@ def image(engine: Engine) -> Image:
     mirror = apt_mirror()
     need(mirror is not None, "apt has no Debian bookworm source to debootstrap a base image from")
     assert mirror is not None
-    base = import_base(engine, mirror)
-    build_image(engine, base)
-    return Image(IMAGE, base)
+    named, _ = build_image(engine, import_base(engine, mirror))
+    return Image(IMAGE, named)
 
 
 # --- containers ---------------------------------------------------------------------------------
@@ -377,3 +378,175 @@ def test_tls_and_basic_auth_read_only(run_container: RunContainer, tmp_path: Pat
     status, body = get(base + "/metrics", auth, context=context)
     assert status == 200 and b"pixcrawler_exporter_build_info" in body
     c.wait_health("healthy")
+
+
+# --- README's recipes, run as written -----------------------------------------------------------
+
+
+def readme_runs() -> list[str]:
+    return [c for c in readme_docker_commands() if c.startswith("docker run")]
+
+
+def sidecar(command: str) -> bool:
+    return "--network container:" in command
+
+
+def on_host_rslave(command: str) -> bool:
+    return "--pid=host" in command and ":ro,rslave" in command
+
+
+def on_host_private(command: str) -> bool:
+    return "--pid=host" in command and ":ro,rslave" not in command
+
+
+def recipe(kind: Callable[[str], bool]) -> str:
+    (command,) = [c for c in readme_runs() if kind(c)]
+    return command
+
+
+def test_every_docker_run_in_readme_has_its_test() -> None:
+    runs = readme_runs()
+    assert len(runs) == 3, runs
+    for command in runs:
+        assert [kind(command) for kind in (sidecar, on_host_rslave, on_host_private)].count(
+            True
+        ) == 1, command
+
+
+@pytest.fixture
+def readme_names(engine: Engine) -> Iterator[None]:
+    """README's commands name their containers; a test's leftovers must not block the next."""
+    names = ("pixcrawler-exporter", "pixcrawler-worker")
+    engine.run("rm", "-f", *names, check=False)
+    yield
+    engine.run("rm", "-f", *names, check=False)
+
+
+def run_readme(engine: Engine, command: str) -> None:
+    done = engine.shell(command)
+    assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+
+
+def health_command(c: Container) -> list[str]:
+    """The image's HEALTHCHECK command, run now rather than every 30 s."""
+    test = json.loads(c.inspect("{{json .Config.Healthcheck.Test}}"))
+    assert test[0] == "CMD", test
+    return list(test[1:])
+
+
+def interfaces(proc_net_dev: str) -> set[str]:
+    lines = proc_net_dev.splitlines()[2:]
+    return {line.split(":")[0].strip() for line in lines} - {"lo"}
+
+
+def wait_for(c: Container, name: str, timeout: float = 60, **labels: str) -> Samples:
+    """Scrape until the sample is there (the temp storage scan runs in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = c.scrape()
+        if sample(samples, name, **labels) is not None:
+            return samples
+        assert time.monotonic() < deadline, f"no {name} {labels}:\n{c.logs()}"
+        time.sleep(0.5)
+
+
+def test_readme_sidecar(engine: Engine, image: Image, readme_names: None) -> None:
+    # The crawler container the sidecar joins: its network namespace and a temp volume with the
+    # crawler's files in it (three images of 3445 bytes together, and a file of another kind).
+    port = free_port()
+    engine.run(
+        "run", "-d", "--name", "pixcrawler-worker", "-p", f"127.0.0.1:{port}:8395",
+        "-v", "/tmp/pixcrawler", "--entrypoint", "sleep", image.base, "3600",
+    )  # fmt: skip
+    engine.run(
+        "exec", "pixcrawler-worker", "sh", "-c",
+        "cd /tmp/pixcrawler && head -c 1000 /dev/zero > a.jpg && head -c 2345 /dev/zero > b.PNG"
+        " && head -c 7 /dev/zero > notes.txt && mkdir sub && head -c 100 /dev/zero > sub/c.webp",
+    )  # fmt: skip
+    run_readme(engine, recipe(sidecar))
+    c = Container(engine, "pixcrawler-exporter", f"http://127.0.0.1:{port}")
+    c.wait_serving()
+    samples = wait_for(c, "pixcrawler_temp_storage_files", directory="/tmp/pixcrawler")
+    assert sample(samples, "pixcrawler_temp_storage_files", directory="/tmp/pixcrawler") == 3
+    assert sample(samples, "pixcrawler_temp_storage_bytes", directory="/tmp/pixcrawler") == 3445
+    volume_size = engine.run(
+        "exec", "pixcrawler-worker", "python3", "-c",
+        "import os; s = os.statvfs('/tmp/pixcrawler'); print(s.f_blocks * s.f_frsize)",
+    ).stdout  # fmt: skip
+    assert sample(samples, "pixcrawler_disk_size_bytes", path="/tmp/pixcrawler") == int(volume_size)
+    # The worker's network namespace: its interfaces, not the exporter's own.
+    worker_nics = interfaces(engine.run("exec", "pixcrawler-worker", "cat", "/proc/net/dev").stdout)
+    scraped = {
+        labels["interface"]
+        for labels in labels_of(samples, "pixcrawler_network_receive_bytes_total")
+    }
+    assert scraped == worker_nics and worker_nics
+    (info,) = labels_of(samples, "pixcrawler_environment_info")
+    assert info["environment"] == "docker"
+    # --no-collector.database --no-collector.azure: the sidecar leaves those to the cluster.
+    collectors = {
+        c["collector"] for c in labels_of(samples, "pixcrawler_exporter_collector_success")
+    }
+    assert "memory" in collectors and not collectors & {"database", "azure"}
+    health = c.exec(*health_command(c), check=False)
+    assert health.returncode == 0, health.stderr
+
+
+def root_propagation() -> str:
+    """shared, slave or private: how the host's / propagates mounts (what Docker checks)."""
+    found = "private"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":  # the last one listed is the one on top
+            optional = fields[6 : fields.index("-")]
+            found = next(
+                (kind for tag, kind in (("shared:", "shared"), ("master:", "slave"))
+                 if any(o.startswith(tag) for o in optional)),
+                "private",
+            )  # fmt: skip
+    return found
+
+
+def host_meminfo_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal")
+
+
+def test_readme_on_host(engine: Engine, image: Image, readme_names: None) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8395))
+        except OSError:
+            pytest.fail("port 8395 is taken on this host: README's on-host command listens there")
+    if root_propagation() == "private":
+        # What README says happens here, and what it says to run instead.
+        refused = engine.shell(recipe(on_host_rslave))
+        assert refused.returncode != 0
+        assert "is not a shared or slave mount" in refused.stderr, refused.stderr
+        assert Container(engine, "pixcrawler-exporter", None).inspect("{{.State.Status}}") == (
+            "created"
+        )  # so README says to remove it
+        engine.run("rm", "pixcrawler-exporter")
+        run_readme(engine, recipe(on_host_private))
+    else:
+        run_readme(engine, recipe(on_host_rslave))
+    c = Container(engine, "pixcrawler-exporter", "http://127.0.0.1:8395")
+    c.wait_serving()
+    samples = c.scrape()
+    host_nics = interfaces(Path("/proc/net/dev").read_text())
+    # What the exporter would say run on the host itself ("local" on an ordinary host; a host
+    # that is itself a container image, as CI's VMs are, has its own /.dockerenv).
+    (info,) = labels_of(samples, "pixcrawler_environment_info")
+    assert info["environment"] == environment.detect({}, Path("/"), Path("/proc"))
+    st = os.statvfs("/")
+    assert sample(samples, "pixcrawler_disk_size_bytes", path="/") == st.f_blocks * st.f_frsize
+    assert sample(samples, "pixcrawler_host_memory_total_bytes") == host_meminfo_total()
+    scraped = {
+        labels["interface"]
+        for labels in labels_of(samples, "pixcrawler_network_receive_bytes_total")
+    }
+    assert scraped == host_nics
+    health = c.exec(*health_command(c), check=False)
+    assert health.returncode == 0, health.stderr
