@@ -30,6 +30,7 @@ import yaml
 
 from pixcrawler_exporter import __version__, environment
 from tests.conftest import (
+    REPO,
     Exporter,
     Samples,
     foreign_server,
@@ -550,3 +551,116 @@ def test_readme_on_host(engine: Engine, image: Image, readme_names: None) -> Non
     assert scraped == host_nics
     health = c.exec(*health_command(c), check=False)
     assert health.returncode == 0, health.stderr
+
+
+# --- the Kubernetes manifests, as docker flags --------------------------------------------------
+
+MANIFESTS = REPO / "deploy/kubernetes"
+# Values for the Secret the manifests read (README, Kubernetes); optional keys left out, as in a
+# cluster where they are not set. Nothing listens at this database: the collector reports it.
+SECRET = {"database-url": "postgresql://exporter:not-a-secret@127.0.0.1:1/pixcrawler"}
+SECURITY_KEYS = {
+    "runAsNonRoot",
+    "runAsUser",
+    "runAsGroup",
+    "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation",
+    "capabilities",
+    "seccompProfile",  # RuntimeDefault: Docker's default profile applies anyway
+}
+
+
+def exporter_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(id, pod spec, container) of every pixcrawler-exporter container in the manifests."""
+    found = []
+    for path in sorted(MANIFESTS.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "Deployment":
+                continue
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                if container["image"].split(":")[0] == "pixcrawler-exporter":
+                    found.append((f"{path.name}:{container['name']}", pod, container))
+    return found
+
+
+def quantity_bytes(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text.removesuffix(suffix)) * factor)
+    return int(text)
+
+
+def docker_flags(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """What the kubelet would set up for ``container``, as `docker run` flags."""
+    security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    assert set(security) <= SECURITY_KEYS, f"not reproduced here: {set(security) - SECURITY_KEYS}"
+    flags: list[str] = []
+    if "runAsUser" in security:
+        group = security.get("runAsGroup", security["runAsUser"])
+        flags += ["--user", f"{security['runAsUser']}:{group}"]
+    if security.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    if security.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    for cap in security.get("capabilities", {}).get("drop", []):
+        flags += ["--cap-drop", cap]
+    for cap in security.get("capabilities", {}).get("add", []):
+        flags += ["--cap-add", cap]
+    limits = container.get("resources", {}).get("limits", {})
+    if "memory" in limits:
+        flags += ["--memory", f"{quantity_bytes(limits['memory'])}b"]
+    if "cpu" in limits:
+        cpu = str(limits["cpu"])
+        flags += ["--cpus", str(int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        assert set(volume) == {"name", "emptyDir"}, f"not reproduced here: {volume}"
+        # Named, because Docker refuses read-only anonymous volumes; the private engine's data
+        # root, and the volume with it, goes at the end of the session.
+        source = f"pixtest-{mount['name']}-{os.getpid()}-{time.monotonic_ns()}"
+        spec = f"type=volume,source={source},destination={mount['mountPath']}"
+        flags += ["--mount", spec + (",readonly" if mount.get("readOnly") else "")]
+    for var in container.get("env", []):
+        if "value" in var:
+            flags += ["-e", f"{var['name']}={var['value']}"]
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        if ref["key"] in SECRET:
+            flags += ["-e", f"{var['name']}={SECRET[ref['key']]}"]
+        else:
+            assert ref.get("optional"), f"{var['name']}: no value for secret key {ref['key']}"
+    return flags
+
+
+@pytest.mark.parametrize(
+    ("pod", "container"),
+    [pytest.param(pod, c, id=ident) for ident, pod, c in exporter_containers()],
+)
+def test_kubernetes_manifest_as_docker_flags(
+    run_container: RunContainer, image: Image, pod: dict[str, Any], container: dict[str, Any]
+) -> None:
+    flags = docker_flags(pod, container)
+    c = run_container(*flags, args=container.get("args", []))
+    # runAsNonRoot: the kubelet refuses to start a container whose user is root.
+    assert c.status()["Uid"].split()[0] != "0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert set(ports.values()) == {8395}  # what the test publishes
+    for kind in ("livenessProbe", "readinessProbe"):
+        if kind in container:
+            probe = container[kind]["httpGet"]
+            assert probe.get("scheme", "HTTP") == "HTTP" and probe["port"] in ports
+            assert get(c.url + probe["path"])[0] == 200, kind
+    c.scrape()
+    c.wait_health("healthy")
+    # Still the first process, within its memory limit, after a few scrapes and health checks.
+    for _ in range(5):
+        c.scrape()
+        time.sleep(1)
+    assert c.inspect("{{.State.Running}} {{.State.OOMKilled}} {{.RestartCount}}") == "true false 0"
+    rss_kib = int(c.status()["VmRSS"].split()[0])
+    if "--memory" in flags:
+        limit = int(flags[flags.index("--memory") + 1].removesuffix("b"))
+        assert rss_kib * 1024 < limit
