@@ -259,10 +259,7 @@ def stop_engine(engine: Engine) -> None:
         if not _gone(child):
             _stop_pid(child, wait=10)
     # Leftover mounts (a killed daemon) would make rmtree walk into image layers.
-    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
-        target = line.split()[1]
-        if target.startswith(str(engine.root)):
-            subprocess.run(["umount", "-l", target], capture_output=True)
+    _umount_below(engine.root)
     shutil.rmtree(engine.root, ignore_errors=True)
 
 
@@ -310,9 +307,11 @@ def base_tarball(mirror: str) -> Path:
         _check(["chroot", str(rootfs), "apt-get", "clean"], timeout=120)
         shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
         (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
-        partial = tarball.with_suffix(".part")
+        # Written in this run's own directory and renamed when complete: a concurrent or an
+        # interrupted run never leaves a half-written tarball under the final name.
+        partial = work / "base.tar"
         _check(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], 600)
-        partial.rename(tarball)  # only a finished tarball ever has the final name
+        partial.rename(tarball)
     finally:
         _umount_below(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -320,9 +319,10 @@ def base_tarball(mirror: str) -> Path:
 
 
 def _umount_below(path: Path) -> None:
+    prefix = f"{path}/"
     for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
         target = line.split()[1]
-        if target.startswith(str(path)):
+        if target.startswith(prefix):  # not a sibling that merely shares the name's start
             subprocess.run(["umount", "-l", target], capture_output=True)
 
 
