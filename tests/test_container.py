@@ -39,7 +39,7 @@ from tests.conftest import (
     parse_samples,
     sample,
 )
-from tests.docker_engine import (
+from tests.helpers.docker_engine import (
     DEBOOTSTRAP,
     DOCKER,
     DOCKERD,
@@ -53,7 +53,8 @@ from tests.docker_engine import (
     stop_engine,
 )
 
-pytestmark = pytest.mark.docker
+# e2e and slow too, so the fast inner loop (-m "not e2e and not slow") leaves them out.
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.slow]
 
 UID = 65532
 # What both Kubernetes manifests promise: readOnlyRootFilesystem, capabilities drop ALL,
