@@ -40,6 +40,7 @@ BASE_RECIPE = "1"
 HOST_CAS = Path("/usr/local/share/ca-certificates")
 
 IMAGE = "pixcrawler-exporter"  # the tag README's commands run
+BRIDGE = Path("/sys/class/net/docker0")  # the default bridge dockerd creates
 
 
 def cache_dir() -> Path:
@@ -107,6 +108,7 @@ class Engine:
     pid: int
     storage_driver: str
     proc: subprocess.Popen[bytes] | None = None
+    made_bridge: bool = False  # docker0 did not exist before this daemon made it
 
     @property
     def host(self) -> str:
@@ -164,6 +166,7 @@ def _ping(engine: Engine) -> bool:
 def start_engine(storage_drivers: Sequence[str] = ("overlay2", "vfs")) -> Engine:
     """dockerd on its own socket and directories; the first storage driver that starts wins."""
     root = Path(tempfile.mkdtemp(prefix="pixcrawler-docker-"))
+    made_bridge = not BRIDGE.exists()
     failures = []
     for driver in storage_drivers:
         log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - dockerd keeps writing to it
@@ -186,7 +189,7 @@ def start_engine(storage_drivers: Sequence[str] = ("overlay2", "vfs")) -> Engine
             start_new_session=True,  # Ctrl-C on the test run reaches pytest, which stops it
         )
         log.close()
-        engine = Engine(root, proc.pid, driver, proc)
+        engine = Engine(root, proc.pid, driver, proc, made_bridge)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             if (root / "docker.sock").exists() and _ping(engine):
@@ -260,6 +263,9 @@ def stop_engine(engine: Engine) -> None:
             _stop_pid(child, wait=10)
     # Leftover mounts (a killed daemon) would make rmtree walk into image layers.
     _umount_below(engine.root)
+    # dockerd leaves its bridge behind; the host had none before, so it has none after.
+    if engine.made_bridge and BRIDGE.exists():
+        subprocess.run(["ip", "link", "delete", BRIDGE.name], capture_output=True)
     shutil.rmtree(engine.root, ignore_errors=True)
 
 
