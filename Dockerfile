@@ -11,11 +11,13 @@ ARG VERSION=0.1.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pixcrawler_exporter ./pixcrawler_exporter
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/python -m pip install --no-cache-dir . \
-    && /opt/venv/bin/python -I -c "import sys, pixcrawler_exporter as p; \
+# The version check comes first (the package's __init__ imports nothing), so a stale VERSION
+# fails in a second rather than after pip.
+RUN python3 -c "import sys, pixcrawler_exporter as p; \
 sys.exit(None if p.__version__ == '${VERSION}' else \
-f'VERSION=${VERSION} but pixcrawler_exporter.__version__ is {p.__version__}')"
+f'VERSION=${VERSION} but pixcrawler_exporter.__version__ is {p.__version__}')" \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/python -m pip install --no-cache-dir .
 
 # --- run: the venv only; no source tree, no build tools --------------------------------------
 FROM ${PYTHON_IMAGE}

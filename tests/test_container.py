@@ -665,3 +665,15 @@ def test_kubernetes_manifest_as_docker_flags(
     if "--memory" in flags:
         limit = int(flags[flags.index("--memory") + 1].removesuffix("b"))
         assert rss_kib * 1024 < limit
+
+
+def test_a_stale_version_label_fails_the_build(engine: Engine, image: Image) -> None:
+    # The label is a build argument; the build refuses one that is not the package's version.
+    done = engine.run(
+        "build", "--build-arg", f"PYTHON_IMAGE={image.base}", "--build-arg", "VERSION=0.0.0",
+        "--network", "host", "-t", "pixtest-stale", str(REPO), check=False, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"VERSION=0.0.0 but pixcrawler_exporter.__version__ is {__version__}" in (
+        done.stdout + done.stderr
+    )
