@@ -206,7 +206,9 @@ def test_v1_memory_with_limit(tmp_path: Path) -> None:
         memory__stat="cache 100\ninactive_file 7\ntotal_inactive_file 4096\n",
         memory__oom_control="oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
     )
-    assert read_memory(host.discover()) == MemoryStats(536870912, 104857600, 4096, 3)
+    assert read_memory(host.discover()) == MemoryStats(
+        536870912, 104857600, 3, {"file": 100, "inactive_file": 4096}
+    )
 
 
 @pytest.mark.parametrize("unlimited", [UNLIMITED_V1, "-1\n"])
@@ -220,7 +222,7 @@ def test_v1_memory_unlimited_is_none(tmp_path: Path, unlimited: str) -> None:
         memory__stat="inactive_file 7\n",
         memory__oom_control="oom_kill_disable 0\nunder_oom 0\n",
     )
-    assert read_memory(host.discover()) == MemoryStats(None, 1000, 7, None)
+    assert read_memory(host.discover()) == MemoryStats(None, 1000, None, {"inactive_file": 7})
 
 
 def test_v2_memory(tmp_path: Path) -> None:
@@ -232,7 +234,9 @@ def test_v2_memory(tmp_path: Path) -> None:
         memory__stat="anon 1\nfile 2\ninactive_file 8192\nactive_file 3\n",
         memory__events="low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n",
     )
-    assert read_memory(host.discover()) == MemoryStats(1073741824, 52428800, 8192, 2)
+    assert read_memory(host.discover()) == MemoryStats(
+        1073741824, 52428800, 2, {"anon": 1, "file": 2, "inactive_file": 8192, "active_file": 3}
+    )
 
 
 def test_v2_memory_max_is_none(tmp_path: Path) -> None:
@@ -240,7 +244,7 @@ def test_v2_memory_max_is_none(tmp_path: Path) -> None:
     host.files(
         "/sys/fs/cgroup/system.slice/app.service", memory__max="max\n", memory__current="5\n"
     )
-    assert read_memory(host.discover()) == MemoryStats(None, 5, None, None)
+    assert read_memory(host.discover()) == MemoryStats(None, 5, None)
 
 
 def test_hybrid_memory_reads_v1_files(tmp_path: Path) -> None:
@@ -252,14 +256,101 @@ def test_hybrid_memory_reads_v1_files(tmp_path: Path) -> None:
         memory__stat="inactive_file 1810432\ntotal_inactive_file 1810432\n",
         memory__oom_control="oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
     )
-    assert read_memory(host.discover()) == MemoryStats(None, 9449472, 1810432, 0)
+    assert read_memory(host.discover()) == MemoryStats(None, 9449472, 0, {"inactive_file": 1810432})
 
 
 def test_missing_memory_files_are_none_not_zero(tmp_path: Path) -> None:
-    assert read_memory(v1_host(tmp_path).discover()) == MemoryStats(None, None, None, None)
+    assert read_memory(v1_host(tmp_path).discover()) == MemoryStats(None, None, None)
     assert read_memory(CgroupLayout("none", None, None, None, None, None)) == MemoryStats(
-        None, None, None, None
+        None, None, None
     )
+
+
+# A v1 cgroup as this kernel writes it (shortened): a crawler's 250 MiB of read-back images
+# beside 30 MiB of its own memory.
+V1_MEMORY_STAT = """\
+cache 262144000
+rss 31457280
+shmem 4096
+active_anon 31461376
+inactive_anon 0
+active_file 209715200
+inactive_file 52424704
+unevictable 0
+hierarchical_memory_limit 314572800
+total_cache 262144000
+total_rss 31457280
+total_shmem 4096
+total_mapped_file 0
+total_inactive_anon 0
+total_active_anon 31461376
+total_inactive_file 52424704
+total_active_file 209715200
+total_unevictable 8192
+"""
+
+
+def test_v1_memory_breakdown_and_reclaimable(tmp_path: Path) -> None:
+    host = v1_host(tmp_path)
+    host.files(
+        "/sys/fs/cgroup/memory/docker/abc",
+        memory__limit_in_bytes="314572800\n",
+        memory__usage_in_bytes="295698432\n",
+        memory__stat=V1_MEMORY_STAT,
+        memory__kmem__usage_in_bytes="2093056\n",
+    )
+    stats = read_memory(host.discover())
+    assert stats.breakdown == {
+        "anon": 31457280,
+        "file": 262144000,
+        "active_anon": 31461376,
+        "inactive_anon": 0,
+        "active_file": 209715200,
+        "inactive_file": 52424704,
+        "shmem": 4096,
+        "unevictable": 8192,
+        "kernel": 2093056,
+    }
+    assert stats.inactive_file_bytes == 52424704
+    assert stats.reclaimable_bytes == 209715200 + 52424704
+    assert stats.stall_percent is None  # v1 has no per-cgroup PSI
+
+
+def test_v2_memory_breakdown_kernel_and_pressure(tmp_path: Path) -> None:
+    host = v2_host(tmp_path)
+    host.files(
+        "/sys/fs/cgroup/system.slice/app.service",
+        memory__max="314572800\n",
+        memory__current="300000000\n",
+        memory__stat=(
+            "anon 280000000\nfile 12000000\nkernel 8000000\nkernel_stack 1000\nshmem 4096\n"
+            "active_anon 279000000\ninactive_anon 1000000\nactive_file 2000000\n"
+            "inactive_file 10000000\nunevictable 0\nslab_reclaimable 3000000\n"
+            "slab_unreclaimable 500000\nslab 3500000\n"
+        ),
+        memory__pressure=(
+            "some avg10=12.50 avg60=3.00 avg300=1.00 total=123\n"
+            "full avg10=2.00 avg60=0.00 avg300=0.00 total=45\n"
+        ),
+    )
+    stats = read_memory(host.discover())
+    assert stats.breakdown["kernel"] == 8000000
+    assert stats.breakdown["slab_reclaimable"] == 3000000
+    assert "kernel_stack" not in stats.breakdown
+    assert stats.reclaimable_bytes == 2000000 + 10000000 + 3000000
+    assert stats.stall_percent == 12.5
+
+
+def test_v2_memory_kernel_from_its_parts_on_older_kernels(tmp_path: Path) -> None:
+    host = v2_host(tmp_path)
+    host.files(
+        "/sys/fs/cgroup/system.slice/app.service",
+        memory__current="5\n",
+        memory__stat="anon 1\nkernel_stack 10\npagetables 20\npercpu 30\nsock 40\nslab 50\n",
+    )
+    stats = read_memory(host.discover())
+    assert stats.breakdown == {"anon": 1, "kernel": 150}
+    assert stats.reclaimable_bytes is None  # no file LRU figures: nothing known reclaimable
 
 
 @pytest.mark.parametrize(
@@ -271,6 +362,7 @@ def test_missing_memory_files_are_none_not_zero(tmp_path: Path) -> None:
         ("memory.current", "\n"),
         ("memory.stat", "anon\n"),
         ("memory.events", "oom_kill many\n"),
+        ("memory.pressure", "some avg10=x avg60=0 avg300=0 total=1\n"),
         ("memory.max", "x" * 200),
     ],
 )

@@ -5,85 +5,31 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import Exporter, need, need_tool, sample
+from tests.conftest import Exporter, need_tool, sample
 from tests.helpers.cgroup import v2_host
+from tests.helpers.realcgroup import joiner, new_cgroup
 
 MEMORY_LIMIT = 512 * 1024 * 1024
-CPU_QUOTA_US, CPU_PERIOD_US = 50_000, 100_000  # 0.5 core
-
-
-def _cgroup_mounts() -> dict[str, Path]:
-    """controller (or 'cgroup2') -> mount point, from the real mount table."""
-    mounts: dict[str, Path] = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        point = Path(left.split()[4])
-        fstype, _, options = right.split()
-        if fstype == "cgroup2":
-            mounts.setdefault("cgroup2", point)
-        elif fstype == "cgroup":
-            for opt in options.split(","):
-                mounts.setdefault(opt, point)
-    return mounts
 
 
 @pytest.fixture
 def limited_cgroup() -> Iterator[tuple[list[Path], str]]:
     """A new cgroup limited to 512 MiB and half a core: (directories to join, cgroup path)."""
-    need(os.geteuid() == 0, "creating cgroups needs root")
-    mounts = _cgroup_mounts()
-    name = f"pixcrawler-test-{os.getpid()}"
-    made: list[Path] = []
-    try:
-        if "memory" in mounts and "cpu" in mounts:  # v1 or hybrid: one directory per controller
-            mem, cpu = mounts["memory"] / name, mounts["cpu"] / name
-            for d in dict.fromkeys((mem, cpu)):
-                d.mkdir()
-                made.append(d)
-            (mem / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
-            (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-            (cpu / "cpu.cfs_quota_us").write_text(str(CPU_QUOTA_US))
-        elif "cgroup2" in mounts:
-            root = mounts["cgroup2"]
-            (root / "cgroup.subtree_control").write_text("+memory +cpu")
-            d = root / name
-            d.mkdir()
-            made.append(d)
-            (d / "memory.max").write_text(str(MEMORY_LIMIT))
-            (d / "cpu.max").write_text(f"{CPU_QUOTA_US} {CPU_PERIOD_US}")
-        else:
-            need(False, "no cgroup memory and cpu controllers are mounted")
-    except OSError as exc:
-        for d in reversed(made):
-            d.rmdir()
-        need(False, f"this machine does not allow creating a limited cgroup: {exc}")
-    yield made, f"/{name}"
-    for d in reversed(made):
-        for _ in range(50):  # the killed exporter leaves the cgroup a moment later
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with new_cgroup(MEMORY_LIMIT) as made:
+        yield made
 
 
 def test_exporter_inside_a_limited_cgroup_reports_its_limits(
     limited_cgroup: tuple[list[Path], str], exporter_factory: Callable[..., Exporter]
 ) -> None:
     dirs, _ = limited_cgroup
-
-    def join() -> None:  # runs in the child before exec, so the exporter starts inside
-        for d in dirs:
-            (d / "cgroup.procs").write_text(str(os.getpid()))
-
-    exp = exporter_factory(preexec=join)
+    exp = exporter_factory(preexec=joiner(dirs))
     samples = exp.scrape()
     assert sample(samples, "pixcrawler_memory_limit_bytes") == MEMORY_LIMIT
     assert sample(samples, "pixcrawler_cpu_limit_cores") == 0.5

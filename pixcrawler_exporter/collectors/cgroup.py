@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import errno
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -45,12 +46,48 @@ class CgroupLayout:
     unified: Path | None
 
 
+# memory.stat figures exported as the breakdown, by their v2 names. v1 spells them total_* (its
+# hierarchical figures, which the limit applies to), with rss for anon and cache for file.
+BREAKDOWN = (
+    "anon",
+    "file",
+    "active_anon",
+    "inactive_anon",
+    "active_file",
+    "inactive_file",
+    "shmem",
+    "unevictable",
+    "slab_reclaimable",
+    "kernel",
+)
+_V1_NAMES = {"anon": "rss", "file": "cache"}
+# v2 kernels before 5.18 have no "kernel" line; these are its parts there.
+_V2_KERNEL_PARTS = ("kernel_stack", "pagetables", "percpu", "sock", "vmalloc", "slab")
+
+
 @dataclass(frozen=True)
 class MemoryStats:
     limit_bytes: int | None
     usage_bytes: int | None
-    inactive_file_bytes: int | None
     oom_kills: int | None
+    # memory.stat by BREAKDOWN name; a figure the cgroup does not report is missing, not 0.
+    breakdown: Mapping[str, int] = field(default_factory=dict)
+    # "some avg10" of the memory cgroup's own memory.pressure (v2 only): the share of the last
+    # 10 s in which a task waited for memory, in percent.
+    stall_percent: float | None = None
+
+    @property
+    def inactive_file_bytes(self) -> int | None:
+        return self.breakdown.get("inactive_file")
+
+    @property
+    def reclaimable_bytes(self) -> int | None:
+        """What the kernel can take back without swap: page cache on the file LRU lists and
+        reclaimable slab where the cgroup reports it. None when memory.stat does not say."""
+        b = self.breakdown
+        if "active_file" not in b or "inactive_file" not in b:
+            return None
+        return b["active_file"] + b["inactive_file"] + b.get("slab_reclaimable", 0)
 
 
 @dataclass(frozen=True)
@@ -131,22 +168,43 @@ def discover(
 def read_memory(layout: CgroupLayout) -> MemoryStats:
     d = layout.memory
     if d is None:
-        return MemoryStats(None, None, None, None)
-    if d == layout.unified:
-        stat = _read_keyed(d / "memory.stat") or {}
-        return MemoryStats(
-            limit_bytes=_limit(_read_int_or_max(d / "memory.max")),
-            usage_bytes=_read_int(d / "memory.current"),
-            inactive_file_bytes=stat.get("inactive_file"),
-            oom_kills=(_read_keyed(d / "memory.events") or {}).get("oom_kill"),
-        )
+        return MemoryStats(None, None, None)
+    return _read_memory_v2(d) if d == layout.unified else _read_memory_v1(d)
+
+
+def _read_memory_v2(d: Path) -> MemoryStats:
     stat = _read_keyed(d / "memory.stat") or {}
+    breakdown = {name: stat[name] for name in BREAKDOWN if name in stat}
+    parts = [stat[name] for name in _V2_KERNEL_PARTS if name in stat]
+    if "kernel" not in breakdown and parts:
+        breakdown["kernel"] = sum(parts)
+    return MemoryStats(
+        limit_bytes=_limit(_read_int_or_max(d / "memory.max")),
+        usage_bytes=_read_int(d / "memory.current"),
+        oom_kills=(_read_keyed(d / "memory.events") or {}).get("oom_kill"),
+        breakdown=breakdown,
+        stall_percent=_read_stall_percent(d / "memory.pressure"),
+    )
+
+
+def _read_memory_v1(d: Path) -> MemoryStats:
+    stat = _read_keyed(d / "memory.stat") or {}
+    breakdown: dict[str, int] = {}
+    for name in BREAKDOWN:
+        v1 = _V1_NAMES.get(name, name)
+        # total_* covers the whole subtree, which is what the limit applies to.
+        value = stat.get(f"total_{v1}", stat.get(v1))
+        if value is not None:
+            breakdown[name] = value
+    # v1 keeps kernel memory apart from memory.stat; usage_in_bytes includes it.
+    kernel = _read_int(d / "memory.kmem.usage_in_bytes")
+    if kernel is not None:
+        breakdown["kernel"] = kernel
     return MemoryStats(
         limit_bytes=_limit(_read_int(d / "memory.limit_in_bytes")),
         usage_bytes=_read_int(d / "memory.usage_in_bytes"),
-        # total_* covers the whole subtree, which is what the limit applies to.
-        inactive_file_bytes=stat.get("total_inactive_file", stat.get("inactive_file")),
         oom_kills=(_read_keyed(d / "memory.oom_control") or {}).get("oom_kill"),
+        breakdown=breakdown,
     )
 
 
@@ -202,6 +260,17 @@ def read_pressure(
                     totals[(resource, kind)] = total
                 break
     return totals
+
+
+def _read_stall_percent(path: Path) -> float | None:
+    text = _read(path)
+    if text is None:
+        return None
+    some = _pressure_lines(path, text).get("some")
+    try:
+        return float(some["avg10"]) if some is not None else None
+    except ValueError:
+        raise CgroupError(path, text, "avg10 not a number") from None
 
 
 def _read(path: Path, allow_empty: bool = False) -> str | None:
@@ -282,14 +351,19 @@ def _count_cpus(path: Path, text: str) -> int:
 
 
 def _parse_pressure(path: Path, text: str) -> dict[str, float]:
-    totals: dict[str, float] = {}
+    return {kind: _int(path, f["total"]) / 1e6 for kind, f in _pressure_lines(path, text).items()}
+
+
+def _pressure_lines(path: Path, text: str) -> dict[str, dict[str, str]]:
+    """The fields of a *.pressure file's lines by kind: {"some": {"avg10": "0.00", ...}}."""
+    lines: dict[str, dict[str, str]] = {}
     for line in filter(str.strip, text.splitlines()):
         kind, *pairs = line.split()
         fields = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
-        if kind not in ("some", "full") or "total" not in fields:
+        if kind not in ("some", "full") or "total" not in fields or "avg10" not in fields:
             raise CgroupError(path, line)
-        totals[kind] = _int(path, fields["total"]) / 1e6
-    return totals
+        lines[kind] = fields
+    return lines
 
 
 def _int(path: Path, text: str) -> int:

@@ -1,17 +1,28 @@
-"""Memory as the container sees it: the cgroup's limit and usage, and the host's figures beside."""
+"""Memory as the container sees it: the cgroup's limit and usage, and the host's figures beside.
+
+Two figures matter and differ: the working set (usage minus inactive file cache), which the
+kubelet evicts on and is exported as such, and the memory the kernel cannot take back (usage
+minus page cache and reclaimable slab), which the memory status is evaluated from. A crawler that
+writes and reads back its images fills the page cache, and so the working set, to the limit
+without being anywhere near an OOM kill: the kernel drops clean cache before it kills.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
-from pixcrawler_exporter.collect.metrics import Desc
+from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
+
+# While tasks of the cgroup wait for memory at least this share of the time (memory PSI "some"
+# over 10 s, percent), reclaiming its cache is not cheap: the working set counts as used.
+STALL_PERCENT = 10.0
 
 LIMIT = Desc(
     "pixcrawler_memory_limit_bytes",
@@ -25,6 +36,20 @@ USAGE = Desc(
 WORKING_SET = Desc(
     "pixcrawler_memory_working_set_bytes",
     "Usage minus inactive file cache, as cAdvisor and the kubelet count it for OOM decisions.",
+)
+UNRECLAIMABLE = Desc(
+    "pixcrawler_memory_unreclaimable_bytes",
+    "Usage minus what the kernel can reclaim without swap (file cache, reclaimable slab): "
+    "anonymous memory, shmem and tmpfs, unevictable pages, other kernel memory. On a bare host, "
+    "total minus available.",
+)
+STAT = Desc(
+    "pixcrawler_memory_stat_bytes",
+    "The cgroup's memory.stat by its v2 name (v1: total_rss is anon, total_cache is file; "
+    "kernel is memory.kmem.usage_in_bytes); only what the cgroup reports. The figures "
+    "overlap: do not sum them.",
+    "gauge",
+    ("stat",),
 )
 RATIO = Desc("pixcrawler_memory_usage_ratio", "Working set divided by the effective limit (0-1).")
 HOST_TOTAL = Desc("pixcrawler_host_memory_total_bytes", "Memory the host reports in total.")
@@ -47,15 +72,36 @@ class MemoryReading:
     host_total_bytes: int
     host_available_bytes: int
     oom_kills: int | None
+    unreclaimable_bytes: int
+    breakdown: Mapping[str, int]
+    stall_percent: float | None  # the cgroup's own memory PSI, where it has one
 
     @property
     def usage_ratio(self) -> float:
         return self.working_set_bytes / self.limit_bytes if self.limit_bytes else 0.0
 
+    @property
+    def status_bytes(self) -> int:
+        """The figure the memory status is evaluated from: memory the kernel cannot reclaim;
+        the working set instead while memory PSI says reclaiming already stalls the cgroup."""
+        if self.stall_percent is not None and self.stall_percent >= STALL_PERCENT:
+            return max(self.unreclaimable_bytes, self.working_set_bytes)
+        return self.unreclaimable_bytes
+
 
 class MemoryCollector(Collector[MemoryReading]):
     name = "memory"
-    descs = (LIMIT, USAGE, WORKING_SET, RATIO, HOST_TOTAL, HOST_AVAILABLE, OOM_KILLS)
+    descs = (
+        LIMIT,
+        USAGE,
+        WORKING_SET,
+        UNRECLAIMABLE,
+        STAT,
+        RATIO,
+        HOST_TOTAL,
+        HOST_AVAILABLE,
+        OOM_KILLS,
+    )
 
     def __init__(self, layout: cgroup.CgroupLayout) -> None:
         self.layout = layout
@@ -69,12 +115,18 @@ class MemoryCollector(Collector[MemoryReading]):
         stats = cgroup.read_memory(self.layout)
         limited = stats.limit_bytes is not None and stats.limit_bytes < host.total
         limit = stats.limit_bytes if limited and stats.limit_bytes is not None else host.total
+        breakdown = dict(stats.breakdown)
         if stats.usage_bytes is None:
-            # No cgroup accounting (bare host, or the v2 root cgroup): the host's own figure.
-            usage = working_set = host.total - host.available
+            # No cgroup accounting (bare host, or the v2 root cgroup): the host's own figure,
+            # where MemAvailable is the kernel's estimate of what it can reclaim.
+            usage = working_set = unreclaimable = host.total - host.available
+            breakdown.setdefault("shmem", getattr(host, "shared", 0))
         else:
             usage = stats.usage_bytes
             working_set = max(0, usage - (stats.inactive_file_bytes or 0))
+            reclaimable = stats.reclaimable_bytes
+            # Without memory.stat nothing is known reclaimable: the working set, as before.
+            unreclaimable = working_set if reclaimable is None else max(0, usage - reclaimable)
         return MemoryReading(
             limit_bytes=limit,
             cgroup_limited=limited,
@@ -83,12 +135,20 @@ class MemoryCollector(Collector[MemoryReading]):
             host_total_bytes=host.total,
             host_available_bytes=host.available,
             oom_kills=stats.oom_kills,
+            unreclaimable_bytes=unreclaimable,
+            breakdown=breakdown,
+            stall_percent=stats.stall_percent,
         )
 
     def metrics(self, reading: MemoryReading) -> Iterable[Metric]:
         yield LIMIT.value(reading.limit_bytes)
         yield USAGE.value(reading.usage_bytes)
         yield WORKING_SET.value(reading.working_set_bytes)
+        yield UNRECLAIMABLE.value(reading.unreclaimable_bytes)
+        stat = STAT.family()
+        for name, value in reading.breakdown.items():
+            add(stat, value, name)
+        yield stat
         yield RATIO.value(reading.usage_ratio)
         yield HOST_TOTAL.value(reading.host_total_bytes)
         yield HOST_AVAILABLE.value(reading.host_available_bytes)
@@ -98,6 +158,7 @@ class MemoryCollector(Collector[MemoryReading]):
 
 register(
     "memory",
-    help="Container-correct memory: cgroup limit, usage, working set, OOM kills; host memory.",
+    help="Container-correct memory: cgroup limit, usage, working set, what cannot be reclaimed "
+    "and memory.stat, OOM kills; host memory.",
     load=lambda: MemoryCollector,
 )

@@ -73,9 +73,7 @@ class StatusTracker:
             active = database.active_chunks if database is not None else None
             values: dict[Resource, float | None] = {
                 "disk": _disk_ratio(snapshot.get(DiskReading)),
-                "memory": self._azure_or_local(
-                    snapshot, "MemoryPercentage", memory.usage_ratio if memory is not None else None
-                ),
+                "memory": self._azure_or_local(snapshot, "MemoryPercentage", _memory_ratio(memory)),
                 "cpu": self._azure_or_local(snapshot, "CpuPercentage", self._cpu(snapshot)),
                 "temp_storage": temp.usage_ratio if temp is not None else None,
                 "chunks": active,
@@ -215,6 +213,12 @@ def status_document(facts: Facts) -> StatusDocument:
         },
         "last_updated": datetime.fromtimestamp(facts.timestamp, UTC).isoformat(),
     }
+
+
+def _memory_ratio(reading: MemoryReading | None) -> float | None:
+    if reading is None or not reading.limit_bytes:
+        return None
+    return reading.status_bytes / reading.limit_bytes
 
 
 def _disk_ratio(reading: DiskReading | None) -> float | None:
