@@ -284,6 +284,7 @@ def test_without_a_limit_there_is_no_limit_or_ratio(
     assert {name for name, _ in samples} == {
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
+        "pixcrawler_temp_storage_in_memory",
         "pixcrawler_temp_storage_scan_duration_seconds",
         "pixcrawler_temp_storage_last_scan_timestamp_seconds",
         "pixcrawler_temp_storage_scan_errors_total",
@@ -297,6 +298,7 @@ def test_describe_declares_every_metric_without_reading(tmp_path: Path) -> None:
     assert [f.name for f in collector.describe()] == [
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
+        "pixcrawler_temp_storage_in_memory",
         "pixcrawler_temp_storage_limit_bytes",
         "pixcrawler_temp_storage_usage_ratio",
         "pixcrawler_temp_storage_scan_duration_seconds",

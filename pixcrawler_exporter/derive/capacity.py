@@ -34,7 +34,14 @@ def temp_limit_bytes(cfg: CapacityConfig) -> int:
     return round(cfg.max_temp_storage_mb * MIB)
 
 
-def capacity(cfg: CapacityConfig, active: int | None, temp_used_bytes: int | None) -> Capacity:
+def capacity(
+    cfg: CapacityConfig,
+    active: int | None,
+    temp_used_bytes: int | None,
+    memory_room_bytes: float | None = math.inf,
+) -> Capacity:
+    """``memory_room_bytes``: memory left for temp files where they are in RAM (tmpfs), infinite
+    where they are on disk, None when they are in RAM and the memory left is unknown."""
     by_storage = math.floor(
         cfg.max_temp_storage_mb / cfg.estimated_image_size_mb / cfg.chunk_size_images
     )
@@ -45,8 +52,8 @@ def capacity(cfg: CapacityConfig, active: int | None, temp_used_bytes: int | Non
     # With no room for even one chunk the pool is full whatever is active.
     utilization = active / effective if effective else 1.0
     can_start = None
-    if temp_used_bytes is not None:
-        room = temp_limit_bytes(cfg) - temp_used_bytes
+    if temp_used_bytes is not None and memory_room_bytes is not None:
+        room = min(temp_limit_bytes(cfg) - temp_used_bytes, memory_room_bytes)
         can_start = available > 0 and room >= chunk_bytes(cfg)
     return Capacity(
         cfg.max_concurrent_chunks, by_storage, effective, active, available, utilization, can_start
@@ -76,8 +83,8 @@ UTILIZATION = Desc(
 )
 CAN_START = Desc(
     "pixcrawler_can_start_chunk",
-    "1 when a chunk slot is free and temp storage has room for one more chunk, else 0; absent "
-    "while active chunks or temp usage is unknown.",
+    "1 when a chunk slot is free and temp storage (and memory, where temp files are on tmpfs) "
+    "has room for one more chunk, else 0; absent while active chunks or temp usage is unknown.",
 )
 DESCS = (MAX_CONCURRENT, MAX_BY_STORAGE, EFFECTIVE_MAX, AVAILABLE, UTILIZATION, CAN_START)
 

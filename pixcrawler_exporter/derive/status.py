@@ -7,6 +7,7 @@ the three never disagree about a value.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -67,13 +68,15 @@ class StatusTracker:
 
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
-            memory = snapshot.get(MemoryReading)
             temp = snapshot.get(TempStorageReading)
+            memory = memory_figure(snapshot.get(MemoryReading), temp)
             database = snapshot.get(DatabaseReading)
             active = database.active_chunks if database is not None else None
             values: dict[Resource, float | None] = {
                 "disk": _disk_ratio(snapshot.get(DiskReading)),
-                "memory": self._azure_or_local(snapshot, "MemoryPercentage", _memory_ratio(memory)),
+                "memory": self._azure_or_local(
+                    snapshot, "MemoryPercentage", memory.ratio if memory is not None else None
+                ),
                 "cpu": self._azure_or_local(snapshot, "CpuPercentage", self._cpu(snapshot)),
                 "temp_storage": temp.usage_ratio if temp is not None else None,
                 "chunks": active,
@@ -81,7 +84,9 @@ class StatusTracker:
             evaluations = thresholds.evaluate_all(values, self.config.thresholds)
             self._log_changes(evaluations)
         temp_bytes = temp.total_bytes if temp is not None else None
-        cap = capacity.capacity(self.config.capacity, active, temp_bytes)
+        cap = capacity.capacity(
+            self.config.capacity, active, temp_bytes, _memory_room(memory, temp)
+        )
         return Facts(
             values,
             temp_bytes,
@@ -215,10 +220,35 @@ def status_document(facts: Facts) -> StatusDocument:
     }
 
 
-def _memory_ratio(reading: MemoryReading | None) -> float | None:
-    if reading is None or not reading.limit_bytes:
+@dataclass(frozen=True)
+class MemoryFigure:
+    used_bytes: int  # what the memory status counts as used
+    limit_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.used_bytes / self.limit_bytes
+
+
+def memory_figure(
+    memory: MemoryReading | None, temp: TempStorageReading | None
+) -> MemoryFigure | None:
+    """The memory status's figure: what the kernel cannot reclaim (MemoryReading.status_bytes),
+    plus temp files in RAM (tmpfs) the watched cgroup's shmem does not already hold: tmpfs pages
+    are charged to the cgroup that wrote them, which need not be the watched one."""
+    if memory is None or not memory.limit_bytes:
         return None
-    return reading.status_bytes / reading.limit_bytes
+    used = memory.status_bytes
+    if temp is not None:
+        used += max(0, temp.in_memory_bytes - memory.breakdown.get("shmem", 0))
+    return MemoryFigure(used, memory.limit_bytes)
+
+
+def _memory_room(figure: MemoryFigure | None, temp: TempStorageReading | None) -> float | None:
+    """Memory left for temp files: unlimited while none is in RAM, unknown without a figure."""
+    if temp is None or not any(temp.in_memory.values()):
+        return math.inf
+    return figure.limit_bytes - figure.used_bytes if figure is not None else None
 
 
 def _disk_ratio(reading: DiskReading | None) -> float | None:

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
@@ -19,6 +19,7 @@ from pixcrawler_exporter.collect.contract import Collector, CollectorError
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
+from pixcrawler_exporter.collectors.temp_storage.memoryfs import in_memory
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ LAST_SCAN = Desc(
     "pixcrawler_temp_storage_last_scan_timestamp_seconds",
     "Unix time the last background scan of the temp directories completed.",
 )
+IN_MEMORY = Desc(
+    "pixcrawler_temp_storage_in_memory",
+    "1 when the directory is on tmpfs or ramfs (its files use memory, not disk), 0 when on "
+    "another filesystem; absent when it cannot be told.",
+    "gauge",
+    ("directory",),
+)
 ERRORS = Desc(
     "pixcrawler_temp_storage_scan_errors_total",
     "Directories the background scan could not read, counted once in every scan that hit them.",
@@ -75,10 +83,17 @@ class TempStorageReading:
     scan_duration_seconds: float
     last_scan_timestamp_seconds: float  # wall clock, when the scan completed
     scan_errors_total: int  # since start-up
+    # Directory -> on tmpfs/ramfs, for the directories whose filesystem could be told.
+    in_memory: Mapping[str, bool] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
         return sum(d.bytes for d in self.directories.values())
+
+    @property
+    def in_memory_bytes(self) -> int:
+        """Bytes of the directories in RAM: memory the container uses for temp files."""
+        return sum(u.bytes for d, u in self.directories.items() if self.in_memory.get(d))
 
     @property
     def usage_ratio(self) -> float | None:
@@ -93,7 +108,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
     """
 
     name = "temp_storage"
-    descs = (BYTES, FILES, LIMIT, RATIO, DURATION, LAST_SCAN, ERRORS)
+    descs = (BYTES, FILES, IN_MEMORY, LIMIT, RATIO, DURATION, LAST_SCAN, ERRORS)
 
     def __init__(
         self,
@@ -154,6 +169,11 @@ class TempStorageCollector(Collector[TempStorageReading]):
             add(size, usage.bytes, directory)
             add(files, usage.files, directory)
         yield from (size, files)
+        if reading.in_memory:
+            ram = IN_MEMORY.family()
+            for directory, flag in reading.in_memory.items():
+                add(ram, 1 if flag else 0, directory)
+            yield ram
         if reading.limit_bytes is not None and reading.usage_ratio is not None:
             yield LIMIT.value(reading.limit_bytes)
             yield RATIO.value(reading.usage_ratio)
@@ -165,6 +185,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
         started = time.perf_counter()
         usage: dict[str, DirectoryUsage] = {}
         errors: dict[str, tuple[str, ...]] = {}
+        ram: dict[str, bool] = {}
         for directory in self.dirs:
             if self._worker.stopping.is_set():
                 return
@@ -172,11 +193,14 @@ class TempStorageCollector(Collector[TempStorageReading]):
             usage[directory] = DirectoryUsage(result.bytes, result.files)
             if result.errors:
                 errors[directory] = result.errors
+            # Asked on every scan: a tmpfs may be mounted over the directory at any time.
+            if (on_tmpfs := in_memory(directory)) is not None:
+                ram[directory] = on_tmpfs
         duration = time.perf_counter() - started
         self._errors_total += sum(len(e) for e in errors.values())
         self._log_changes(errors)
         self._reading = TempStorageReading(
-            usage, errors, self.limit_bytes, duration, time.time(), self._errors_total
+            usage, errors, self.limit_bytes, duration, time.time(), self._errors_total, ram
         )
         self.scans += 1
         self._scanned.set()
