@@ -208,13 +208,16 @@ def test_failing_directory_logs_once_per_change_and_counts_every_scan(
     wait_for(lambda: collector.scans >= 3)
     reading = collector.read()
     assert reading.errors == {str(missing): (f"{missing}: No such file or directory",)}
-    assert reading.directories == {str(missing): DirectoryUsage(0, 0)}
+    # Unknown, not empty: the collector fails rather than report 0 bytes.
+    assert reading.directories == {}
+    assert reading.error == f"temp directory unreadable: {missing}: No such file or directory"
 
     write(missing / "a.jpg", 10)
     wait_for(lambda: collector.read().total_bytes == 10)
     collector.close()
     final = collector.read()
     assert final.errors == {}
+    assert final.error is None
     failed_scans = final.scan_errors_total
     assert 3 <= failed_scans < collector.scans
 

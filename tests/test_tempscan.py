@@ -111,14 +111,14 @@ def test_a_symlink_as_the_configured_directory_is_followed(tmp_path: Path, tree:
 def test_missing_directory_is_an_error_not_an_exception(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     assert scan(str(missing), IMAGES, recursive=True) == ScanResult(
-        0, 0, (f"{missing}: No such file or directory",)
+        0, 0, (f"{missing}: No such file or directory",), opened=False
     )
 
 
 def test_a_file_as_the_directory_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "file.jpg", 5)
     assert scan(str(tmp_path / "file.jpg"), IMAGES, recursive=True) == ScanResult(
-        0, 0, (f"{tmp_path / 'file.jpg'}: Not a directory",)
+        0, 0, (f"{tmp_path / 'file.jpg'}: Not a directory",), opened=False
     )
 
 

@@ -77,7 +77,9 @@ class DirectoryUsage:
 
 @dataclass(frozen=True)
 class TempStorageReading:
-    directories: Mapping[str, DirectoryUsage]  # every configured directory, in config order
+    # Every configured directory the scan could open, in config order. One it could not open
+    # (missing, mistyped, not permitted) is left out: its usage is unknown, not 0.
+    directories: Mapping[str, DirectoryUsage]
     errors: Mapping[str, tuple[str, ...]]  # the last scan's errors of the directories that had any
     limit_bytes: int | None
     scan_duration_seconds: float
@@ -85,6 +87,18 @@ class TempStorageReading:
     scan_errors_total: int  # since start-up
     # Directory -> on tmpfs/ramfs, for the directories whose filesystem could be told.
     in_memory: Mapping[str, bool] = field(default_factory=dict)
+
+    # Directories the last scan could not open at all, with why.
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        """Set when a configured directory could not be read: the collector then fails (the
+        scraper reads this), so the total, the temp status and can_start_chunk are unknown
+        rather than built on a directory silently counted as empty."""
+        if not self.unreadable:
+            return None
+        return "temp directory unreadable: " + "; ".join(self.unreadable.values())
 
     @property
     def total_bytes(self) -> int:
@@ -104,7 +118,10 @@ class TempStorageCollector(Collector[TempStorageReading]):
     """Scans ``dirs`` in a background thread; a scrape gets the last completed scan.
 
     A directory that fails (missing, or with subdirectories it may not read) is logged when it
-    starts failing and when it recovers, not on every scan; its readable part is still counted.
+    starts failing and when it recovers, not on every scan. Of one with unreadable
+    subdirectories the readable part is still counted; one that cannot be opened at all fails
+    the collector (see :attr:`TempStorageReading.error`), as does a scrape before the first scan
+    has completed.
     """
 
     name = "temp_storage"
@@ -186,11 +203,15 @@ class TempStorageCollector(Collector[TempStorageReading]):
         usage: dict[str, DirectoryUsage] = {}
         errors: dict[str, tuple[str, ...]] = {}
         ram: dict[str, bool] = {}
+        unreadable: dict[str, str] = {}
         for directory in self.dirs:
             if self._worker.stopping.is_set():
                 return
             result = scan(directory, self.patterns, self.recursive)
-            usage[directory] = DirectoryUsage(result.bytes, result.files)
+            if result.opened:
+                usage[directory] = DirectoryUsage(result.bytes, result.files)
+            else:
+                unreadable[directory] = result.errors[0]
             if result.errors:
                 errors[directory] = result.errors
             # Asked on every scan: a tmpfs may be mounted over the directory at any time.
@@ -200,7 +221,14 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self._errors_total += sum(len(e) for e in errors.values())
         self._log_changes(errors)
         self._reading = TempStorageReading(
-            usage, errors, self.limit_bytes, duration, time.time(), self._errors_total, ram
+            usage,
+            errors,
+            self.limit_bytes,
+            duration,
+            time.time(),
+            self._errors_total,
+            ram,
+            unreadable,
         )
         self.scans += 1
         self._scanned.set()

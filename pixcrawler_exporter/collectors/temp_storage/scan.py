@@ -32,6 +32,9 @@ class ScanResult:
     bytes: int
     files: int
     errors: tuple[str, ...]  # one "<directory>: <reason>" per directory that could not be read
+    # False when the starting directory itself could not be opened: nothing was counted, so the
+    # zeros above mean "unknown", not "empty".
+    opened: bool = True
 
 
 def matcher(patterns: Sequence[str]) -> Matcher:
@@ -51,7 +54,7 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
         # The configured directory itself may be a symlink (/tmp often is): that one is followed.
         fd = os.open(directory, _OPEN_DIR)
     except OSError as exc:
-        return ScanResult(0, 0, (_error(directory, exc),))
+        return ScanResult(0, 0, (_error(directory, exc),), opened=False)
     root_dev = os.fstat(fd).st_dev
 
     total = files = too_deep = 0
