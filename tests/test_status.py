@@ -12,6 +12,8 @@ import pytest
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.derive.capacity import MIB, capacity
+from pixcrawler_exporter.derive.resources import RESOURCES, Resource
+from pixcrawler_exporter.derive.status import Facts, status_document
 from pixcrawler_exporter.derive.thresholds import Status, evaluate, evaluate_all
 from tests.conftest import Exporter, sample
 
@@ -212,3 +214,14 @@ def test_status_document_shape(exporter_factory: Callable[..., Exporter]) -> Non
     assert sample(samples, "pixcrawler_chunks_effective_max") == 35
     assert sample(samples, "pixcrawler_chunks_available") is None
     assert sample(samples, "pixcrawler_can_start_chunk") is None
+
+
+def test_status_utilization_is_percent_as_seed_003(tmp_path: Path) -> None:
+    cfg = capacity_config(tmp_path)  # 35 chunks at most
+    values: dict[Resource, float | None] = dict.fromkeys(RESOURCES)
+    facts = Facts(values, None, {}, capacity(cfg, 25, 0), "azure_app_service", 0.0)
+    block = status_document(facts)["capacity"]
+    assert block["utilization"] == 71.4  # seed 003's get_capacity_info for 25 of 35
+    assert (block["active_chunks"], block["max_chunks"], block["available"]) == (25, 35, 10)
+    unknown = Facts(values, None, {}, capacity(cfg, None, None), "local", 0.0)
+    assert status_document(unknown)["capacity"]["utilization"] is None

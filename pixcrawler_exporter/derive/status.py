@@ -190,7 +190,8 @@ class StatusDocument(TypedDict):
 
 def status_document(facts: Facts) -> StatusDocument:
     """Seed 001's ``/metrics`` JSON (served here as ``/status``) with seed 003's capacity block.
-    Percentages are 0-100 as the seed's were; unknown values are null."""
+    Percentages (``*_pct``, ``utilization``) are 0-100 as the seeds' were; unknown values are
+    null."""
     v, c = facts.values, facts.capacity
     return {
         "metrics": {
@@ -212,7 +213,8 @@ def status_document(facts: Facts) -> StatusDocument:
             "active_chunks": c.active,
             "max_chunks": c.effective_max,
             "available": c.available,
-            "utilization": round(c.utilization, 4) if c.utilization is not None else None,
+            # Seed 003's scale: percent to one decimal, 71.4 for 25 of 35 chunks.
+            "utilization": round(c.utilization * 100, 1) if c.utilization is not None else None,
             "environment": facts.environment,
             "can_start_chunk": c.can_start,
         },
