@@ -116,6 +116,8 @@ def test_read_back_images_in_page_cache_do_not_raise_memory_alert(
     assert anon is not None and anon < 0.2 * LIMIT
     assert _ratio(samples, "pixcrawler_memory_unreclaimable_bytes") < 0.3
     assert sample(samples, "pixcrawler_resource_status", resource="memory") == 0
+    evaluated = sample(samples, "pixcrawler_resource_usage_ratio", resource="memory")
+    assert evaluated is not None and evaluated < 0.3
     assert doc["statuses"]["memory"] == "OK"
     assert doc["metrics"]["memory_pct"] < 30
     assert "RESOURCE ALERT" not in log and "RESOURCE WARNING" not in log
@@ -132,6 +134,10 @@ def test_anonymous_memory_near_the_limit_raises_memory_alert(
     anon = sample(samples, "pixcrawler_memory_stat_bytes", stat="anon")
     assert anon is not None and anon >= 0.9 * LIMIT
     assert sample(samples, "pixcrawler_resource_status", resource="memory") == 2
+    # The figure the status was evaluated from, exported as such: what the alerts read.
+    assert sample(samples, "pixcrawler_resource_usage_ratio", resource="memory") == pytest.approx(
+        _ratio(samples, "pixcrawler_memory_unreclaimable_bytes")
+    )
     assert doc["statuses"]["memory"] == "ALERT"
     assert doc["metrics"]["memory_pct"] >= 93
     assert "RESOURCE ALERT: memory at 9" in log

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pixcrawler_exporter import config
+from pixcrawler_exporter.derive import thresholds
 from pixcrawler_exporter.derive.capacity import MIB, capacity
 from pixcrawler_exporter.derive.resources import RESOURCES, Resource
 from pixcrawler_exporter.derive.status import Facts, status_document
@@ -225,3 +226,23 @@ def test_status_utilization_is_percent_as_seed_003(tmp_path: Path) -> None:
     assert (block["active_chunks"], block["max_chunks"], block["available"]) == (25, 35, 10)
     unknown = Facts(values, None, {}, capacity(cfg, None, None), "local", 0.0)
     assert status_document(unknown)["capacity"]["utilization"] is None
+
+
+def test_usage_ratio_is_exactly_the_evaluated_value(tmp_path: Path) -> None:
+    thresholds_cfg = config.load({}, dotenv_path=tmp_path / ".env").config.thresholds
+    values: dict[Resource, float | None] = {
+        "disk": 0.5,
+        "memory": 0.925,
+        "cpu": None,
+        "temp_storage": 1.5,
+        "chunks": 12,
+    }
+    evaluations = evaluate_all(values, thresholds_cfg)
+    fams = {f.name: f for f in thresholds.families(evaluations, thresholds_cfg)}
+    ratios = {
+        s.labels["resource"]: s.value for s in fams["pixcrawler_resource_usage_ratio"].samples
+    }
+    # cpu unknown: absent, not 0; chunks are a count, exported as pixcrawler_chunks_active.
+    assert ratios == {"disk": 0.5, "memory": 0.925, "temp_storage": 1.5}
+    statuses = {s.labels["resource"]: s.value for s in fams["pixcrawler_resource_status"].samples}
+    assert statuses["memory"] == Status.ALERT and statuses["temp_storage"] == Status.ALERT

@@ -67,7 +67,15 @@ STATUS = Desc(
     "gauge",
     ("resource",),
 )
-DESCS = (THRESHOLD, STATUS)
+USAGE_RATIO = Desc(
+    "pixcrawler_resource_usage_ratio",
+    "The figure each resource's status is evaluated from (0-1, above 1 when over a quota): the "
+    "same number /status shows in percent and the log lines quote, whatever the mode; the "
+    "shipped alerts read it. Absent while unknown.",
+    "gauge",
+    ("resource",),
+)
+DESCS = (THRESHOLD, STATUS, USAGE_RATIO)
 
 
 def families(evaluations: Mapping[str, Evaluation], thresholds: Thresholds) -> Iterator[Metric]:
@@ -80,5 +88,11 @@ def families(evaluations: Mapping[str, Evaluation], thresholds: Thresholds) -> I
     for name, e in evaluations.items():
         if e.status is not None:
             add(status, int(e.status), name)
+    # Chunks have no ratio: their status is evaluated from a count, pixcrawler_chunks_active.
+    ratio = USAGE_RATIO.family()
+    for name, e in evaluations.items():
+        if e.value is not None and name not in ("chunks", "overall"):
+            add(ratio, e.value, name)
     yield threshold
     yield status
+    yield ratio
