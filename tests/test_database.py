@@ -193,6 +193,43 @@ def test_processing_chunks_preset_with_quoted_names(
     assert "pixcrawler_jobs" not in names(samples)
 
 
+def test_stuck_chunk_age_where_the_table_has_timestamps(
+    jobs: PostgresServer, postgres: PostgresServer, make: Factory
+) -> None:
+    # Seed 003's table has no timestamps; where a deployment's has one, the preset is told.
+    jobs.execute(
+        "ALTER TABLE crawl_jobs ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();"
+        "UPDATE crawl_jobs SET updated_at = now() - interval '2 hours' WHERE max_images = 4000;"
+        # A failed job's stale active chunk is stuck too, but counted by the other alert.
+        "UPDATE crawl_jobs SET updated_at = now() - interval '9 hours' WHERE status = 'failed';"
+    )
+    collector = make(default_queries("crawl_jobs", updated_at="updated_at"))
+    _, samples = render(collector, collector.read())
+    age = sample(samples, "pixcrawler_chunks_oldest_active_age_seconds")
+    assert age is not None and 7200 <= age < 7200 + 60
+    jobs.execute("UPDATE crawl_jobs SET active_chunks = 0")  # nothing active: nothing stuck
+    _, samples = render(collector, collector.read())
+    assert sample(samples, "pixcrawler_chunks_oldest_active_age_seconds") is None
+    assert sample(samples, "pixcrawler_database_up") == 1
+
+    postgres.execute(CHUNKS)
+    postgres.execute(
+        'ALTER TABLE "Pix Crawler"."Chunk" ADD COLUMN "Started" timestamptz DEFAULT now();'
+        'UPDATE "Pix Crawler"."Chunk" SET "Started" = now() - interval \'30 minutes\' '
+        "WHERE id = 2;"
+    )
+    queries = default_queries(
+        "processing_chunks",
+        schema="Pix Crawler",
+        table="Chunk",
+        status="State",
+        started_at="Started",
+    )
+    _, samples = render(make(queries), make(queries).read())
+    age = sample(samples, "pixcrawler_chunks_oldest_active_age_seconds")
+    assert age is not None and 1800 <= age < 1800 + 60
+
+
 CUSTOM = """
 - metric: pixcrawler_project_jobs
   help: Jobs and their image budget per project and status.

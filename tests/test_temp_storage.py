@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -287,6 +288,7 @@ def test_without_a_limit_there_is_no_limit_or_ratio(
     assert {name for name, _ in samples} == {
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
+        "pixcrawler_temp_storage_oldest_file_age_seconds",
         "pixcrawler_temp_storage_in_memory",
         "pixcrawler_temp_storage_scan_duration_seconds",
         "pixcrawler_temp_storage_last_scan_timestamp_seconds",
@@ -301,6 +303,7 @@ def test_describe_declares_every_metric_without_reading(tmp_path: Path) -> None:
     assert [f.name for f in collector.describe()] == [
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
+        "pixcrawler_temp_storage_oldest_file_age_seconds",
         "pixcrawler_temp_storage_in_memory",
         "pixcrawler_temp_storage_limit_bytes",
         "pixcrawler_temp_storage_usage_ratio",
@@ -354,3 +357,28 @@ def test_exporter_serves_the_background_scan(
         time.sleep(0.1)
     assert sample(samples, "pixcrawler_temp_storage_bytes", directory=str(temp)) == 2 * 524_288
     assert sample(samples, "pixcrawler_temp_storage_usage_ratio") == 0.5
+
+
+def test_oldest_file_age_as_of_the_scan(
+    collectors: Callable[..., TempStorageCollector], tmp_path: Path
+) -> None:
+    crashed, fresh, empty = tmp_path / "crashed", tmp_path / "fresh", tmp_path / "empty"
+    write(crashed / "chunk-7" / "a.jpg", 10)
+    write(crashed / "new.jpg", 10)
+    write(crashed / "ancient.json", 10)  # not the crawler's: does not count
+    write(fresh / "b.png", 10)
+    empty.mkdir()
+    now = time.time()
+    os.utime(crashed / "chunk-7" / "a.jpg", (now - 7200, now - 7200))
+    os.utime(crashed / "ancient.json", (now - 10**6, now - 10**6))
+    os.utime(fresh / "b.png", (now + 600, now + 600))  # clock skew: not a negative age
+    collector = collectors([crashed, fresh, empty])
+    collector.start()
+    reading = collector.read()
+    ages = reading.oldest_file_age
+    assert set(ages) == {str(crashed), str(fresh)}  # none in the empty one: absent
+    assert 7200 <= ages[str(crashed)] < 7260
+    assert ages[str(fresh)] == 0
+    samples = parse_samples(exposition(collector, reading))
+    age = sample(samples, "pixcrawler_temp_storage_oldest_file_age_seconds", directory=str(crashed))
+    assert age == ages[str(crashed)]

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,7 +21,9 @@ from pixcrawler_exporter.collectors.temp_storage.scan import ScanResult
 from pixcrawler_exporter.collectors.temp_storage.scan import scan as real_scan
 from pixcrawler_exporter.web import server
 from tests.conftest import Exporter, Samples, sample
-from tests.pg import CRAWL_JOBS_TABLE, PostgresServer
+
+if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
+    from tests.pg import PostgresServer
 
 pytest_plugins = ["tests.pg"]
 
@@ -30,6 +33,8 @@ SUCCESS = "pixcrawler_exporter_collector_success"
 @pytest.fixture
 def jobs(postgres: PostgresServer) -> PostgresServer:
     """Two chunks active: the database side of can_start_chunk is known and says yes."""
+    from tests.pg import CRAWL_JOBS_TABLE
+
     postgres.execute(
         CRAWL_JOBS_TABLE + "INSERT INTO crawl_jobs (status, active_chunks) VALUES ('running', 2);"
     )

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pixcrawler_exporter.config.sources import Database
 
 ACTIVE_CHUNKS = "pixcrawler_chunks_active"
+OLDEST_ACTIVE = "pixcrawler_chunks_oldest_active_age_seconds"
 # The database collector's own metrics; a query may not take their names.
 RESERVED = frozenset({"pixcrawler_database_up", "pixcrawler_database_errors_total"})
 
@@ -182,11 +183,26 @@ def crawl_jobs(
     total_chunks: str = "total_chunks",
     completed_chunks: str = "completed_chunks",
     failed_chunks: str = "failed_chunks",
+    updated_at: str | None = None,
 ) -> tuple[Query, ...]:
-    """Seed 003: one row per crawl job with its chunk counters."""
+    """Seed 003: one row per crawl job with its chunk counters. Seed 003's table has no
+    timestamps; ``updated_at`` names one where the table has it, for the stuck-chunk age."""
     t, st = _table(table, schema), sql.Identifier(status)
     known = sql.SQL(", ").join(sql.SQL("({})").format(sql.Literal(s)) for s in statuses)
+    stuck = _oldest_active(
+        updated_at,
+        t,
+        _render(
+            "{st} = {running} AND {active} > 0",
+            st=st,
+            running=sql.Literal(running),
+            active=sql.Identifier(active_chunks),
+        ),
+        f"Seconds since {updated_at} of the least recently updated {running!r} job with active "
+        "chunks: a job whose chunks stopped moving.",
+    )
     return (
+        *stuck,
         Query(
             ACTIVE_CHUNKS,
             f"Chunks being processed: the sum of {active_chunks} over jobs whose {status} is "
@@ -244,10 +260,20 @@ def processing_chunks(
     processing: str = "processing",
     completed: str = "completed",
     failed: str = "failed",
+    started_at: str | None = None,
 ) -> tuple[Query, ...]:
-    """Seed 001: one row per chunk, ``status = 'processing'`` while it runs."""
+    """Seed 001: one row per chunk, ``status = 'processing'`` while it runs; ``started_at``
+    names its start timestamp where the table has one, for the stuck-chunk age."""
     t, st = _table(table, schema), sql.Identifier(status)
+    stuck = _oldest_active(
+        started_at,
+        t,
+        _render("{st} = {processing}", st=st, processing=sql.Literal(processing)),
+        f"Seconds since {started_at} of the oldest {processing!r} chunk: a chunk that never "
+        "finished.",
+    )
     return (
+        *stuck,
         Query(
             ACTIVE_CHUNKS,
             f"Chunks being processed: rows of {table} whose {status} is {processing!r}.",
@@ -277,6 +303,21 @@ def processing_chunks(
             value_label="state",
         ),
     )
+
+
+def _oldest_active(
+    column: str | None, t: sql.Identifier, where: str, text: str
+) -> tuple[Query, ...]:
+    """The age of the preset's oldest active work where a timestamp column is named. No active
+    work gives NULL, so no sample: nothing is stuck."""
+    if column is None:
+        return ()
+    sql_text = _render(
+        "SELECT extract(epoch FROM now() - min({c}))::float8 AS age FROM {t} WHERE ",
+        c=sql.Identifier(column),
+        t=t,
+    )
+    return (Query(OLDEST_ACTIVE, text, sql_text + where, ("age",)),)
 
 
 PRESETS: Mapping[str, Callable[..., tuple[Query, ...]]] = {

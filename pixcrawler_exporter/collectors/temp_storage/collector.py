@@ -55,6 +55,13 @@ LAST_SCAN = Desc(
     "pixcrawler_temp_storage_last_scan_timestamp_seconds",
     "Unix time the last background scan of the temp directories completed.",
 )
+OLDEST = Desc(
+    "pixcrawler_temp_storage_oldest_file_age_seconds",
+    "Age of the oldest matching file below the directory (by modification time) when the last "
+    "background scan completed; absent without any. A crashed worker's chunk stays behind.",
+    "gauge",
+    ("directory",),
+)
 IN_MEMORY = Desc(
     "pixcrawler_temp_storage_in_memory",
     "1 when the directory is on tmpfs or ramfs (its files use memory, not disk), 0 when on "
@@ -90,6 +97,8 @@ class TempStorageReading:
 
     # Directories the last scan could not open at all, with why.
     unreadable: Mapping[str, str] = field(default_factory=dict)
+    # Directory -> age in seconds of its oldest matching file, for those with any.
+    oldest_file_age: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def error(self) -> str | None:
@@ -125,7 +134,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
     """
 
     name = "temp_storage"
-    descs = (BYTES, FILES, IN_MEMORY, LIMIT, RATIO, DURATION, LAST_SCAN, ERRORS)
+    descs = (BYTES, FILES, OLDEST, IN_MEMORY, LIMIT, RATIO, DURATION, LAST_SCAN, ERRORS)
 
     def __init__(
         self,
@@ -186,6 +195,11 @@ class TempStorageCollector(Collector[TempStorageReading]):
             add(size, usage.bytes, directory)
             add(files, usage.files, directory)
         yield from (size, files)
+        if reading.oldest_file_age:
+            oldest = OLDEST.family()
+            for directory, age in reading.oldest_file_age.items():
+                add(oldest, age, directory)
+            yield oldest
         if reading.in_memory:
             ram = IN_MEMORY.family()
             for directory, flag in reading.in_memory.items():
@@ -204,6 +218,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
         errors: dict[str, tuple[str, ...]] = {}
         ram: dict[str, bool] = {}
         unreadable: dict[str, str] = {}
+        oldest: dict[str, float] = {}
         for directory in self.dirs:
             if self._worker.stopping.is_set():
                 return
@@ -212,12 +227,15 @@ class TempStorageCollector(Collector[TempStorageReading]):
                 usage[directory] = DirectoryUsage(result.bytes, result.files)
             else:
                 unreadable[directory] = result.errors[0]
+            if result.oldest_mtime is not None:
+                oldest[directory] = result.oldest_mtime
             if result.errors:
                 errors[directory] = result.errors
             # Asked on every scan: a tmpfs may be mounted over the directory at any time.
             if (on_tmpfs := in_memory(directory)) is not None:
                 ram[directory] = on_tmpfs
         duration = time.perf_counter() - started
+        now = time.time()
         self._errors_total += sum(len(e) for e in errors.values())
         self._log_changes(errors)
         self._reading = TempStorageReading(
@@ -225,10 +243,12 @@ class TempStorageCollector(Collector[TempStorageReading]):
             errors,
             self.limit_bytes,
             duration,
-            time.time(),
+            now,
             self._errors_total,
             ram,
             unreadable,
+            # A file stamped in the future (clock skew, a copied mtime) is not negative age.
+            {d: max(0.0, now - mtime) for d, mtime in oldest.items()},
         )
         self.scans += 1
         self._scanned.set()
