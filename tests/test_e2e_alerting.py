@@ -39,6 +39,7 @@ from tests.conftest import (
     http_get,
     need,
     need_tool,
+    sample,
     start_exporter,
     stop_process,
 )
@@ -46,6 +47,7 @@ from tests.helpers.dashboard import metric_names, panels
 from tests.pg import CRAWL_JOBS_TABLE
 
 if TYPE_CHECKING:
+    from tests.azure_fake import FakeAzure
     from tests.pg import PostgresServer
 
 # Imported by pytest as a plugin, not here: a module imported first is not assert-rewritten.
@@ -161,6 +163,7 @@ class Stack:
     rules_text: str
     logs: dict[str, Path]
     database: PostgresServer | None
+    azure: FakeAzure
 
     @property
     def instance(self) -> str:
@@ -366,7 +369,9 @@ def stack(
         started.append(prom)
         prometheus = f"http://127.0.0.1:{prom_port}"
         wait_ready(f"{prometheus}/-/ready", prom, logs["prometheus"])
-        s = Stack(exporter, prometheus, alertmanager, webhook, temp_dir, rules_text, logs, database)
+        s = Stack(
+            exporter, prometheus, alertmanager, webhook, temp_dir, rules_text, logs, database, fake
+        )
         # Scraped twice and the rules evaluated: the recorded CPU ratio needs two samples.
         wait_until(
             "the first recorded CPU ratio",
@@ -462,6 +467,44 @@ def test_temp_storage_past_the_quota_pages_and_resolves(stack: Stack) -> None:
         recover,
         companions=("PixCrawlerTempStorageHigh",),
     )
+
+
+def test_azure_plan_memory_pages_through_the_status_figure(stack: Stack) -> None:
+    """Mode azure: the plan's MemoryPercentage decides the memory status, and the shipped memory
+    alerts read the same figure, not the container's own (which stays far below here)."""
+
+    def status() -> dict[str, Any]:
+        return json.loads(stack.exporter.get("/status")[2])  # type: ignore[no-any-return]
+
+    def breach() -> None:
+        stack.azure.set_value("MemoryPercentage", 92)
+        wait_until(
+            "the plan's 92% in /status",
+            lambda: status()["metrics"]["memory_pct"] == 92.0,
+            30,
+            stack.detail,
+        )
+        samples = stack.exporter.scrape()
+        assert sample(samples, "pixcrawler_resource_usage_ratio", resource="memory") == 0.92
+        assert sample(samples, "pixcrawler_resource_status", resource="memory") == 2
+        # What the shipped rules used to read: the container's working set, nowhere near.
+        local = sample(samples, "pixcrawler_memory_usage_ratio")
+        assert local is not None and local < 0.8
+
+    def recover() -> None:
+        stack.azure.set_value("MemoryPercentage", 42)
+
+    assert_pages_and_resolves(
+        stack,
+        "PixCrawlerMemoryUsageCritical",
+        {"severity": "critical", "resource": "memory"},
+        "92%",
+        breach,
+        recover,
+        companions=("PixCrawlerMemoryUsageHigh",),
+        timeout=60,
+    )
+    assert "RESOURCE ALERT: memory at 92.0%" in stack.exporter.log()
 
 
 def test_active_chunks_in_the_database_past_the_threshold_page_and_resolve(stack: Stack) -> None:

@@ -13,6 +13,7 @@ import yaml
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts.alerting import duration
 from tests.conftest import REPO, need_tool, run_cli
 
 RULES_FILE = REPO / "rules" / "pixcrawler-exporter.rules.yml"
@@ -39,6 +40,14 @@ ISSUE_ALERTS = {
     "PixCrawlerCPUThrottlingHigh": None,
     "PixCrawlerDatabaseDown": None,
     "PixCrawlerAzureMetricsStale": None,
+    # Issue 12: what the seeds' operators watch for beyond the thresholds.
+    "PixCrawlerChunksActiveOnIdleJobs": None,
+    "PixCrawlerChunkStuck": None,
+    "PixCrawlerTempFilesOrphaned": None,
+    "PixCrawlerTempStorageFillingUp": None,
+    "PixCrawlerDiskFillingUp": None,
+    "PixCrawlerTempScanStale": None,
+    "PixCrawlerTempScanErrors": None,
 }
 
 
@@ -154,7 +163,10 @@ def test_promtool_check_rules_is_clean(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
     odd_alerts = alert_rules(variants["odd.yml"])
-    assert odd_alerts["PixCrawlerMemoryUsageHigh"]["expr"] == "pixcrawler_memory_usage_ratio >= 0.5"
+    assert (
+        odd_alerts["PixCrawlerMemoryUsageHigh"]["expr"]
+        == 'pixcrawler_resource_usage_ratio{resource="memory"} >= 0.5'
+    )
     assert odd_alerts["PixCrawlerActiveChunksCritical"]["expr"].endswith(">= 1000")
     assert "> 10800" in odd_alerts["PixCrawlerAzureMetricsStale"]["expr"]
     assert 'up{job="pix\\"crawler\\\\prod"}' in odd_alerts["PixCrawlerExporterDown"]["expr"]
@@ -246,7 +258,7 @@ def test_for_scale_shortens_for_and_nothing_else() -> None:
 
 
 def test_duration_uses_the_largest_whole_unit() -> None:
-    assert [rules.duration(s) for s in (0, 1, 90, 120, 3600, 5400)] == [
+    assert [duration(s) for s in (0, 1, 90, 120, 3600, 5400)] == [
         "0s", "1s", "90s", "2m", "1h", "90m",
     ]  # fmt: skip
 
@@ -268,10 +280,11 @@ def test_rules_subcommand_renders_the_configured_thresholds(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     found = alert_rules(done.stdout)
-    assert found["PixCrawlerMemoryUsageHigh"]["expr"] == "pixcrawler_memory_usage_ratio >= 0.7"
+    memory, disk = 'pixcrawler_resource_usage_ratio{resource="memory"}', rules.usage("disk")
+    assert found["PixCrawlerMemoryUsageHigh"]["expr"] == f"{memory} >= 0.7"
     assert "threshold of 70%" in found["PixCrawlerMemoryUsageHigh"]["annotations"]["description"]
     assert found["PixCrawlerActiveChunksCritical"]["expr"] == "pixcrawler_chunks_active >= 50"
-    assert found["PixCrawlerDiskUsageCritical"]["expr"] == "pixcrawler_disk_usage_ratio >= 0.95"
+    assert found["PixCrawlerDiskUsageCritical"]["expr"] == f"{disk} >= 0.95"
     assert 'up{job="crawler"}' in found["PixCrawlerExporterDown"]["expr"]
 
 
@@ -299,6 +312,6 @@ def test_thresholds_are_rendered_exactly(tmp_path: Path) -> None:
     warning = cfg.thresholds.memory.warning
     assert (
         found["PixCrawlerMemoryUsageHigh"]["expr"]
-        == f"pixcrawler_memory_usage_ratio >= {warning!r}"
+        == f'pixcrawler_resource_usage_ratio{{resource="memory"}} >= {warning!r}'
     )
     assert found["PixCrawlerActiveChunksHigh"]["expr"] == "pixcrawler_chunks_active >= 7"

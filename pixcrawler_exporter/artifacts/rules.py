@@ -17,12 +17,23 @@ import argparse
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from pixcrawler_exporter import config as config_module
+from pixcrawler_exporter.artifacts import watch
+from pixcrawler_exporter.artifacts.alerting import (
+    FOR,
+    INSTANCE,
+    PERCENT,
+    Alert,
+    Group,
+    duration,
+)
+from pixcrawler_exporter.artifacts.alerting import alert as _alert
+from pixcrawler_exporter.artifacts.alerting import number as _number
+from pixcrawler_exporter.artifacts.alerting import quote as _quote
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -56,76 +67,6 @@ FAILED_CHUNKS_PER_10M = 5
 AZURE_MIN_STALE_SECONDS = 600
 
 
-@dataclass(frozen=True)
-class Alert:
-    name: str
-    expr: str
-    for_seconds: int
-    severity: str
-    summary: str
-    description: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def anchor(self) -> str:
-        """The runbook section's anchor: GitHub lowercases a heading that is the alert's name."""
-        return self.name.lower()
-
-
-@dataclass(frozen=True)
-class Group:
-    name: str
-    alerts: Sequence[Alert]
-    # Recorded first: rules of a group run in order, so its alerts see this evaluation's values
-    # (from another group they would lag by up to an interval).
-    records: Sequence[str] = ()
-
-
-def duration(seconds: int) -> str:
-    """A Prometheus duration in the largest unit that divides it: 300 -> '5m'."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-# Placeholders and templates the alerts' texts share.
-FOR = "<for>"
-INSTANCE = "{{ $labels.instance }}"
-PERCENT = "{{ $value | humanizePercentage }}"
-
-
-def _number(value: float) -> str:
-    """A PromQL number that is exactly the configured one (``:g`` would round to 6 digits)."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _quote(text: str) -> str:
-    """A PromQL string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _alert(
-    name: str,
-    expr: str,
-    for_seconds: int,
-    severity: str,
-    summary: str,
-    description: str,
-    labels: Mapping[str, str] | None = None,
-) -> Alert:
-    # Descriptions quote their own `for:` through FOR, so the two cannot disagree.
-    return Alert(
-        name,
-        expr,
-        for_seconds,
-        severity,
-        summary,
-        description.replace(FOR, duration(for_seconds)),
-        labels or {},
-    )
-
-
 def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
     """Every alert, grouped by what it watches, with thresholds and durations at full scale."""
     return [
@@ -134,6 +75,7 @@ def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
         _capacity_group(cfg),
         _database_group(),
         _azure_group(cfg),
+        *watch.groups(cfg),
     ]
 
 
@@ -218,25 +160,27 @@ def _resources_group(cfg: Config) -> Group:
             *_threshold_pair(
                 cfg,
                 "memory",
-                "pixcrawler_memory_usage_ratio",
+                usage("memory"),
                 "MemoryUsage",
                 "Memory usage",
                 300,
                 120,
-                f"The working set on {INSTANCE} is {PERCENT} of its effective memory limit, at "
-                f"or above the <severity> threshold of <threshold> for {FOR}. The OOM killer "
-                "acts on this figure.",
+                f"Memory that cannot be reclaimed on {INSTANCE} (in mode azure: the plan's "
+                f"MemoryPercentage) is {PERCENT} of the limit, at or above the <severity> "
+                f"threshold of <threshold> for {FOR}: the figure the exporter's memory status "
+                "and /status report.",
             ),
             *_threshold_pair(
                 cfg,
                 "cpu",
-                CPU_USAGE_RATIO,
+                usage("cpu"),
                 "CPUUsage",
                 "CPU usage",
                 600,
                 300,
-                f"CPU used on {INSTANCE} over 5m is {PERCENT} of its CPU limit in cores, at or "
-                f"above the <severity> threshold of <threshold> for {FOR}.",
+                f"CPU used on {INSTANCE} is {PERCENT} of its CPU limit in cores (in mode azure: "
+                f"the plan's CpuPercentage), at or above the <severity> threshold of "
+                f"<threshold> for {FOR}.",
             ),
             _alert(
                 "PixCrawlerCPUThrottlingHigh",
@@ -261,18 +205,19 @@ def _resources_group(cfg: Config) -> Group:
             *_threshold_pair(
                 cfg,
                 "disk",
-                "pixcrawler_disk_usage_ratio",
+                usage("disk"),
                 "DiskUsage",
                 "Disk usage",
                 600,
                 300,
-                f"The filesystem holding {{{{ $labels.path }}}} on {INSTANCE} is {PERCENT} "
-                f"full, at or above the <severity> threshold of <threshold> for {FOR}.",
+                f"The fullest filesystem of disk.paths on {INSTANCE} is {PERCENT} full, at or "
+                f"above the <severity> threshold of <threshold> for {FOR} "
+                "(pixcrawler_disk_usage_ratio says which).",
             ),
             *_threshold_pair(
                 cfg,
                 "temp_storage",
-                "pixcrawler_temp_storage_usage_ratio",
+                usage("temp_storage"),
                 "TempStorage",
                 "Temp storage usage",
                 300,
@@ -364,6 +309,12 @@ def _azure_group(cfg: Config) -> Group:
             ),
         ],
     )
+
+
+def usage(resource: str) -> str:
+    """The figure the exporter evaluates the resource's status from, in every mode: alerts on it
+    cannot disagree with /status or the RESOURCE log lines."""
+    return f"pixcrawler_resource_usage_ratio{{resource={_quote(resource)}}}"
 
 
 def alerts(cfg: Config, job: str = DEFAULT_JOB) -> list[Alert]:

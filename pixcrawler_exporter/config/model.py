@@ -20,7 +20,7 @@ from pixcrawler_exporter.config.parsers import (
 )
 from pixcrawler_exporter.config.settings import Spec, setting, walk
 from pixcrawler_exporter.config.sources import Azure, Capacity, Database, Disk, Temp
-from pixcrawler_exporter.config.thresholds import Thresholds
+from pixcrawler_exporter.config.thresholds import Alerts, Thresholds
 
 DEFAULT_PORT = 8395
 
@@ -181,6 +181,7 @@ class Config:
     azure: Azure = field(default_factory=Azure)
     capacity: Capacity = field(default_factory=Capacity)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    alerts: Alerts = field(default_factory=Alerts)
     log: Log = field(default_factory=Log)
 
 
