@@ -16,7 +16,7 @@ from pixcrawler_exporter.derive.capacity import MIB, capacity
 from pixcrawler_exporter.derive.resources import RESOURCES, Resource
 from pixcrawler_exporter.derive.status import Facts, status_document
 from pixcrawler_exporter.derive.thresholds import Status, evaluate, evaluate_all
-from tests.conftest import Exporter, sample
+from tests.conftest import Exporter, run_cli, sample
 
 
 def capacity_config(tmp_path: Path, **environ: str) -> config.Capacity:
@@ -121,6 +121,33 @@ def test_percent_variables_become_ratios(tmp_path: Path) -> None:
     assert (cfg.thresholds.memory.warning, cfg.thresholds.memory.critical) == (0.5, 0.6)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "form"),
+    [
+        ("PIXCRAWLER_DISK_THRESHOLD_WARN", "0.8", "write 80 for 80%"),
+        ("PIXCRAWLER_MEMORY_THRESHOLD_ALERT", "0.95", "write 95 for 95%"),
+        ("PIXCRAWLER_TEMP_STORAGE_THRESHOLD_WARN", "1", "write 100 for 100%"),
+        ("PIXCRAWLER_CPU_THRESHOLD_WARN", "0.05", "write 5 for 5%"),
+        ("PIXCRAWLER_ALERT_FILL_FLOOR_PERCENT", "0.5", "write 50 for 50%"),
+    ],
+)
+def test_a_ratio_in_a_percent_variable_is_refused_with_exit_2(
+    tmp_path: Path, variable: str, value: str, form: str
+) -> None:
+    # Seed 001's variables take percent: 0.8 would silently be 0.8%, and every alert fire.
+    # The exporter itself and --print-config load the same way; the disk case runs them too.
+    forms = [("rules",), ("--print-config",), ()] if variable.startswith("PIXCRAWLER_DISK") else []
+    for args in [("rules",), *forms]:
+        done = run_cli(tmp_path, *args, env={variable: value})
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, lines  # one line, no traceback
+        assert variable in lines[0] and f"'{value}'" in lines[0], lines[0]
+        assert "percent" in lines[0] and form in lines[0], lines[0]
+    assert run_cli(tmp_path, "rules", env={variable: "85"}).returncode == 0
+
+
 def test_warning_above_critical_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(
         config.ConfigError,
@@ -142,7 +169,8 @@ def test_memory_warning_is_logged_once_over_several_polls(
 ) -> None:
     exp = exporter_factory(
         env={
-            "PIXCRAWLER_MEMORY_THRESHOLD_WARN": "0.001",  # percent: below any real usage
+            # 0 %: below any real usage (0.001 would be refused as a ratio written as percent)
+            "PIXCRAWLER_MEMORY_THRESHOLD_WARN": "0",
             "PIXCRAWLER_POLL_INTERVAL_SECONDS": "1",
             # Only memory may change status: a loaded machine's CPU (near 100 % of the host
             # here) and its disk would log status lines of their own that this test is not about.
@@ -159,7 +187,7 @@ def test_memory_warning_is_logged_once_over_several_polls(
     assert sample(samples, "pixcrawler_resource_status", resource="memory") == 1
     overall = sample(samples, "pixcrawler_resource_status", resource="overall")
     assert overall is not None and overall >= 1
-    assert sample(samples, "pixcrawler_threshold", resource="memory", severity="warning") == 0.00001
+    assert sample(samples, "pixcrawler_threshold", resource="memory", severity="warning") == 0
 
 
 @pytest.mark.slow
@@ -168,7 +196,7 @@ def test_json_log_format(exporter_factory: Callable[..., Exporter]) -> None:
         "--log-format",
         "json",
         env={
-            "PIXCRAWLER_MEMORY_THRESHOLD_WARN": "0.001",
+            "PIXCRAWLER_MEMORY_THRESHOLD_WARN": "0",
             "PIXCRAWLER_POLL_INTERVAL_SECONDS": "1",
         },
     )
@@ -177,7 +205,7 @@ def test_json_log_format(exporter_factory: Callable[..., Exporter]) -> None:
     warning = next(r for r in records if r["message"].startswith("RESOURCE WARNING"))
     assert warning["level"] == "WARNING"
     assert warning["resource"] == "memory" and warning["status"] == "WARNING"
-    assert warning["threshold"] == 0.00001 and 0 < warning["value"] <= 1
+    assert warning["threshold"] == 0 and 0 < warning["value"] <= 1
     assert {"timestamp", "logger"} <= warning.keys()
 
 

@@ -57,6 +57,28 @@ def number(low: float, high: float, scale: float = 1.0, unit: str = "") -> Parse
     return parse
 
 
+def percent(low: float, high: float) -> Parser[float]:
+    """A ratio in [low, high] given in percent, as the seed's variables give it (80 is 0.8).
+
+    A value above 0 and up to 1 is refused: it is a ratio written where a percent belongs
+    (``0.8`` would silently mean 0.8%, 100 times too low, and every alert would fire). Below 1%
+    nobody sets a threshold; if one must, 0 is still accepted.
+    """
+    inner = number(low, high, scale=100, unit=" (percent)")
+
+    def parse(raw: object) -> float:
+        value = inner(raw)
+        if 0 < value <= 0.01:
+            shown = f"{value * 100:g}"
+            raise ValueError(
+                f"a percent from {low * 100:g} to {high * 100:g}, not a ratio: {shown} would be "
+                f"{shown}%; write {value * 10000:g} for {value * 10000:g}%"
+            )
+        return value
+
+    return parse
+
+
 def optional_number(low: float, high: float) -> Parser[float | None]:
     inner = number(low, high)
     return lambda raw: None if raw is None or raw == "" else inner(raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pixcrawler_exporter.config.parsers import Parser, integer, number
+from pixcrawler_exporter.config.parsers import Parser, integer, number, percent
 from pixcrawler_exporter.config.settings import SettingMeta, declare, section, setting
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -25,8 +25,13 @@ def _pair(
     if resource == "chunks":
         parse = env_parse = integer(0, 10**6)
     else:
-        parse, env_parse = number(0, 1), number(0, 1, scale=100, unit=" (percent)")
-    what = " (active chunks)." if resource == "chunks" else " usage (0-1)."
+        parse, env_parse = number(0, 1), percent(0, 1)
+    what = (
+        ": active chunks, in every form."
+        if resource == "chunks"
+        else " usage: a ratio 0-1 in YAML, percent 0-100 in the variable (80 is 80%; "
+        "0 < value <= 1 there is refused as a ratio)."
+    )
     settings = {
         severity: declare(
             default,
@@ -95,7 +100,7 @@ class Alerts:
         0.5,
         number(0, 1),
         env="PIXCRAWLER_ALERT_FILL_FLOOR_PERCENT",
-        env_parse=number(0, 1, scale=100, unit=" (percent)"),
+        env_parse=percent(0, 1),
         help="The filling-up alerts wait until usage is at least this (0-1; percent in the "
         "variable), so a burst on an empty volume does not page.",
     )
