@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import yaml
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.derive.resources import RESOURCES
-from tests.conftest import run_cli
+from tests.conftest import Exporter, run_cli
 
 
 def test_defaults_need_no_configuration(tmp_path: Path) -> None:
@@ -238,3 +240,50 @@ def test_environment_override_and_seed_alias(tmp_path: Path) -> None:
         dotenv_path=tmp_path / ".env",
     )
     assert loaded.environment == "azure_app_service"
+
+
+def test_seed_004_log_variables_are_honoured(tmp_path: Path) -> None:
+    cfg = config.load({"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json"}, dotenv_path=tmp_path / "x")
+    assert (cfg.config.log.level, cfg.config.log.format) == ("debug", "json")
+    assert cfg.sources["log.level"] == "env LOG_LEVEL"
+    # Seed 004's "standard" is the human format.
+    cfg = config.load({"LOG_FORMAT": "standard"}, dotenv_path=tmp_path / "x")
+    assert cfg.config.log.format == "text"
+    # The exporter's own name wins when both say the same, and both saying different things
+    # is an error rather than one of them silently ignored.
+    both = {"PIXCRAWLER_LOG_LEVEL": "warning", "LOG_LEVEL": "WARNING"}
+    assert config.load(both, dotenv_path=tmp_path / "x").sources["log.level"] == (
+        "env PIXCRAWLER_LOG_LEVEL"
+    )
+    done = run_cli(
+        tmp_path, "--print-config", env={"PIXCRAWLER_LOG_LEVEL": "info", "LOG_LEVEL": "DEBUG"}
+    )
+    assert done.returncode == 2
+    assert "PIXCRAWLER_LOG_LEVEL ('info') and LOG_LEVEL ('DEBUG')" in done.stderr
+    done = run_cli(tmp_path, "--print-config", env={"LOG_FORMAT": "xml"})
+    assert done.returncode == 2 and "LOG_FORMAT: 'xml' is not valid" in done.stderr
+
+
+def test_seed_003_resource_environment_is_honoured_not_ignored(tmp_path: Path) -> None:
+    loaded = config.load(
+        {"PIXCRAWLER_RESOURCE_ENVIRONMENT": "azure"}, dotenv_path=tmp_path / ".env"
+    )
+    assert loaded.environment == "azure_app_service"
+    assert loaded.config.capacity.max_temp_storage_mb == 8000  # that environment's default
+    done = run_cli(tmp_path, "--print-config", env={"PIXCRAWLER_RESOURCE_ENVIRONMENT": "mars"})
+    assert done.returncode == 2 and "PIXCRAWLER_RESOURCE_ENVIRONMENT: 'mars'" in done.stderr
+    done = run_cli(
+        tmp_path,
+        "--print-config",
+        env={"PIXCRAWLER_ENVIRONMENT": "local", "PIXCRAWLER_RESOURCE_ENVIRONMENT": "azure"},
+    )
+    assert done.returncode == 2 and "disagree" in done.stderr
+
+
+def test_exporter_logs_json_under_seed_004_log_format(
+    exporter_factory: Callable[..., Exporter],
+) -> None:
+    exp = exporter_factory(env={"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"})
+    exp.scrape()
+    lines = [line for line in exp.log().splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["level"] for line in lines), lines

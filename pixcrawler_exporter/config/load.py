@@ -90,18 +90,38 @@ def _given(
         for key, value in _yaml(config_file, {s.key for s in all_specs}).items():
             given[key] = _Given(value, f"file {config_file}", f"{key} in {config_file}")
     for spec in all_specs:
-        for name in spec.meta.env:
-            if name in environ:
-                given[spec.key] = _Given(
-                    environ[name], f"env {name}", f"environment variable {name}"
-                )
-                break
+        named = [name for name in spec.meta.env if name in environ]
+        if named:
+            _agree(spec, environ, named)
+            name = named[0]
+            given[spec.key] = _Given(environ[name], f"env {name}", f"environment variable {name}")
     for spec in all_specs:
         flag_value = flags.get(spec.key)
         if flag_value is not None:
             flag = spec.meta.flag or f"--{spec.key}"
             given[spec.key] = _Given(flag_value, f"flag {flag}", f"flag {flag}")
     return given
+
+
+def _agree(spec: Spec, environ: Mapping[str, str], names: Sequence[str]) -> None:
+    """A setting given under two of its names (PIXCRAWLER_LOG_LEVEL and seed 004's LOG_LEVEL)
+    must say the same: silently preferring one would ignore the other."""
+    first = names[0]
+    for other in names[1:]:
+        try:
+            same = spec.meta.env_parse(environ[first]) == spec.meta.env_parse(environ[other])
+        except ValueError:
+            same = False  # the one in use is parsed, and reported, afterwards
+        if not same:
+            one, two = (
+                (REDACTED, REDACTED)
+                if spec.meta.secret
+                else (repr(environ[first]), repr(environ[other]))
+            )
+            raise ConfigError(
+                f"environment variables {first} ({one}) and {other} ({two}) both set "
+                f"{spec.key} and disagree: set one of them"
+            )
 
 
 def _parse(spec: Spec, given: _Given) -> object:

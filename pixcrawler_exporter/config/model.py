@@ -132,16 +132,17 @@ class Log:
     level: str = setting(
         "info",
         choice("debug", "info", "warning", "error"),
-        env="PIXCRAWLER_LOG_LEVEL",
+        env=("PIXCRAWLER_LOG_LEVEL", "LOG_LEVEL"),
         flag="--log-level",
-        help="Lowest level logged.",
+        help="Lowest level logged (LOG_LEVEL as seed 004 spells it: DEBUG, INFO, ...).",
     )
     format: str = setting(
         "text",
-        choice("text", "json"),
-        env="PIXCRAWLER_LOG_FORMAT",
+        choice("text", "json", aliases={"standard": "text"}),
+        env=("PIXCRAWLER_LOG_FORMAT", "LOG_FORMAT"),
         flag="--log-format",
-        help="'text' for people, 'json' for one JSON object per line.",
+        help="'text' for people, 'json' for one JSON object per line (LOG_FORMAT=standard, "
+        "seed 004's word, is text).",
     )
 
 
@@ -156,9 +157,9 @@ class Config:
     environment: str = setting(
         "auto",
         choice("auto", *environment.ENVIRONMENTS, aliases={"azure": "azure_app_service"}),
-        env="PIXCRAWLER_ENVIRONMENT",
+        env=("PIXCRAWLER_ENVIRONMENT", "PIXCRAWLER_RESOURCE_ENVIRONMENT"),
         help="Where the exporter runs; 'auto' detects it ('azure' is accepted for "
-        "azure_app_service).",
+        "azure_app_service; seed 003 names the variable PIXCRAWLER_RESOURCE_ENVIRONMENT).",
     )
     poll_interval_seconds: float = setting(
         60.0,
