@@ -30,6 +30,8 @@ TITLE = "PixCrawler exporter"
 OUTPUT = Path(__file__).resolve().parent / "pixcrawler-exporter.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Every query is scoped to the chosen job and instances.
+# The figure each status is evaluated from: what /status, the log lines and the alerts show.
+USAGE = "pixcrawler_resource_usage_ratio"
 SCOPE = 'job="$job", instance=~"$instance"'
 WIDTH = 24  # Grafana's grid
 
@@ -168,28 +170,31 @@ def overview_row(cfg: Config) -> Row:
             ),
             stat(
                 "Memory",
-                [Target(sel("pixcrawler_memory_usage_ratio"))],
+                [Target(sel(USAGE, resource="memory"))],
                 "percentunit",
                 steps(cfg, "memory"),
-                "Working set over the effective memory limit.",
+                "The memory status's figure, as /status and the alerts have it: memory the "
+                "kernel cannot reclaim over the effective limit (mode azure: the plan's "
+                "MemoryPercentage).",
             ),
             stat(
                 "CPU",
-                [Target(sel(rules.CPU_USAGE_RATIO))],
+                [Target(sel(USAGE, resource="cpu"))],
                 "percentunit",
                 steps(cfg, "cpu"),
-                "CPU used over 5m against the CPU limit in cores.",
+                "The CPU status's figure: CPU used against the CPU limit in cores between two "
+                "collections (mode azure: the plan's CpuPercentage).",
             ),
             stat(
                 "Disk (fullest path)",
-                [Target(f"max by (instance) ({sel('pixcrawler_disk_usage_ratio')})")],
+                [Target(sel(USAGE, resource="disk"))],
                 "percentunit",
                 steps(cfg, "disk"),
-                "The fullest of the filesystems holding disk.paths.",
+                "The disk status's figure: the fullest of the filesystems holding disk.paths.",
             ),
             stat(
                 "Temp storage",
-                [Target(sel("pixcrawler_temp_storage_usage_ratio"))],
+                [Target(sel(USAGE, resource="temp_storage"))],
                 "percentunit",
                 steps(cfg, "temp_storage"),
                 "The crawler's temp files over the temp storage quota.",
@@ -286,11 +291,13 @@ def _memory_panels(cfg: Config) -> list[Panel]:
             "timeseries",
             "bytes",
             [
+                Target(sel("pixcrawler_memory_unreclaimable_bytes"), "{{instance}} unreclaimable"),
                 Target(sel("pixcrawler_memory_working_set_bytes"), "{{instance}} working set"),
                 Target(sel("pixcrawler_memory_usage_bytes"), "{{instance}} usage (with cache)"),
                 Target(sel("pixcrawler_memory_limit_bytes"), "{{instance}} limit"),
             ],
-            "The container's figures: what the OOM killer acts on.",
+            "The container's figures: what the kernel cannot reclaim (the status's figure), "
+            "the working set the kubelet evicts on, and usage with page cache.",
         ),
         Panel(
             "Memory: the host's figures",
@@ -308,9 +315,9 @@ def _memory_panels(cfg: Config) -> list[Panel]:
         ratio_series(
             cfg,
             "Memory usage ratio",
-            sel("pixcrawler_memory_usage_ratio"),
+            sel(USAGE, resource="memory"),
             "memory",
-            "Working set over the effective limit, against the thresholds.",
+            "The memory status's figure over time, against the thresholds.",
         ),
         Panel(
             "OOM kills in 10m",
