@@ -5,7 +5,14 @@ what those libraries send and how the exporter copes with what comes back. The a
 documented JSON shapes: the OpenID configuration and the v2.0 token endpoint of the client-secret
 flow, ``POST /subscriptions/{sub}/metrics:getBatch`` (``{"values": [{"resourceid", "value":
 [{"id", "name", "unit", "timeseries": [{"data": [{"timeStamp", "average", ...}]}]}]}]}``) and
-``POST /v1/workspaces/{id}/query`` (``{"tables": [{"name", "columns", "rows"}]}``).
+``POST /v1/workspaces/{id}/query`` (``{"tables": [{"name", "columns", "rows"}]}``), and Azure
+Resource Manager's ``GET {resource id}?api-version=...`` for the resources registered with
+:meth:`FakeAzure.add_resource` (``location``, and a site's ``properties.serverFarmId``).
+
+Like the real services it answers what does not exist with an error: a plan's metrics asked of a
+site (App Service keeps CpuPercentage and MemoryPercentage on the plan), an unknown resource
+from ARM. Like Log Analytics it serves a query's answer from a cache for 2 minutes (with an
+``Age`` header) unless the request says ``Cache-Control: no-cache`` or ``no-store``.
 
 The CA is made with trustme; a test points ``REQUESTS_CA_BUNDLE`` and ``SSL_CERT_FILE`` at
 :attr:`FakeAzure.ca_file` so both MSAL and azure-core trust the server.
@@ -64,14 +71,20 @@ def resource_id(name: str, kind: str = "serverfarms", subscription: str = SUBSCR
     )
 
 
+# Plan-level metrics: asked of a Microsoft.Web/sites resource, Azure Monitor answers 400.
+PLAN_ONLY_METRICS = frozenset({"CpuPercentage", "MemoryPercentage"})
+LOGS_CACHE_SECONDS = 120.0  # Log Analytics' default response cache
+
+
 @dataclass
 class Request:
-    api: str  # "openid", "token", "metrics", "logs" or "other"
+    api: str  # "openid", "token", "metrics", "logs", "arm" or "other"
     path: str
     query: dict[str, list[str]]
     body: Any
     at: float  # time.monotonic() when it arrived
     status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
 
 @dataclass
@@ -96,6 +109,10 @@ class FakeAzure:
     values: dict[tuple[str, str], float] = field(default_factory=dict)
     # KQL text -> the tables answered for it.
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Resource id lower-cased -> what ARM answers for it.
+    arm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # KQL text -> (time.monotonic() answered, tables): Log Analytics' response cache.
+    _logs_cache: dict[str, tuple[float, list[dict[str, Any]]]] = field(default_factory=dict)
     _faults: dict[str, Fault] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -136,6 +153,24 @@ class FakeAzure:
     def set_value(self, metric: str, value: float, resource: str = "*") -> None:
         with self._lock:
             self.values[(resource.lower(), metric)] = value
+
+    def add_resource(
+        self, rid: str, location: str = "West Europe", server_farm_id: str | None = None
+    ) -> None:
+        """Make ARM know the resource. App Service answers its location as a display name
+        ("West Europe"), other providers as a region name ("westeurope")."""
+        provider_type = rid.split("/providers/", 1)[1].rsplit("/", 1)[0]
+        doc: dict[str, Any] = {
+            "id": rid,
+            "name": rid.rsplit("/", 1)[1],
+            "type": provider_type,
+            "location": location,
+            "properties": {},
+        }
+        if server_farm_id is not None:
+            doc["properties"]["serverFarmId"] = server_farm_id
+        with self._lock:
+            self.arm[rid.lower()] = doc
 
     def calls(self, api: str) -> list[Request]:
         with self._lock:
@@ -216,12 +251,46 @@ class FakeAzure:
             )
         return {"values": values}
 
-    def logs_answer(self, body: Any) -> dict[str, Any]:
+    def logs_answer(self, body: Any, cache_control: str) -> tuple[dict[str, Any], float | None]:
+        """The tables for the query, and the age of the cached answer when one was served."""
+        bypass = {"no-cache", "no-store"} & {d.strip() for d in cache_control.lower().split(",")}
+        now = time.monotonic()
         with self._lock:
+            cached = self._logs_cache.get(body["query"])
+            if cached is not None and not bypass and now - cached[0] < LOGS_CACHE_SECONDS:
+                return {"tables": cached[1]}, now - cached[0]
             tables = self.tables.get(body["query"])
-        if tables is None:
-            tables = [{"name": "PrimaryResult", "columns": [], "rows": []}]
-        return {"tables": tables}
+            if tables is None:
+                tables = [{"name": "PrimaryResult", "columns": [], "rows": []}]
+            self._logs_cache[body["query"]] = (now, tables)
+        return {"tables": tables}, None
+
+    def arm_answer(self, path: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            doc = self.arm.get(path.rstrip("/").lower())
+        if doc is None:
+            return 404, {
+                "error": {
+                    "code": "ResourceNotFound",
+                    "message": f"The Resource '{path}' was not found.",
+                }
+            }
+        return 200, doc
+
+    @staticmethod
+    def unsupported(query: Mapping[str, list[str]], body: Any) -> str | None:
+        """Azure Monitor's 400 for a plan's metric asked of a site, else None."""
+        names = set(query["metricnames"][0].split(","))
+        for rid in body["resourceids"]:
+            kind = rid.lower().split("/providers/", 1)[-1]
+            if kind.startswith("microsoft.web/sites/") and names & PLAN_ONLY_METRICS:
+                metric = sorted(names & PLAN_ONLY_METRICS)[0]
+                return (
+                    "Failed to find metric configuration for provider: Microsoft.Web, resource "
+                    f"Type: sites, metric: {metric}, Valid metrics: CpuTime,Requests,"
+                    "MemoryWorkingSet,Http5xx,HttpResponseTime"
+                )
+        return None
 
     # --- life -----------------------------------------------------------------------------
 
@@ -279,6 +348,8 @@ class FakeAzure:
             api = "metrics"
         elif "/workspaces/" in path and path.endswith("/query"):
             api = "logs"
+        elif method == "GET" and path.startswith("/subscriptions/") and "api-version" in query:
+            api = "arm"
         else:
             api = "other"
         body: Any
@@ -289,13 +360,19 @@ class FakeAzure:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw
-        req = Request(api, path, query, body, time.monotonic())
+        req = Request(
+            api,
+            path,
+            query,
+            body,
+            time.monotonic(),
+            0,
+            {k.lower(): v for k, v in h.headers.items()},
+        )
         with self._lock:
             self.requests.append(req)
             self.counts[api] += 1
-        status, headers, payload = self._answer(
-            api, path, query, body, h.headers.get("Authorization", "")
-        )
+        status, headers, payload = self._answer(api, path, query, body, req.headers)
         req.status = status
         try:
             h.send_response(status)
@@ -308,9 +385,15 @@ class FakeAzure:
             pass  # the client gave up (a timeout test)
 
     def _answer(
-        self, api: str, path: str, query: Mapping[str, list[str]], body: Any, authorization: str
+        self,
+        api: str,
+        path: str,
+        query: Mapping[str, list[str]],
+        body: Any,
+        request_headers: Mapping[str, str],
     ) -> tuple[int, dict[str, str], bytes]:
         js = {"Content-Type": "application/json; charset=utf-8"}
+        authorization = request_headers.get("authorization", "")
         if api == "openid":
             tenant = path.strip("/").split("/")[0]
             base = f"{self.url}/{tenant}"
@@ -346,7 +429,7 @@ class FakeAzure:
                 "access_token": f"fake-token-{time.monotonic_ns()}",
             }
             return 200, js, json.dumps(token).encode()
-        if api not in ("metrics", "logs"):
+        if api not in ("metrics", "logs", "arm"):
             return 404, js, b'{"error": {"code": "NotFound", "message": "no such path"}}'
 
         headers = dict(js)
@@ -373,9 +456,19 @@ class FakeAzure:
         if not authorization.startswith("Bearer fake-token-"):
             err = {"error": {"code": "AuthenticationFailed", "message": "no bearer token"}}
             return 401, headers, json.dumps(err).encode()
+        if api == "arm":
+            status, doc = self.arm_answer(path)
+            return status, headers, json.dumps(doc).encode()
         if api == "metrics":
+            problem = self.unsupported(query, body)
+            if problem is not None:
+                err = {"error": {"code": "BadRequest", "message": problem}}
+                return 400, headers, json.dumps(err).encode()
             return 200, headers, json.dumps(self.metrics_answer(query, body)).encode()
-        return 200, headers, json.dumps(self.logs_answer(body)).encode()
+        answer, age = self.logs_answer(body, request_headers.get("cache-control", ""))
+        if age is not None:
+            headers["Age"] = str(int(age))
+        return 200, headers, json.dumps(answer).encode()
 
 
 def _parse_time(text: str) -> datetime:
