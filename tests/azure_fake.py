@@ -125,6 +125,7 @@ class FakeAzure:
             "PIXCRAWLER_MODE": "azure",
             "PIXCRAWLER_AZURE_RESOURCE_ID": resource,
             "PIXCRAWLER_AZURE_METRICS_ENDPOINT": self.url,
+            "PIXCRAWLER_AZURE_ARM_ENDPOINT": self.url,
             "PIXCRAWLER_AZURE_REFRESH_INTERVAL_SECONDS": str(refresh_seconds),
             "AZURE_AUTHORITY_HOST": self.url,
             "AZURE_TENANT_ID": TENANT,

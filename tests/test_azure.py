@@ -73,6 +73,7 @@ def make(fake: FakeAzure) -> Iterator[Callable[..., AzureCollector]]:
         values: dict[str, Any] = {
             "resources": parse_resources(raw),
             "metrics_endpoint": fake.url,
+            "arm_endpoint": fake.url,  # nothing may leave loopback
             "authority_host": fake.url,
             "tenant_id": TENANT,
             "client_id": CLIENT_ID,
@@ -460,13 +461,16 @@ def test_a_secret_in_an_error_message_is_redacted(
     assert CLIENT_SECRET.upper() not in reading.error and config.REDACTED in reading.error
 
 
-def test_missing_region_is_reported_without_calling_azure(
+def test_a_region_resource_manager_cannot_give_is_reported_without_calling_azure(
     fake: FakeAzure, make: Callable[..., AzureCollector]
 ) -> None:
+    # Regional public endpoint, no region configured: Resource Manager is asked, and does not
+    # know the resource (tests/test_azure_arm.py has it answer).
     collector = make(metrics_endpoint=None)
     wait_for("a refresh", lambda: collector.refreshes >= 1)
     reading = collector.read()
-    assert not reading.up and "has no region" in (reading.error or "")
+    assert not reading.up and "its region" in (reading.error or "")
+    assert "ResourceNotFound" in (reading.error or "")
     assert fake.count("metrics") == 0
 
 

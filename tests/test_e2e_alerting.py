@@ -44,6 +44,7 @@ from tests.conftest import (
     stop_process,
 )
 from tests.helpers.dashboard import metric_names, panels
+from tests.helpers.wait import wait_until
 from tests.pg import CRAWL_JOBS_TABLE
 
 if TYPE_CHECKING:
@@ -86,18 +87,6 @@ GRANT SELECT ON crawl_jobs TO pixcrawler;
 INSERT INTO crawl_jobs (status, total_chunks, active_chunks) VALUES ('running', 10, 2);
 """
 )
-
-
-def wait_until(
-    what: str, check: Callable[[], Any], timeout: float, detail: Callable[[], str]
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout}s\n{detail()}")
 
 
 # --- the webhook receiver ---------------------------------------------------------------------

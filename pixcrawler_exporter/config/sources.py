@@ -147,6 +147,13 @@ class Azure:
         help="Regional Azure Monitor metrics endpoint; '{region}' in it is replaced by each "
         "resource's region. Unset means https://{region}.metrics.monitor.azure.com.",
     )
+    arm_endpoint: str | None = setting(
+        None,
+        optional_text,
+        env="PIXCRAWLER_AZURE_ARM_ENDPOINT",
+        help="Azure Resource Manager, asked for a resource's region and a web app's App Service "
+        "plan (sovereign clouds, tests); unset means https://management.azure.com.",
+    )
     authority_host: str | None = setting(
         None,
         optional_text,

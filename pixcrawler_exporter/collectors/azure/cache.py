@@ -27,6 +27,12 @@ class Cache:
         self._ratelimit: dict[str, float] = {}
         self.refreshes = 0
 
+    def replan(self, plan: Plan) -> None:
+        """Resource Manager filled in regions or added a web app's plan: the new order."""
+        with self._lock:
+            self._order = plan.order
+            self._queries = plan.queries
+
     def reading(self) -> AzureReading:
         """The cache now, without the values older than ``max_age``."""
         now = time.time()

@@ -15,10 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collectors.azure.model import LogQuery
+from pixcrawler_exporter.collectors.azure.parse import MalformedError
 from pixcrawler_exporter.collectors.azure.plan import Batch
+from pixcrawler_exporter.collectors.azure.resolve import (
+    PUBLIC_ARM_ENDPOINT,
+    ArmInfo,
+    api_version,
+    arm_info,
+)
 
 if TYPE_CHECKING:
+    from azure.core import PipelineClient
     from azure.core.pipeline import PipelineResponse
+    from azure.core.rest import HttpRequest, HttpResponse
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
     from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryResult
     from azure.monitor.querymetrics import MetricsClient, MetricsQueryResult
@@ -55,6 +64,7 @@ class Clients:
         self._credential: Credential | None = None
         self._metrics: dict[str, MetricsClient] = {}
         self._logs: LogsQueryClient | None = None
+        self._arm: PipelineClient[HttpRequest, HttpResponse] | None = None
 
     def ensure(self, endpoints: tuple[str, ...], logs: bool) -> None:
         """Make what is missing; raises what the SDK raises for a bad authority or endpoint."""
@@ -103,10 +113,45 @@ class Clients:
             timespan=timedelta(seconds=query.timespan) if query.timespan else None,
             connection_timeout=self.timeout,
             read_timeout=self.timeout,
+            # Log Analytics answers a repeated query from its cache for 2 minutes; a gauge must
+            # be as fresh as its refresh interval.
+            headers={"Cache-Control": "no-cache"},
         )
 
+    def arm_lookup(self, resource_id: str) -> ArmInfo:
+        """Resource Manager's GET of the resource: its region and, for a web app, its plan."""
+        if self._credential is None:
+            raise RuntimeError("no credential: ensure() makes one")
+        endpoint = (self.cfg.arm_endpoint or PUBLIC_ARM_ENDPOINT).rstrip("/")
+        if self._arm is None:
+            from azure.core import PipelineClient
+            from azure.core.pipeline.policies import BearerTokenCredentialPolicy, CustomHookPolicy
+
+            self._arm = PipelineClient(
+                endpoint,
+                policies=[
+                    BearerTokenCredentialPolicy(self._credential, f"{endpoint}/.default"),
+                    CustomHookPolicy(raw_response_hook=self._hook),
+                ],
+            )
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        request = HttpRequest(
+            "GET", endpoint + resource_id, params={"api-version": api_version(resource_id)}
+        )
+        response = self._arm.send_request(
+            request, connection_timeout=self.timeout, read_timeout=self.timeout
+        )
+        if response.status_code != 200:
+            raise HttpResponseError(response=response)
+        doc = response.json()
+        if not isinstance(doc, dict):
+            raise MalformedError("Resource Manager's answer is not a JSON object")
+        return arm_info(doc)
+
     def close(self) -> None:
-        for client in [*self._metrics.values(), self._logs, self._credential]:
+        for client in [*self._metrics.values(), self._logs, self._arm, self._credential]:
             if client is not None:
                 try:
                     client.close()

@@ -38,8 +38,14 @@ from pixcrawler_exporter.collectors.azure.client import Clients, quiet_sdk_logge
 from pixcrawler_exporter.collectors.azure.gate import Gate
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES, CallFailedError
-from pixcrawler_exporter.collectors.azure.plan import Batch, plan
+from pixcrawler_exporter.collectors.azure.plan import (
+    PUBLIC_METRICS_ENDPOINT,
+    Batch,
+    configured,
+    plan,
+)
 from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue
+from pixcrawler_exporter.collectors.azure.resolve import ArmInfo, needs_lookup, resolve
 
 if TYPE_CHECKING:
     from azure.monitor.query import LogsQueryPartialResult, LogsQueryResult, LogsTable
@@ -119,6 +125,13 @@ class AzureCollector(Collector[AzureReading]):
         # A call must end well before the next refresh is due, and never hang the refresher.
         self.timeout = timeout_seconds or max(1.0, min(30.0, self.interval / 2))
         self.plan = plan(cfg)
+        self._configured = configured(cfg)
+        self._regional = "{region}" in (cfg.metrics_endpoint or PUBLIC_METRICS_ENDPOINT)
+        # Refresher-only: what Resource Manager answered, whether anything is left to ask, and
+        # what its answers leave missing for good (a web app without a plan).
+        self._arm: dict[str, ArmInfo] = {}
+        self._resolved = not any(needs_lookup(r, self._regional) for r in self._configured)
+        self._standing: tuple[Failure, ...] = ()
         self._cache = Cache(self.plan, cfg.max_age_seconds or 3 * self.interval)
         self._worker = Worker("azure-refresh", self.refresh, self.interval, self._refresh_failed)
         self._gate = Gate(
@@ -198,20 +211,51 @@ class AzureCollector(Collector[AzureReading]):
     def refresh(self) -> None:
         """One refresh: every batch and query once (with retries). Runs in the refresher."""
         deadline = time.monotonic() + self.interval
-        failures: list[Failure] = [("configuration", "config", p) for p in self.plan.problems]
-        if self.plan.batches or self.plan.queries:
-            try:
+        failures: list[Failure] = []
+        try:
+            if not self._resolved:
+                self._clients.ensure((), False)
+                failures += self._resolve(deadline)
+            if self.plan.batches or self.plan.queries:
                 self._clients.ensure(
                     tuple(b.endpoint for b in self.plan.batches), bool(self.plan.queries)
                 )
-            except Exception as exc:  # noqa: BLE001 - a bad authority URL must not kill the thread
-                failures.append(("credential", "auth_error", describe(exc)))
-            else:
+        except Exception as exc:  # noqa: BLE001 - a bad authority URL must not kill the thread
+            failures.append(("credential", "auth_error", describe(exc)))
+        else:
+            if self.plan.batches or self.plan.queries:
                 failures += self._refresh_all(deadline)
+        failures = [("configuration", "config", p) for p in self.plan.problems] + [
+            *self._standing,
+            *failures,
+        ]
         # Everything that leaves the collector (reading, logs) passes here, secret removed.
         failures = [(self._scrub(w), o, self._scrub(m)) for w, o, m in failures]
         self._log_changes(failures)
         self._cache.finish("; ".join(f"{w}: {message}" for w, _, message in failures) or None)
+
+    def _resolve(self, deadline: float) -> list[Failure]:
+        """Ask Resource Manager what the configuration leaves open, then plan again."""
+
+        def lookup(resource_id: str) -> ArmInfo:
+            key = resource_id.lower()
+            if key not in self._arm:
+                self._arm[key] = self._gate.call(
+                    "arm", lambda: self._clients.arm_lookup(resource_id), deadline
+                )
+            return self._arm[key]
+
+        result = resolve(self._configured, self._regional, lookup)
+        self._resolved = result.complete
+        self.plan = plan(self.cfg, result.resources)
+        self._cache.replan(self.plan)
+        self._calls |= {self._scrub(b.label) for b in self.plan.batches}
+        self._calls |= {self._scrub(what) for what, _, _ in result.failures}
+        if result.complete:
+            # Answers that leave a metric missing stand as long as the process runs.
+            self._standing = result.failures
+            return []
+        return list(result.failures)
 
     def _refresh_all(self, deadline: float) -> list[Failure]:
         failures: list[Failure] = []

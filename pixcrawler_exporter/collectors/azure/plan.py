@@ -56,10 +56,18 @@ class Plan:
         return {r.id.lower(): i for i, r in enumerate(self.resources)}
 
 
-def plan(cfg: config.Azure) -> Plan:
+def configured(cfg: config.Azure) -> list[AzureResource]:
+    """The resources as configured: ``resource_id`` first, then ``azure.resources``."""
     resources = list(cfg.resources)
     if cfg.resource_id and all(r.id.lower() != cfg.resource_id.lower() for r in resources):
         resources.insert(0, default_resource(cfg.resource_id))
+    return resources
+
+
+def plan(cfg: config.Azure, resolved: Sequence[AzureResource] | None = None) -> Plan:
+    """What to ask for the configured resources, or for ``resolved`` ones (regions and plans
+    filled in from Resource Manager)."""
+    resources = list(resolved) if resolved is not None else configured(cfg)
     batches, problems = plan_batches(resources, cfg.metrics_endpoint)
     queries = cfg.log_queries if cfg.workspace_id else ()
     if cfg.log_queries and not cfg.workspace_id:
