@@ -253,6 +253,12 @@ def test_metrics_exposition_is_exact(
         "# TYPE pixcrawler_temp_storage_files gauge\n"
         'pixcrawler_temp_storage_files{directory="/tmp/pix"} 3.0\n'
         'pixcrawler_temp_storage_files{directory="/data/pix"} 1.0\n'
+        "# HELP pixcrawler_temp_storage_error 1 when the last scan could not open the configured "
+        "directory (missing, not a directory, not permitted): its usage is unknown, so its "
+        "bytes are absent and the collector fails; 0 when it could.\n"
+        "# TYPE pixcrawler_temp_storage_error gauge\n"
+        'pixcrawler_temp_storage_error{directory="/tmp/pix"} 0.0\n'
+        'pixcrawler_temp_storage_error{directory="/data/pix"} 0.0\n'
         "# HELP pixcrawler_temp_storage_limit_bytes Configured limit of the temp storage of "
         "all directories together.\n"
         "# TYPE pixcrawler_temp_storage_limit_bytes gauge\n"
@@ -288,6 +294,7 @@ def test_without_a_limit_there_is_no_limit_or_ratio(
     assert {name for name, _ in samples} == {
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
+        "pixcrawler_temp_storage_error",
         "pixcrawler_temp_storage_oldest_file_age_seconds",
         "pixcrawler_temp_storage_in_memory",
         "pixcrawler_temp_storage_scan_duration_seconds",
@@ -303,6 +310,7 @@ def test_describe_declares_every_metric_without_reading(tmp_path: Path) -> None:
     assert [f.name for f in collector.describe()] == [
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
+        "pixcrawler_temp_storage_error",
         "pixcrawler_temp_storage_oldest_file_age_seconds",
         "pixcrawler_temp_storage_in_memory",
         "pixcrawler_temp_storage_limit_bytes",

@@ -73,6 +73,8 @@ def test_missing_temp_directory_fails_the_collector_not_reads_as_empty(
     # The readable directory is still reported; the missing one is absent, not 0.
     assert sample(samples, "pixcrawler_temp_storage_bytes", directory=str(good)) == 1000
     assert sample(samples, "pixcrawler_temp_storage_bytes", directory=str(mistyped)) is None
+    assert sample(samples, "pixcrawler_temp_storage_error", directory=str(mistyped)) == 1
+    assert sample(samples, "pixcrawler_temp_storage_error", directory=str(good)) == 0
     assert sample(samples, "pixcrawler_can_start_chunk") is None
     assert sample(samples, "pixcrawler_resource_status", resource="temp_storage") is None
 

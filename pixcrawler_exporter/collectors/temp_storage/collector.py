@@ -69,6 +69,14 @@ IN_MEMORY = Desc(
     "gauge",
     ("directory",),
 )
+UNREADABLE = Desc(
+    "pixcrawler_temp_storage_error",
+    "1 when the last scan could not open the configured directory (missing, not a directory, "
+    "not permitted): its usage is unknown, so its bytes are absent and the collector fails; "
+    "0 when it could.",
+    "gauge",
+    ("directory",),
+)
 ERRORS = Desc(
     "pixcrawler_temp_storage_scan_errors_total",
     "Directories the background scan could not read, counted once in every scan that hit them.",
@@ -134,7 +142,18 @@ class TempStorageCollector(Collector[TempStorageReading]):
     """
 
     name = "temp_storage"
-    descs = (BYTES, FILES, OLDEST, IN_MEMORY, LIMIT, RATIO, DURATION, LAST_SCAN, ERRORS)
+    descs = (
+        BYTES,
+        FILES,
+        UNREADABLE,
+        OLDEST,
+        IN_MEMORY,
+        LIMIT,
+        RATIO,
+        DURATION,
+        LAST_SCAN,
+        ERRORS,
+    )
 
     def __init__(
         self,
@@ -195,6 +214,10 @@ class TempStorageCollector(Collector[TempStorageReading]):
             add(size, usage.bytes, directory)
             add(files, usage.files, directory)
         yield from (size, files)
+        failed = UNREADABLE.family()
+        for directory in [*reading.directories, *reading.unreadable]:
+            add(failed, 1 if directory in reading.unreadable else 0, directory)
+        yield failed
         if reading.oldest_file_age:
             oldest = OLDEST.family()
             for directory, age in reading.oldest_file_age.items():
