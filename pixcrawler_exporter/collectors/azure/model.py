@@ -57,8 +57,20 @@ _RESOURCE_ID = re.compile(
     re.IGNORECASE,
 )
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# The columns every Log Analytics table has that are new for each record, lower-cased.
-_PER_RECORD = frozenset({"timegenerated", "_itemid", "_timereceived"})
+# The columns every Log Analytics table has that are new for each record, and those of App
+# Insights' own tables (requests, customEvents, ... as the App Insights query API names them),
+# lower-cased.
+_PER_RECORD = frozenset(
+    {
+        "timegenerated",
+        "_itemid",
+        "_timereceived",
+        "timestamp",
+        "itemid",
+        "operation_id",
+        "operation_parentid",
+    }
+)
 _REGION = re.compile(r"^[a-z0-9]+$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
