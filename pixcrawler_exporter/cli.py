@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from pixcrawler_exporter import __version__, config, logs
@@ -18,8 +18,9 @@ from pixcrawler_exporter.collect import registry
 from pixcrawler_exporter.web import server, webconfig
 
 log = logging.getLogger("pixcrawler_exporter")
-# After SIGTERM, how long the requests being answered may take: Kubernetes' default grace.
-SHUTDOWN_GRACE_SECONDS = 30.0
+# After SIGTERM, requests being answered get this long to finish; their own deadlines are
+# usually shorter. Kubernetes waits 30 s before SIGKILL, Docker 10 s.
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,10 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(config.render(loaded))
         return 0
     logs.setup(loaded.config.log.level, loaded.config.log.format)
-    return run(loaded)
+    # A reload reads every source again (the file, .env, the environment, secret files); the
+    # command line stays as given.
+    return run(loaded, lambda: config.load(os.environ, flags, args.config))
 
 
-def run(loaded: config.Loaded) -> int:
+def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None = None) -> int:
     web = loaded.config.web
     try:
         # Certificates and hashes are checked before anything starts: a mistake is exit 2.
@@ -82,11 +85,11 @@ def run(loaded: config.Loaded) -> int:
         print(f"pixcrawler-exporter: web configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        collectors, layout = registry.build(loaded)
+        built = registry.build(loaded)
     except Exception as exc:  # noqa: BLE001 - report the cause, not a traceback
         log.error("cannot set up collectors", extra={"error": str(exc)})
         return 1
-    exporter = App(loaded, collectors, layout.version)
+    exporter = App(loaded, built, reload_source)
     try:
         httpd = server.serve(
             web.listen, exporter.routes(), web_config, server.Limits(max_requests=web.max_requests)
@@ -95,16 +98,7 @@ def run(loaded: config.Loaded) -> int:
         log.error("cannot start the HTTP server", extra={"error": str(exc)})
         return 1
     exporter.start()
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        # shutdown() waits for serve_forever to return, so it must not run on that thread.
-        threading.Thread(target=httpd.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for other in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(other, _ignore)
+    _handle_signals(httpd, exporter)
     host, port = str(httpd.server_address[0]), httpd.server_address[1]
     log.info(
         "listening",
@@ -112,8 +106,8 @@ def run(loaded: config.Loaded) -> int:
             "version": __version__,
             "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "environment": loaded.environment,
-            "cgroup": layout.version,
-            "collectors": ",".join(c.name for c in collectors),
+            "cgroup": built.layout.version,
+            "collectors": ",".join(c.name for c in built.collectors),
             "tls": httpd.tls is not None,
             "basic_auth": httpd.auth is not None,
         },
@@ -124,19 +118,35 @@ def run(loaded: config.Loaded) -> int:
         httpd.server_close()
         # The scrapes being answered get their answers; idle connections are not waited for.
         if not httpd.drain(SHUTDOWN_GRACE_SECONDS):
-            log.warning("requests still running at exit", extra={"waited": SHUTDOWN_GRACE_SECONDS})
+            log.warning(
+                "requests cut short by the shutdown", extra={"waited": SHUTDOWN_GRACE_SECONDS}
+            )
         exporter.close()
     return 0
 
 
+def _handle_signals(httpd: server.Server, exporter: App) -> None:
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return  # one shutdown, one log line
+        stopping.set()
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        # shutdown() waits for serve_forever to return, so it must not run on that thread.
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        # Loading and building take time the accepting (main) thread must not lose.
+        threading.Thread(target=exporter.reload, name="reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    # Python's default for these is to die without a word, which a stray signal must not do.
+    for other in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(other, _ignore)
+
+
 def _ignore(signum: int, _frame: FrameType | None) -> None:
-    # Python's default for these is to die without a word, which a stray 'kill -HUP' or a
-    # process manager's reload must not do. Prometheus's own servers reload on SIGHUP; until
-    # this one can, it says so and goes on with the configuration it has.
-    if signum == signal.SIGHUP:
-        log.warning(
-            "SIGHUP: configuration reload is not supported yet; "
-            "still running with the configuration loaded at start-up"
-        )
-    else:
-        log.info("signal ignored", extra={"signal": signal.Signals(signum).name})
+    log.info("signal ignored", extra={"signal": signal.Signals(signum).name})

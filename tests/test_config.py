@@ -287,3 +287,58 @@ def test_exporter_logs_json_under_seed_004_log_format(
     exp.scrape()
     lines = [line for line in exp.log().splitlines() if line.strip()]
     assert lines and all(json.loads(line)["level"] for line in lines), lines
+
+
+def test_secret_files_fill_the_secrets_and_are_read_on_every_load(tmp_path: Path) -> None:
+    pw, secret = tmp_path / "pw", tmp_path / "azure"
+    pw.write_text("p@ss word\n")
+    secret.write_text("az-secret\r\n")
+    env = {
+        "PIXCRAWLER_DB_URL": "postgresql://u@h:5432/db?sslmode=disable",
+        "PIXCRAWLER_DB_PASSWORD_FILE": str(pw),
+        "AZURE_CLIENT_SECRET_FILE": str(secret),
+    }
+    cfg = config.load(env, dotenv_path=tmp_path / ".env").config
+    assert cfg.database.url == "postgresql://u@h:5432/db?sslmode=disable&password=p%40ss%20word"
+    assert cfg.azure.client_secret == "az-secret"
+    pw.write_text("rotated")
+    url = config.load(env, dotenv_path=tmp_path / ".env").config.database.url
+    assert url is not None and url.endswith("password=rotated")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"PIXCRAWLER_DB_URL": "postgresql://u:inline@h/db"},
+            "database.password_file: database.url already holds a password",
+        ),
+        ({}, "database.password_file: set database.url too"),
+        (
+            {"PIXCRAWLER_DB_URL": "postgresql://u@h/db", "PW": "missing"},
+            "database.password_file (env PIXCRAWLER_DB_PASSWORD_FILE): cannot read",
+        ),
+        (
+            {"PIXCRAWLER_DB_URL": "postgresql://u@h/db", "PW": "empty"},
+            "is empty",
+        ),
+    ],
+)
+def test_secret_file_errors_name_the_setting_never_the_secret(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    (tmp_path / "pw").write_text("the-secret\n")
+    (tmp_path / "empty").write_text("\n")
+    name = env.pop("PW", "pw")
+    env["PIXCRAWLER_DB_PASSWORD_FILE"] = str(tmp_path / name)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(env, dotenv_path=tmp_path / ".env")
+    assert message in str(err.value)
+    assert "the-secret" not in str(err.value)
+
+
+def test_azure_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("x")
+    env = {"AZURE_CLIENT_SECRET": "y", "AZURE_CLIENT_SECRET_FILE": str(tmp_path / "s")}
+    with pytest.raises(config.ConfigError, match=r"azure\.client_secret is set too"):
+        config.load(env, dotenv_path=tmp_path / ".env")

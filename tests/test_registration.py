@@ -30,9 +30,9 @@ from pixcrawler_exporter.collect.scraper import Scraper
 on = config.load({}, dotenv_path="/nonexistent")
 off = config.load({"PIXCRAWLER_COLLECTOR_UPTIME": "false"}, dotenv_path="/nonexistent")
 flag = cli.parser().parse_args(["--no-collector.uptime"])
-collectors, layout = registry.build(on)
-scraper = Scraper([c for c in collectors if c.name == "uptime"])
-renderer = registry.Renderer(scraper.collectors, "local", "local", layout.version)
+built = registry.build(on)
+scraper = Scraper([c for c in built.collectors if c.name == "uptime"])
+renderer = registry.Renderer(scraper.collectors, "local", "local", built.layout.version)
 families = {f.name: [s.value for s in f.samples] for f in renderer.families(scraper.collect(5))}
 scraper.close()
 print(json.dumps({

@@ -24,6 +24,7 @@ RUNBOOK = REPO / "docs" / "runbook.md"
 ISSUE_ALERTS = {
     "PixCrawlerExporterDown": "critical",
     "PixCrawlerCollectorFailing": None,
+    "PixCrawlerExporterConfigReloadFailed": "warning",
     "PixCrawlerMemoryUsageHigh": None,
     "PixCrawlerMemoryUsageCritical": None,
     "PixCrawlerCPUUsageHigh": None,

@@ -15,6 +15,8 @@ import pytest
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.app import App
+from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.collectors import cgroup
 from pixcrawler_exporter.collectors.temp_storage import collector as temp_storage
 from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageCollector
 from pixcrawler_exporter.collectors.temp_storage.scan import ScanResult
@@ -128,7 +130,8 @@ def test_before_the_first_scan_completes_capacity_is_unknown_and_health_degraded
 ) -> None:
     loaded = config.load({"PIXCRAWLER_TEMP_DIRS": str(tmp_path)}, dotenv_path=tmp_path / ".env")
     collector = TempStorageCollector([str(tmp_path)], ("*.jpg",), True, 3600, 10**9, 0.1)
-    app = App(loaded, [collector], "none")
+    layout = cgroup.CgroupLayout("none", None, None, None, None, None)
+    app = App(loaded, registry.Built([collector], layout, loaded.config))
     collector.start()
     try:
         request = server.Request("GET", "/health", {})

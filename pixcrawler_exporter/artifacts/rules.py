@@ -147,6 +147,16 @@ def _exporter_group(job: str) -> Group:
                 f"for {FOR} (success {{{{ $value }}}}): its metrics are missing, so alerts on "
                 "them cannot fire.",
             ),
+            _alert(
+                "PixCrawlerExporterConfigReloadFailed",
+                "pixcrawler_exporter_config_last_reload_successful == 0",
+                300,
+                "warning",
+                f"The exporter on {INSTANCE} refused its new configuration",
+                f"The last configuration reload of {INSTANCE} failed and has not succeeded for "
+                f"{FOR} (successful {{{{ $value }}}}): it still runs the previous configuration, "
+                "and the next restart will fail on the new one.",
+            ),
         ],
     )
 

@@ -31,3 +31,10 @@ class Changes(Generic[K, S]):
         before = self._states.get(key, self.initial)
         self._states[key] = state
         return Change(before, state) if before != state else None
+
+    def copy(self) -> Changes[K, S]:
+        """The same states, for a successor that must not log again what this one logged (the
+        status tracker of a reloaded configuration)."""
+        new: Changes[K, S] = Changes(self.initial)
+        new._states = dict(self._states)
+        return new

@@ -14,6 +14,7 @@ from pixcrawler_exporter.collect.metrics import Desc
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.collect.registration import BuildContext
+    from pixcrawler_exporter.config import Config
 
 __all__ = ["Collector", "CollectorError", "ReportsError", "Source", "Taken", "reading_error"]
 
@@ -58,6 +59,13 @@ class Source(ABC):
         """The factory its registration calls when the collector is on; None when the settings
         it needs are missing (it logs why). A collector needing no settings is just made."""
         return cls()
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        """The part of ``config`` that :meth:`build` reads: a reload rebuilds the collector when
+        it changed and keeps the running one (its state, its background work) when not. The
+        whole configuration unless a collector says less."""
+        return config
 
     @abstractmethod
     def take(self, deadline: float) -> Taken:

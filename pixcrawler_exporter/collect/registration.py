@@ -70,10 +70,20 @@ class Registry:
             _import_all(self.package)
         return tuple(self._found[name] for name in sorted(self._found))
 
-    def build(self, enabled: Mapping[str, bool], context: BuildContext) -> list[Source]:
+    def build(
+        self,
+        enabled: Mapping[str, bool],
+        context: BuildContext,
+        kept: Mapping[str, Source] | None = None,
+    ) -> list[Source]:
         """The enabled collectors; one whose source is not configured builds to None and is
-        left out (it says why itself)."""
-        built = (r.load().build(context) for r in self.registrations() if enabled[r.name])
+        left out (it says why itself). One in ``kept`` (a reload's unchanged ones) is reused."""
+        kept = kept or {}
+        built = (
+            kept[r.name] if r.name in kept else r.load().build(context)
+            for r in self.registrations()
+            if enabled[r.name]
+        )
         return [c for c in built if c is not None]
 
 

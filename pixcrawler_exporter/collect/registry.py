@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -16,7 +17,7 @@ from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors import cgroup
-from pixcrawler_exporter.config import Loaded
+from pixcrawler_exporter.config import Config, Loaded
 from pixcrawler_exporter.derive import capacity, thresholds
 
 BUILD_INFO = Desc(
@@ -43,7 +44,15 @@ DURATION = Desc(
     "gauge",
     ("collector",),
 )
-META = (BUILD_INFO, ENVIRONMENT_INFO, SUCCESS, DURATION)
+RELOAD_OK = Desc(
+    "pixcrawler_exporter_config_last_reload_successful",
+    "1 when the last configuration reload (or the start) succeeded, 0 when it was refused.",
+)
+RELOAD_TIME = Desc(
+    "pixcrawler_exporter_config_last_reload_success_timestamp_seconds",
+    "When the configuration in use was loaded, as a Unix time.",
+)
+META = (BUILD_INFO, ENVIRONMENT_INFO, SUCCESS, DURATION, RELOAD_OK, RELOAD_TIME)
 
 
 def builtin_descs() -> list[tuple[str, Desc]]:
@@ -63,16 +72,46 @@ def builtin_names() -> frozenset[str]:
     )
 
 
-def build(loaded: Loaded) -> tuple[list[Source], cgroup.CgroupLayout]:
+@dataclass(frozen=True)
+class Built:
+    """The collectors one configuration asked for, and that configuration."""
+
+    collectors: list[Source]
+    layout: cgroup.CgroupLayout
+    config: Config
+
+    def new_since(self, previous: Built | None) -> list[Source]:
+        kept = {id(c) for c in previous.collectors} if previous is not None else set()
+        return [c for c in self.collectors if id(c) not in kept]
+
+    def unchanged_in(self, config: Config) -> dict[str, Source]:
+        """The collectors that ``config`` would build from the same settings: a reload takes
+        them over, state and background work included."""
+        return {
+            c.name: c
+            for c in self.collectors
+            if type(c).settings(config) == type(c).settings(self.config)
+        }
+
+
+def build(loaded: Loaded, previous: Built | None = None) -> Built:
+    """Build the enabled collectors; on a reload (``previous`` given) those whose settings did
+    not change are taken over rather than built again."""
     cfg = loaded.config
     procfs, sysfs = Path(cfg.paths.procfs), Path(cfg.paths.sysfs)
     # psutil reads its own procfs path; the exporter's one setting decides it for every reader.
     psutil.PROCFS_PATH = str(procfs)
     layout = cgroup.discover(procfs, sysfs, cfg.cgroup_path)
     context = BuildContext(cfg, layout, procfs, Path(cfg.paths.rootfs))
-    collectors = REGISTRY.build(cfg.collectors.enabled(), context)
-    check_names(collectors)
-    return collectors, layout
+    kept = previous.unchanged_in(cfg) if previous is not None else {}
+    built = Built(REGISTRY.build(cfg.collectors.enabled(), context, kept), layout, cfg)
+    try:
+        check_names(built.collectors)
+    except Exception:
+        for collector in built.new_since(previous):
+            collector.close()
+        raise
+    return built
 
 
 def check_names(collectors: Sequence[Source]) -> None:

@@ -76,7 +76,7 @@ class Scraper:
     rather than starting another, so a hung source holds one thread, not one per scrape.
     """
 
-    def __init__(self, collectors: Sequence[Source]) -> None:
+    def __init__(self, collectors: Sequence[Source], previous: Scraper | None = None) -> None:
         self.collectors = list(collectors)
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(self.collectors)), thread_name_prefix="collector"
@@ -86,6 +86,8 @@ class Scraper:
         self._running: dict[str, Future[Outcome]] = {}
         self._failing: Changes[str, bool] = Changes(False)
         self.reads: dict[str, int] = {c.name: 0 for c in self.collectors}
+        if previous is not None:
+            self._take_over(previous)
 
     def collect(self, timeout: float) -> Snapshot:
         deadline = time.monotonic() + timeout
@@ -109,6 +111,20 @@ class Scraper:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for collector in self.collectors:
             collector.close()
+
+    def retire(self) -> None:
+        """Stop taking work after a reload; reads under way finish, collectors stay open."""
+        self._pool.shutdown(wait=False)
+
+    def _take_over(self, previous: Scraper) -> None:
+        # After a reload, a collector kept from the previous configuration keeps its read under
+        # way (a hung source still holds one thread, not two) and its logged failure state.
+        with previous._lock:
+            self._failing = previous._failing.copy()
+            for collector in previous.collectors:
+                running = previous._running.get(collector.name)
+                if collector in self.collectors and running is not None and running.running():
+                    self._running[collector.name] = running
 
     def _start(self, deadline: float) -> _Collection:
         futures: dict[str, Future[Outcome]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client.core import Metric
@@ -13,6 +14,9 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 LIMIT = Desc(
     "pixcrawler_cpu_limit_cores",
@@ -51,6 +55,10 @@ class CpuCollector(Collector[CpuReading]):
 
     def __init__(self, layout: cgroup.CgroupLayout) -> None:
         self.layout = layout
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return None  # the cgroup layout and paths only, which a reload does not change
 
     @classmethod
     def build(cls, context: BuildContext) -> CpuCollector:

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
@@ -17,6 +18,9 @@ from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ class DiskCollector(Collector[DiskReading]):
         self._pending: dict[str, Future[DiskUsage]] = {}
         self._failing: Changes[str, bool] = Changes(False)
         self._lock = threading.Lock()
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return config.disk
 
     @classmethod
     def build(cls, context: BuildContext) -> DiskCollector:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client.core import Metric
@@ -19,6 +20,9 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 # While tasks of the cgroup wait for memory at least this share of the time (memory PSI "some"
 # over 10 s, percent), reclaiming its cache is not cheap: the working set counts as used.
@@ -105,6 +109,10 @@ class MemoryCollector(Collector[MemoryReading]):
 
     def __init__(self, layout: cgroup.CgroupLayout) -> None:
         self.layout = layout
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return None  # the cgroup layout and paths only, which a reload does not change
 
     @classmethod
     def build(cls, context: BuildContext) -> MemoryCollector:

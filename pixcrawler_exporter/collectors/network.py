@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client.core import Metric
@@ -11,6 +12,9 @@ from prometheus_client.core import Metric
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import register
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 RECEIVE = Desc(
     "pixcrawler_network_receive_bytes_total",
@@ -38,6 +42,10 @@ NetworkReading = Mapping[str, InterfaceCounters]
 class NetworkCollector(Collector[NetworkReading]):
     name = "network"
     descs = (RECEIVE, TRANSMIT)
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return None  # every interface, always: nothing a reload could change
 
     def read(self) -> NetworkReading:
         # psutil reads <procfs>/net/dev (psutil.PROCFS_PATH is set from --path.procfs).

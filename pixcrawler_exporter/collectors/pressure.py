@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
@@ -11,6 +12,9 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 STALL = Desc(
     "pixcrawler_pressure_stall_seconds_total",
@@ -30,6 +34,10 @@ class PressureCollector(Collector[PressureReading]):
     def __init__(self, layout: cgroup.CgroupLayout, procfs: Path) -> None:
         self.layout = layout
         self.procfs = procfs
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return None  # the cgroup layout and paths only, which a reload does not change
 
     @classmethod
     def build(cls, context: BuildContext) -> PressureCollector:

@@ -4,10 +4,12 @@ Nothing else in the package reads ``os.environ``."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -61,7 +63,7 @@ def load(
         if sources[spec.key] == "default" and running_in in by_env:
             values[spec.key] = by_env[running_in]
             sources[spec.key] = f"default for {running_in}"
-    config = build(Config, values)
+    config = _read_secret_files(build(Config, values), sources)
     _check(config, sources)
     return Loaded(config, sources, detected)
 
@@ -178,6 +180,45 @@ def _check_builtin_names(queries: Sequence[Query], source: str) -> None:
                 f"database.queries ({source}): the query for {query.metric} takes the name of "
                 "one of the exporter's own metrics; name it otherwise"
             )
+
+
+def _read_secret_files(config: Config, sources: Mapping[str, str]) -> Config:
+    """Fill the secrets that ``*_file`` settings name. Called on every load, so a reload reads a
+    rotated secret; the content never appears in a message."""
+    db, az = config.database, config.azure
+    if db.password_file is not None:
+        if db.url is None:
+            raise ConfigError("database.password_file: set database.url too (without a password)")
+        parts = urlsplit(db.url)
+        if parts.password is not None or "password" in dict(parse_qsl(parts.query)):
+            raise ConfigError(
+                "database.password_file: database.url already holds a password; give one or "
+                "the other"
+            )
+        password = _secret(db.password_file, "database.password_file", sources)
+        query = f"{parts.query}&" if parts.query else ""
+        url = urlunsplit(parts._replace(query=f"{query}password={quote(password, safe='')}"))
+        config = dataclasses.replace(config, database=dataclasses.replace(db, url=url))
+    if az.client_secret_file is not None:
+        if az.client_secret is not None:
+            raise ConfigError(
+                "azure.client_secret_file: azure.client_secret is set too; give one or the other"
+            )
+        secret = _secret(az.client_secret_file, "azure.client_secret_file", sources)
+        config = dataclasses.replace(config, azure=dataclasses.replace(az, client_secret=secret))
+    return config
+
+
+def _secret(path: str, key: str, sources: Mapping[str, str]) -> str:
+    try:
+        # Mounted secrets often end in a newline that is no part of the secret.
+        value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{key} ({sources[key]}): cannot read {path}: {reason}") from None
+    if not value:
+        raise ConfigError(f"{key} ({sources[key]}): {path} is empty")
+    return value
 
 
 def _dotenv(path: str | Path) -> dict[str, str]:

@@ -61,6 +61,13 @@ class Web:
         env="PIXCRAWLER_SCRAPE_TIMEOUT_OFFSET_SECONDS",
         help="Subtracted from Prometheus's scrape timeout so the answer arrives before it.",
     )
+    enable_lifecycle: bool = setting(
+        False,
+        boolean,
+        env="PIXCRAWLER_WEB_ENABLE_LIFECYCLE",
+        flag="--web.enable-lifecycle",
+        help="Serve POST /-/reload, which reloads the configuration as SIGHUP does.",
+    )
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,13 @@ class Database:
         secret=True,
         help="PostgreSQL URL; unset turns the database collector off.",
     )
+    password_file: str | None = setting(
+        None,
+        optional_text,
+        env="PIXCRAWLER_DB_PASSWORD_FILE",
+        help="File holding the database password (a mounted secret), for a database.url "
+        "without one; read at start and on every reload.",
+    )
     statement_timeout_seconds: float = setting(
         2.0,
         number(0.01, 600),
@@ -173,6 +180,13 @@ class Azure:
         env="AZURE_CLIENT_SECRET",
         secret=True,
         help="Client secret; unset uses DefaultAzureCredential (workload or managed identity).",
+    )
+    client_secret_file: str | None = setting(
+        None,
+        optional_text,
+        env="AZURE_CLIENT_SECRET_FILE",
+        help="File holding the client secret (a mounted secret), instead of client_secret; read "
+        "at start and on every reload.",
     )
     refresh_interval_seconds: float = setting(
         60.0,

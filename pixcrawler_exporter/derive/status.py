@@ -66,6 +66,16 @@ class StatusTracker:
         self._statuses: Changes[str, Status | None] = Changes(None)
         self._azure_fresh: Changes[str, bool] = Changes(True)
 
+    def successor(self, config: Config, environment: str) -> StatusTracker:
+        """A tracker for a reloaded configuration that remembers this one's CPU sample and
+        logged statuses, so a reload logs only statuses that its new thresholds change."""
+        new = StatusTracker(config, environment)
+        with self._lock:
+            new._cpu_base, new._cpu_ratio = self._cpu_base, self._cpu_ratio
+            new._statuses = self._statuses.copy()
+            new._azure_fresh = self._azure_fresh.copy()
+        return new
+
     def update(self, snapshot: Snapshot) -> Facts:
         with self._lock:
             temp = snapshot.get(TempStorageReading)

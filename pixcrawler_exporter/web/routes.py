@@ -46,6 +46,9 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+READ_ONLY = ("GET", "HEAD")
+
+
 @dataclass(frozen=True)
 class Route:
     handler: Callable[[Request], Response]
@@ -53,6 +56,7 @@ class Route:
     # Public routes skip authentication, the rate limit and the request limit: liveness probes
     # must pass while scrapes are refused.
     public: bool = False
+    methods: tuple[str, ...] = READ_ONLY  # what else is answered 405
 
 
 class _Families:

@@ -27,7 +27,7 @@ from pixcrawler_exporter.web import http1, netio
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
 
 # The endpoint API is re-exported (X as X): callers build routes and serve them through here.
-from pixcrawler_exporter.web.routes import GZIP_MIN_BYTES, landing, public_answer
+from pixcrawler_exporter.web.routes import GZIP_MIN_BYTES, READ_ONLY, landing, public_answer
 from pixcrawler_exporter.web.routes import MAX_SCRAPE_SECONDS as MAX_SCRAPE_SECONDS
 from pixcrawler_exporter.web.routes import MIN_SCRAPE_SECONDS as MIN_SCRAPE_SECONDS
 from pixcrawler_exporter.web.routes import SCRAPE_TIMEOUT_HEADER as SCRAPE_TIMEOUT_HEADER
@@ -79,12 +79,12 @@ _AUTH_BUSY = Response(
     headers={"Retry-After": "1"},
 )
 _NOT_FOUND = Response(HTTPStatus.NOT_FOUND, b"Not found\n")
-# The body of a POST is never read, so the connection cannot carry another request.
-_NOT_ALLOWED = Response(
-    HTTPStatus.METHOD_NOT_ALLOWED,
-    b"Method not allowed\n",
-    headers={"Allow": "GET, HEAD", "Connection": "close"},
-)
+
+
+def _not_allowed(allowed: tuple[str, ...]) -> Response:
+    # The body of the request is never read, so the connection cannot carry another request.
+    headers = {"Allow": ", ".join(allowed), "Connection": "close"}
+    return Response(HTTPStatus.METHOD_NOT_ALLOWED, b"Method not allowed\n", headers=headers)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -153,14 +153,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.command, self.path, self._fields = line.method, line.target, head.fields
         self.request_version = "HTTP/{}.{}".format(*line.version)
         self.close_connection = not head.keep_alive
-        if line.method not in ("GET", "HEAD"):
+        route = self.routes.get(line.target.partition("?")[0])
+        allowed = route.methods if route is not None else READ_ONLY
+        if line.method not in allowed:
             self._unread = True
-            self._send(_NOT_ALLOWED)
+            self._send(_not_allowed(allowed))
             return
         if not self._discard_body(head):
             # Answer, then close: what follows the head is never taken for a request.
             self.close_connection = self._unread = True
-        self._serve(send_body=line.method == "GET")
+        self._serve(send_body=line.method != "HEAD")
 
     def _discard_body(self, head: http1.Head) -> bool:
         """Read and drop a small body of known length; False when it is left unread."""

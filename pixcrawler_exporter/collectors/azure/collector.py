@@ -109,6 +109,10 @@ class AzureCollector(Collector[AzureReading]):
     descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
 
     @classmethod
+    def settings(cls, cfg: config.Config) -> object:
+        return cfg.azure, cfg.mode
+
+    @classmethod
     def build(cls, context: BuildContext) -> AzureCollector | None:
         return cls(context.config.azure) if context.config.mode == "azure" else None
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from prometheus_client.core import Metric
@@ -29,6 +29,9 @@ from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.database.dsn import redact_url
 from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query, database_queries
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,10 @@ class DatabaseCollector(Collector[DatabaseReading]):
         # The pool logs each background reconnection attempt; this collector logs each change of
         # state itself, once.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return config.database
 
     @classmethod
     def build(cls, context: BuildContext) -> DatabaseCollector | None:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
@@ -21,6 +22,9 @@ from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.temp_storage.memoryfs import in_memory
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +185,10 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self._waited = False
         self._errors_total = 0
         self._failing: Changes[str, bool] = Changes(False)
+
+    @classmethod
+    def settings(cls, config: Config) -> object:
+        return config.temp, config.capacity
 
     @classmethod
     def build(cls, context: BuildContext) -> TempStorageCollector:
