@@ -14,7 +14,9 @@ imports.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pixcrawler_exporter.artifacts import rules
-from pixcrawler_exporter.config import Config
+from pixcrawler_exporter.config import Config, Rules, load, split_matchers
 from pixcrawler_exporter.derive.resources import Resource
 
 UID = "pixcrawler-exporter"
@@ -359,7 +361,7 @@ def _cpu_panels(cfg: Config) -> list[Panel]:
             "s",
             [Target(sel(rules.CPU_THROTTLED), "{{instance}} throttled per second")],
             "Seconds the CFS quota held tasks back, per second (counted per CPU).",
-            thresholds=[(GREEN, None), (ORANGE, rules.THROTTLED_SECONDS_PER_SECOND)],
+            thresholds=[(GREEN, None), (ORANGE, cfg.rules.cpu_throttling_seconds_per_second)],
             show_thresholds=True,
         ),
         Panel(
@@ -813,9 +815,54 @@ def _layout(rows_: Iterable[Row]) -> list[dict[str, Any]]:
     return panels
 
 
+def _matchers(rules_cfg: Rules) -> tuple[list[str], list[str]]:
+    """The selector's matchers other than on ``job`` (the job is picked by its variable), and
+    the group label's variable matcher when there is one."""
+    others = [m for name, m in split_matchers(rules_cfg.selector) if name != "job"]
+    label = rules_cfg.group_label
+    return others, [f'{label}=~"${label}"'] if label else []
+
+
+def _scope(rules_cfg: Rules) -> str:
+    others, group = _matchers(rules_cfg)
+    return ", ".join(['job="$job"', *others, *group, 'instance=~"$instance"'])
+
+
+def _scoped(node: Any, scope: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _scoped(v, scope) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scoped(v, scope) for v in node]
+    return node.replace(SCOPE, scope) if isinstance(node, str) else node
+
+
+def _variables(rules_cfg: Rules) -> list[dict[str, Any]]:
+    others, group = _matchers(rules_cfg)
+
+    def values(label: str, *matchers: str) -> str:
+        inside = ", ".join(matchers)
+        return f"label_values(pixcrawler_exporter_build_info{{{inside}}}, {label})".replace(
+            "{}", ""
+        )
+
+    label = rules_cfg.group_label
+    variables = [
+        _variable("job", "Job", values("job", *others, *group), multi=False),
+        _variable(
+            "instance", "Instance", values("instance", 'job="$job"', *others, *group), multi=True
+        ),
+    ]
+    if label:
+        title = label.replace("_", " ").capitalize()
+        variables.insert(0, _variable(label, title, values(label, *others), multi=True))
+    return variables
+
+
 def dashboard(cfg: Config | None = None) -> dict[str, Any]:
-    """The dashboard's JSON model, coloured by ``cfg``'s thresholds (the defaults if None)."""
-    panels = _layout(rows(cfg or Config()))
+    """The dashboard's JSON model, coloured by ``cfg``'s thresholds (the defaults if None) and
+    scoped by its ``rules`` selector and group label."""
+    cfg = cfg or Config()
+    panels = _scoped(_layout(rows(cfg)), _scope(cfg.rules))
     return {
         "id": None,
         "uid": UID,
@@ -866,15 +913,7 @@ def dashboard(cfg: Config | None = None) -> dict[str, Any]:
                     "refresh": 1,
                     "regex": "",
                 },
-                _variable(
-                    "job", "Job", "label_values(pixcrawler_exporter_build_info, job)", multi=False
-                ),
-                _variable(
-                    "instance",
-                    "Instance",
-                    'label_values(pixcrawler_exporter_build_info{job="$job"}, instance)',
-                    multi=True,
-                ),
+                *_variables(cfg.rules),
             ]
         },
         "panels": panels,
@@ -885,6 +924,17 @@ def render(cfg: Config | None = None) -> str:
     return json.dumps(dashboard(cfg), indent=2) + "\n"
 
 
+def main(argv: Sequence[str]) -> int:
+    """``[--config FILE] [OUTPUT]``: the configuration's thresholds, selector and group label
+    (environment and ``.env`` included, as ``pixcrawler-exporter rules`` reads them)."""
+    p = argparse.ArgumentParser(prog="python3 -m grafana.dashboard")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("output", nargs="?", default=str(OUTPUT))
+    args = p.parse_args(argv)
+    cfg = load(os.environ, {}, args.config).config if args.config else None
+    Path(args.output).write_text(render(cfg))
+    return 0
+
+
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUTPUT
-    out.write_text(render())
+    sys.exit(main(sys.argv[1:]))

@@ -38,7 +38,7 @@ ISSUE_ALERTS = {
     "PixCrawlerCapacityExhausted": None,
     "PixCrawlerChunkFailuresSpike": None,
     "PixCrawlerContainerOOMKilled": None,
-    "PixCrawlerCPUThrottlingHigh": None,
+    "PixCrawlerCPUThrottlingHigh": "info",
     "PixCrawlerDatabaseDown": None,
     "PixCrawlerAzureMetricsStale": None,
     # Issue 12: what the seeds' operators watch for beyond the thresholds.
@@ -86,7 +86,7 @@ def test_the_alerts_are_the_issues_list() -> None:
 def test_every_alert_carries_severity_value_instance_and_runbook() -> None:
     anchors = runbook_anchors()
     for name, rule in alert_rules(RULES_FILE.read_text()).items():
-        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}, name
         notes = rule["annotations"]
         assert set(notes) == {"summary", "description", "runbook_url"}, name
         for key in ("summary", "description"):
@@ -166,7 +166,7 @@ def test_promtool_check_rules_is_clean(tmp_path: Path) -> None:
     odd_alerts = alert_rules(variants["odd.yml"])
     assert (
         odd_alerts["PixCrawlerMemoryUsageHigh"]["expr"]
-        == 'pixcrawler_resource_usage_ratio{resource="memory"} >= 0.5'
+        == 'pixcrawler_resource_usage_ratio{job="pix\\"crawler\\\\prod", resource="memory"} >= 0.5'
     )
     assert odd_alerts["PixCrawlerActiveChunksCritical"]["expr"].endswith(">= 1000")
     assert "> 10800" in odd_alerts["PixCrawlerAzureMetricsStale"]["expr"]
@@ -281,10 +281,12 @@ def test_rules_subcommand_renders_the_configured_thresholds(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     found = alert_rules(done.stdout)
-    memory, disk = 'pixcrawler_resource_usage_ratio{resource="memory"}', rules.usage("disk")
+    memory = 'pixcrawler_resource_usage_ratio{job="crawler", resource="memory"}'
+    disk = 'pixcrawler_resource_usage_ratio{job="crawler", resource="disk"}'
     assert found["PixCrawlerMemoryUsageHigh"]["expr"] == f"{memory} >= 0.7"
     assert "threshold of 70%" in found["PixCrawlerMemoryUsageHigh"]["annotations"]["description"]
-    assert found["PixCrawlerActiveChunksCritical"]["expr"] == "pixcrawler_chunks_active >= 50"
+    chunks = found["PixCrawlerActiveChunksCritical"]["expr"]
+    assert chunks == 'pixcrawler_chunks_active{job="crawler"} >= 50'
     assert found["PixCrawlerDiskUsageCritical"]["expr"] == f"{disk} >= 0.95"
     assert 'up{job="crawler"}' in found["PixCrawlerExporterDown"]["expr"]
 
@@ -313,6 +315,78 @@ def test_thresholds_are_rendered_exactly(tmp_path: Path) -> None:
     warning = cfg.thresholds.memory.warning
     assert (
         found["PixCrawlerMemoryUsageHigh"]["expr"]
-        == f'pixcrawler_resource_usage_ratio{{resource="memory"}} >= {warning!r}'
+        == f'pixcrawler_resource_usage_ratio{{job="pixcrawler", resource="memory"}} >= {warning!r}'
     )
-    assert found["PixCrawlerActiveChunksHigh"]["expr"] == "pixcrawler_chunks_active >= 7"
+    assert (
+        found["PixCrawlerActiveChunksHigh"]["expr"]
+        == 'pixcrawler_chunks_active{job="pixcrawler"} >= 7'
+    )
+
+
+# --- any set-up: selector, group label, overrides ---------------------------------------------
+
+CUSTOM = REPO / "tests" / "rules" / "custom"
+
+
+def custom_config() -> config.Config:
+    return config.load({}, {}, str(CUSTOM / "config.yml"), dotenv_path=CUSTOM / "absent.env").config
+
+
+def test_the_selector_scopes_every_series_of_every_rule() -> None:
+    text = rules.render(custom_config())
+    for rule in load_rules(text):
+        series = re.findall(
+            r"(?<![\w:])(up|pixcrawler[a-z0-9_:]*)(\{[^}]*\})?(?![\w:(])", rule["expr"]
+        )
+        assert series, rule
+        for name, matchers in series:
+            assert matchers.startswith('{job="crawler", namespace="crawl"'), (name, rule["expr"])
+    assert 'collector!="database"' in text  # a rule's own matchers stay
+
+
+def test_the_selector_accepts_any_matchers_and_refuses_garbage(tmp_path: Path) -> None:
+    cfg = loaded({"PIXCRAWLER_RULES_SELECTOR": '{env=~"prod|canary" ,team!="x, y"}'}, tmp_path)
+    assert cfg.rules.selector == 'env=~"prod|canary", team!="x, y"'
+    assert config.split_matchers(cfg.rules.selector) == [
+        ("env", 'env=~"prod|canary"'),
+        ("team", 'team!="x, y"'),
+    ]
+    with pytest.raises(config.ConfigError, match="PIXCRAWLER_RULES_SELECTOR"):
+        loaded({"PIXCRAWLER_RULES_SELECTOR": "job=pixcrawler"}, tmp_path)
+    with pytest.raises(config.ConfigError, match="PIXCRAWLER_RULES_GROUP_LABEL"):
+        loaded({"PIXCRAWLER_RULES_GROUP_LABEL": "clu-ster"}, tmp_path)
+
+
+def test_overrides_apply_and_an_unknown_alert_is_a_config_error(tmp_path: Path) -> None:
+    found = alert_rules(rules.render(custom_config()))
+    assert "PixCrawlerCPUThrottlingHigh" not in found
+    memory = found["PixCrawlerMemoryUsageHigh"]
+    assert (memory["labels"]["severity"], memory["for"]) == ("critical", "1m")
+    assert "threshold of 80% for 1m" in memory["annotations"]["description"]
+    cfg_file = tmp_path / "c.yml"
+    cfg_file.write_text("rules: {alerts: {PixCrawlerMemoryUsageHihg: {disable: true}}}\n")
+    done = run_cli(tmp_path, "rules", "--config", str(cfg_file))
+    assert done.returncode == 2
+    assert "rules.alerts.PixCrawlerMemoryUsageHihg: no such alert" in done.stderr
+    assert "did you mean PixCrawlerMemoryUsageHigh" in done.stderr
+    cfg_file.write_text("rules: {alerts: {PixCrawlerMemoryUsageHigh: {severity: page}}}\n")
+    done = run_cli(tmp_path, "rules", "--config", str(cfg_file))
+    assert done.returncode == 2 and "severity one of info, warning, critical" in done.stderr
+
+
+def test_cpu_throttling_is_tunable_and_informational_by_default(tmp_path: Path) -> None:
+    default = alert_rules(rules.render(config.Config()))["PixCrawlerCPUThrottlingHigh"]
+    assert default["labels"]["severity"] == "info"
+    cfg = loaded({"PIXCRAWLER_RULES_CPU_THROTTLING_SECONDS_PER_SECOND": "1.5"}, tmp_path)
+    tuned = alert_rules(rules.render(cfg))["PixCrawlerCPUThrottlingHigh"]
+    assert tuned["expr"].endswith("> 1.5")
+    assert "(more than 1.5)" in tuned["annotations"]["description"]
+
+
+def test_promtool_unit_tests_of_a_custom_selector_cluster_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "custom.rules.yml").write_text(rules.render(custom_config()))
+    shutil.copy(CUSTOM / "selector-and-cluster.yml", tmp_path)
+    done = promtool("check", "rules", "custom.rules.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = promtool("test", "rules", "selector-and-cluster.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr

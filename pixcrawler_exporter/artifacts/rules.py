@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from pixcrawler_exporter import config as config_module
-from pixcrawler_exporter.artifacts import watch
+from pixcrawler_exporter.artifacts import mixin, watch
 from pixcrawler_exporter.artifacts.alerting import (
     FOR,
     INSTANCE,
@@ -46,6 +46,8 @@ CPU_USAGE_RATIO = "pixcrawler:cpu_usage:ratio_rate5m"
 CPU_THROTTLED = "pixcrawler:cpu_throttled_seconds:rate5m"
 FAILED_CHUNKS_10M = "pixcrawler:job_chunks_failed:delta10m"
 OOM_KILLS_10M = "pixcrawler:memory_oom_kills:increase10m"
+CHUNKS_AVAILABLE_FLEET = "pixcrawler:chunks_available:sum"
+CAN_START_FLEET = "pixcrawler:can_start_chunk:sum"
 RECORDING_RULES: Mapping[str, str] = {
     # CPU seconds used per second over the cores the cgroup may use: the share of the limit, the
     # figure CFS throttles at (a host's CPU figure says nothing about a container's quota).
@@ -58,24 +60,30 @@ RECORDING_RULES: Mapping[str, str] = {
     FAILED_CHUNKS_10M: (
         'pixcrawler_job_chunks{state="failed"} - pixcrawler_job_chunks{state="failed"} offset 10m'
     ),
+    # The fleet's capacity answer, so a scheduler asks Prometheus one question: how many chunks
+    # can start across all workers, and on how many workers one can start now. Summed by
+    # rules.group_label (a cluster) when it is set.
+    CHUNKS_AVAILABLE_FLEET: "sum(pixcrawler_chunks_available)",
+    CAN_START_FLEET: "sum(pixcrawler_can_start_chunk)",
 }
+FLEET_RULES = (CHUNKS_AVAILABLE_FLEET, CAN_START_FLEET)
 
 # Thresholds that are not exporter settings (the exporter has no status for them).
-THROTTLED_SECONDS_PER_SECOND = 0.25
 FAILED_CHUNKS_PER_10M = 5
 # Azure Monitor publishes platform metrics minutes late, so staleness is not judged in less time.
 AZURE_MIN_STALE_SECONDS = 600
 
 
-def groups(cfg: Config, job: str = DEFAULT_JOB) -> list[Group]:
+def groups(cfg: Config) -> list[Group]:
     """Every alert, grouped by what it watches, with thresholds and durations at full scale."""
     return [
-        _exporter_group(job),
+        _exporter_group(),
         _resources_group(cfg),
         _capacity_group(cfg),
         _database_group(),
         _azure_group(cfg),
         *watch.groups(cfg),
+        Group("pixcrawler-exporter.fleet", [], records=tuple(FLEET_RULES)),
     ]
 
 
@@ -115,9 +123,9 @@ def _threshold_pair(
     return out
 
 
-def _exporter_group(job: str) -> Group:
-    """The exporter itself: down, or a collector failing."""
-    up = f"up{{job={_quote(job)}}}"
+def _exporter_group() -> Group:
+    """The exporter itself: down, a collector failing, or a configuration refused."""
+    up = "up"  # scoped by the selector like every other series
     return Group(
         "pixcrawler-exporter.exporter",
         [
@@ -163,6 +171,7 @@ def _exporter_group(job: str) -> Group:
 
 def _resources_group(cfg: Config) -> Group:
     """The container's memory, CPU, disk and temp storage."""
+    throttled = cfg.rules.cpu_throttling_seconds_per_second
     return Group(
         "pixcrawler-exporter.resources",
         records=(CPU_USAGE_RATIO, CPU_THROTTLED, OOM_KILLS_10M),
@@ -194,13 +203,15 @@ def _resources_group(cfg: Config) -> Group:
             ),
             _alert(
                 "PixCrawlerCPUThrottlingHigh",
-                f"{CPU_THROTTLED} > {THROTTLED_SECONDS_PER_SECOND:g}",
+                f"{CPU_THROTTLED} > {_number(throttled)}",
                 900,
-                "warning",
+                # Throttling slows the crawler down without breaking anything; the
+                # kubernetes-mixin lowered its own throttling alert to info after years of noise.
+                "info",
                 f"CPU of {INSTANCE} is throttled by its quota",
                 f"Tasks on {INSTANCE} were held back by the CFS quota for "
                 "{{ $value | humanize }}s per second over 5m (more than "
-                f"{THROTTLED_SECONDS_PER_SECOND:g}) for {FOR}: the crawler runs slower than "
+                f"{throttled:g}) for {FOR}: the crawler runs slower than "
                 "its CPU usage suggests.",
             ),
             _alert(
@@ -327,8 +338,16 @@ def usage(resource: str) -> str:
     return f"pixcrawler_resource_usage_ratio{{resource={_quote(resource)}}}"
 
 
-def alerts(cfg: Config, job: str = DEFAULT_JOB) -> list[Alert]:
-    return [a for g in groups(cfg, job) for a in g.alerts]
+def _recording(name: str, cfg: Config) -> str:
+    expr = RECORDING_RULES[name]
+    label = cfg.rules.group_label
+    if name in FLEET_RULES and label:
+        expr = expr.replace("sum(", f"sum by ({label}) (", 1)
+    return expr
+
+
+def alerts(cfg: Config) -> list[Alert]:
+    return [a for g in groups(cfg) for a in g.alerts]
 
 
 def _scaled(seconds: int, for_scale: float) -> int:
@@ -340,22 +359,26 @@ def _scaled(seconds: int, for_scale: float) -> int:
 def document(
     cfg: Config,
     *,
-    job: str = DEFAULT_JOB,
+    job: str | None = None,
     runbook_url: str = RUNBOOK_URL,
     for_scale: float = 1.0,
 ) -> dict[str, Any]:
     """The rules file as data. ``for_scale`` multiplies every ``for:`` and nothing else (not the
     windows of rate() and the like, nor the durations the descriptions quote): the end-to-end
-    test renders with a small one so that alerts fire in seconds."""
+    test renders with a small one so that alerts fire in seconds. ``job`` is a shorthand for
+    the selector ``job="JOB"``."""
     if not for_scale > 0:
         raise ValueError("for_scale must be above 0")
+    mixin.check_overrides(cfg.rules.alerts, {a.name for a in alerts(cfg)})
+    selector = f"job={_quote(job)}" if job is not None else cfg.rules.selector
     out: list[dict[str, Any]] = []
-    for group in groups(cfg, job):
+    for group in groups(cfg):
         rules: list[dict[str, Any]] = [
-            {"record": name, "expr": RECORDING_RULES[name]} for name in group.records
+            {"record": name, "expr": mixin.scoped(_recording(name, cfg), selector)}
+            for name in group.records
         ]
-        for a in group.alerts:
-            rule: dict[str, Any] = {"alert": a.name, "expr": a.expr}
+        for a in mixin.overridden(group.alerts, cfg.rules.alerts or {}):
+            rule: dict[str, Any] = {"alert": a.name, "expr": mixin.scoped(a.expr, selector)}
             if a.for_seconds:
                 rule["for"] = duration(_scaled(a.for_seconds, for_scale))
             rule["labels"] = {"severity": a.severity, **a.labels}
@@ -379,7 +402,7 @@ HEADER = """\
 def render(
     cfg: Config,
     *,
-    job: str = DEFAULT_JOB,
+    job: str | None = None,
     runbook_url: str = RUNBOOK_URL,
     for_scale: float = 1.0,
 ) -> str:
@@ -398,9 +421,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML configuration file.")
     p.add_argument(
         "--job",
-        default=DEFAULT_JOB,
-        help="Prometheus job name scraping the exporter, for PixCrawlerExporterDown "
-        f"(default: {DEFAULT_JOB}).",
+        help="Prometheus job name scraping the exporter: a shorthand for the selector "
+        f'job="JOB" (default: rules.selector, itself job="{DEFAULT_JOB}" by default).',
     )
     p.add_argument(
         "--runbook-url",
@@ -417,5 +439,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except config_module.ConfigError as exc:
         print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(render(loaded.config, job=args.job, runbook_url=args.runbook_url))
+    try:
+        text = render(loaded.config, job=args.job, runbook_url=args.runbook_url)
+    except config_module.ConfigError as exc:
+        print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0

@@ -1,11 +1,12 @@
 """Every setting: its default, environment variable, YAML key, validation, redaction and provenance.
 
 Split by job: ``parsers`` (one value), ``settings`` (how a setting is declared), ``model``,
-``sources`` and ``thresholds`` (the declarations), ``load`` (sources and precedence),
+``sources``, ``thresholds`` and ``alerting`` (the declarations), ``load`` (sources and precedence),
 ``render`` (``--print-config``). This module is the package's public face: code
 outside ``config`` imports these names from here.
 """
 
+from pixcrawler_exporter.config.alerting import AlertOverride, Rules, label_matchers, split_matchers
 from pixcrawler_exporter.config.load import Loaded, env_names, load
 from pixcrawler_exporter.config.model import DEFAULT_PORT, Collectors, Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
@@ -18,6 +19,7 @@ from pixcrawler_exporter.config.yamlfile import read_yaml_mapping
 __all__ = [
     "DEFAULT_PORT",
     "REDACTED",
+    "AlertOverride",
     "Azure",
     "Capacity",
     "Collectors",
@@ -25,13 +27,16 @@ __all__ = [
     "ConfigError",
     "Database",
     "Loaded",
+    "Rules",
     "SettingMeta",
     "Spec",
     "ThresholdPair",
     "Thresholds",
     "env_names",
+    "label_matchers",
     "load",
     "read_yaml_mapping",
     "render",
     "specs",
+    "split_matchers",
 ]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pixcrawler_exporter import environment
 from pixcrawler_exporter.collect.registration import REGISTRY
+from pixcrawler_exporter.config.alerting import Rules
 from pixcrawler_exporter.config.parsers import (
     absolute_path,
     boolean,
@@ -191,6 +192,7 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: Alerts = field(default_factory=Alerts)
     log: Log = field(default_factory=Log)
+    rules: Rules = field(default_factory=Rules)
 
 
 def specs() -> Iterator[Spec]:

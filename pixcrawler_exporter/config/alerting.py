@@ -1,0 +1,121 @@
+"""Settings of the rendered rules and dashboard: which series they select, the label they group
+a fleet by, and per-alert overrides (monitoring-mixin conventions)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pixcrawler_exporter.config.parsers import number
+from pixcrawler_exporter.config.settings import setting
+
+SEVERITIES = ("info", "warning", "critical")
+_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_MATCHER = re.compile(rf'\s*({_NAME})\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def label_matchers(raw: object) -> str:
+    """PromQL label matchers, e.g. ``job="pixcrawler", namespace=~"crawl-.*"``, normalised to
+    ``name="value"`` joined by ``, `` (braces around them are accepted); empty selects all."""
+    if not isinstance(raw, str):
+        raise ValueError('label matchers such as job="pixcrawler", namespace=~"crawl-.*"')
+    text = raw.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1].strip()
+    found, pos = [], 0
+    while pos < len(text):
+        m = _MATCHER.match(text, pos)
+        if m is None:
+            raise ValueError('label matchers such as job="pixcrawler", namespace=~"crawl-.*"')
+        found.append(f'{m.group(1)}{m.group(2)}"{m.group(3)}"')
+        pos = m.end()
+    return ", ".join(found)
+
+
+def split_matchers(selector: str) -> list[tuple[str, str]]:
+    """A normalised selector's matchers as (label name, whole matcher)."""
+    return [
+        (m.group(1), m.group(0).strip().rstrip(",").strip()) for m in _MATCHER.finditer(selector)
+    ]
+
+
+def label_name(raw: object) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not re.fullmatch(_NAME, raw):
+        raise ValueError("a Prometheus label name such as cluster")
+    return raw
+
+
+def duration_seconds(raw: object) -> int:
+    """``for:`` as Prometheus writes it (``90s``, ``5m``, ``1h30m``) or whole seconds."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    m = _DURATION.fullmatch(raw) if isinstance(raw, str) and raw else None
+    if m is None:
+        raise ValueError("a duration such as 0s, 90s, 5m or 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass(frozen=True)
+class AlertOverride:
+    severity: str | None = None
+    for_seconds: int | None = None
+    disable: bool = False
+
+
+def alert_overrides(raw: object) -> Mapping[str, AlertOverride] | None:
+    """``{AlertName: {severity: info, for: 30m, disable: false}}``; alert names are checked when
+    the rules are rendered."""
+    if raw is None:
+        return None
+    shape = "a mapping of alert name to {severity, for, disable}"
+    if not isinstance(raw, dict):
+        raise ValueError(shape)
+    out = {}
+    for name, given in raw.items():
+        if not isinstance(name, str) or not isinstance(given, dict):
+            raise ValueError(shape)
+        unknown = set(given) - {"severity", "for", "disable"}
+        severity, disable = given.get("severity"), given.get("disable", False)
+        if unknown or (severity is not None and severity not in SEVERITIES):
+            raise ValueError(f"{shape}, severity one of {', '.join(SEVERITIES)} (at {name})")
+        if not isinstance(disable, bool):
+            raise ValueError(f"{shape}, disable true or false (at {name})")
+        delay = duration_seconds(given["for"]) if "for" in given else None
+        out[name] = AlertOverride(severity, delay, disable)
+    return out
+
+
+@dataclass(frozen=True)
+class Rules:
+    selector: str = setting(
+        'job="pixcrawler"',
+        label_matchers,
+        env="PIXCRAWLER_RULES_SELECTOR",
+        help="Label matchers every rule's series are selected by (any labels, e.g. "
+        'job="pixcrawler", namespace="crawl"); the dashboard adds those not on job to its '
+        "queries.",
+    )
+    group_label: str | None = setting(
+        None,
+        label_name,
+        env="PIXCRAWLER_RULES_GROUP_LABEL",
+        help="Label a fleet is grouped by (e.g. cluster): the fleet recording rules sum by it "
+        "and the dashboard gets a variable for it. Unset sums over everything selected.",
+    )
+    cpu_throttling_seconds_per_second: float = setting(
+        0.25,
+        number(0, 10_000),
+        env="PIXCRAWLER_RULES_CPU_THROTTLING_SECONDS_PER_SECOND",
+        help="PixCrawlerCPUThrottlingHigh fires above this many throttled seconds per second.",
+    )
+    alerts: Mapping[str, AlertOverride] | None = setting(
+        None,
+        alert_overrides,
+        help="Per-alert overrides (YAML only): {AlertName: {severity: info|warning|critical, "
+        "for: 10m, disable: true}}.",
+    )
