@@ -41,9 +41,9 @@ from tests.conftest import (
     need_tool,
     sample,
     start_exporter,
-    stop_process,
 )
 from tests.helpers.dashboard import metric_names, panels
+from tests.helpers.processes import spawn, stop, wait_ready
 from tests.helpers.wait import wait_until
 from tests.pg import CRAWL_JOBS_TABLE
 
@@ -216,31 +216,6 @@ def backfill_failed_chunks(data_dir: Path, instance: str) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)  # a test may have stopped it
-        stop_process(proc)
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{url} exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if http_get(url, timeout=1)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} was not ready within 30s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
