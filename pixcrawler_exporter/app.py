@@ -15,12 +15,12 @@ from http import HTTPStatus
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter import logs
+from pixcrawler_exporter import __version__, logs
 from pixcrawler_exporter.collect import registry
 from pixcrawler_exporter.collect.scraper import Scraper
 from pixcrawler_exporter.config import Config, ConfigError, Loaded
 from pixcrawler_exporter.derive import status
-from pixcrawler_exporter.web import server
+from pixcrawler_exporter.web import landing, server
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,21 @@ class App:
             routes["/-/reload"] = server.Route(
                 self.reload_response, "POST: reload the configuration", methods=("POST", "PUT")
             )
+        links = {path: route.description for path, route in routes.items()}
+        routes["/"] = server.Route(
+            lambda request: self.landing_response(request, links),
+            "Statuses, capacity and each collector's health, for a browser",
+        )
         return routes
+
+    def landing_response(self, request: server.Request, links: dict[str, str]) -> server.Response:
+        with self._use() as gen:
+            snapshot = gen.scraper.collect(self._timeout(request))
+            facts = gen.tracker.update(snapshot)
+            page = landing.Page(__version__, links, gen.reload_ok, gen.loaded_at)
+        return server.Response(
+            HTTPStatus.OK, landing.render(facts, snapshot, page), "text/html; charset=utf-8"
+        )
 
     def start(self) -> None:
         for collector in self._gen.built.collectors:
