@@ -342,3 +342,27 @@ def test_azure_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
     env = {"AZURE_CLIENT_SECRET": "y", "AZURE_CLIENT_SECRET_FILE": str(tmp_path / "s")}
     with pytest.raises(config.ConfigError, match=r"azure\.client_secret is set too"):
         config.load(env, dotenv_path=tmp_path / ".env")
+
+
+def test_print_config_round_trips_the_rules_section(tmp_path: Path) -> None:
+    given = tmp_path / "given.yml"
+    given.write_text(
+        "rules:\n"
+        '  selector: \'{namespace="crawl", job=~"pix.*"}\'\n'
+        "  group_label: cluster\n"
+        "  alerts:\n"
+        "    PixCrawlerCPUThrottlingHigh: {severity: warning, for: 1h30m}\n"
+        "    PixCrawlerChunkFailuresSpike: {disable: true}\n"
+    )
+    printed = run_cli(tmp_path, "--config", str(given), "--print-config")
+    assert printed.returncode == 0, printed.stderr
+    (tmp_path / "printed.yml").write_text(printed.stdout)
+    first = config.load({}, config_file=str(given), dotenv_path=tmp_path / ".env").config
+    again = config.load(
+        {}, config_file=str(tmp_path / "printed.yml"), dotenv_path=tmp_path / ".env"
+    )
+    assert again.config.rules == first.rules
+    assert first.rules.selector == 'namespace="crawl", job=~"pix.*"'
+    alerts = first.rules.alerts or {}
+    assert alerts["PixCrawlerCPUThrottlingHigh"] == config.AlertOverride("warning", 5400)
+    assert "for: 90m" in printed.stdout

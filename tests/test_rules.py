@@ -13,7 +13,6 @@ import yaml
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.artifacts import rules
-from pixcrawler_exporter.artifacts.alerting import duration
 from tests.conftest import REPO, need_tool, run_cli
 
 RULES_FILE = REPO / "rules" / "pixcrawler-exporter.rules.yml"
@@ -259,7 +258,7 @@ def test_for_scale_shortens_for_and_nothing_else() -> None:
 
 
 def test_duration_uses_the_largest_whole_unit() -> None:
-    assert [duration(s) for s in (0, 1, 90, 120, 3600, 5400)] == [
+    assert [config.duration(s) for s in (0, 1, 90, 120, 3600, 5400)] == [
         "0s", "1s", "90s", "2m", "1h", "90m",
     ]  # fmt: skip
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pixcrawler_exporter.config import duration as duration
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -29,14 +31,6 @@ class Group:
     # Recorded first: rules of a group run in order, so its alerts see this evaluation's values
     # (from another group they would lag by up to an interval).
     records: Sequence[str] = ()
-
-
-def duration(seconds: int) -> str:
-    """A Prometheus duration in the largest unit that divides it: 300 -> '5m'."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # Placeholders and templates the alerts' texts share.

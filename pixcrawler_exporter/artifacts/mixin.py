@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from pixcrawler_exporter.config import AlertOverride, ConfigError
+from pixcrawler_exporter.config import AlertOverride, ConfigError, duration
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.artifacts.alerting import Alert
@@ -17,14 +17,6 @@ if TYPE_CHECKING:
 # A series selector in an expression: the exporter's metrics, recorded series and `up`, with the
 # matchers it already has. No PromQL function or keyword is spelled like these.
 _SERIES = re.compile(r"(?<![\w:])(up|pixcrawler[a-z0-9_:]*)(?:\{([^}]*)\})?(?![\w:(])")
-
-
-def duration(seconds: int) -> str:
-    """A Prometheus duration in the largest unit that divides it: 300 -> '5m'."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def scoped(expr: str, selector: str) -> str:

@@ -6,7 +6,13 @@ Split by job: ``parsers`` (one value), ``settings`` (how a setting is declared),
 outside ``config`` imports these names from here.
 """
 
-from pixcrawler_exporter.config.alerting import AlertOverride, Rules, label_matchers, split_matchers
+from pixcrawler_exporter.config.alerting import (
+    AlertOverride,
+    Rules,
+    duration,
+    label_matchers,
+    split_matchers,
+)
 from pixcrawler_exporter.config.load import Loaded, env_names, load
 from pixcrawler_exporter.config.model import DEFAULT_PORT, Collectors, Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
@@ -32,6 +38,7 @@ __all__ = [
     "Spec",
     "ThresholdPair",
     "Thresholds",
+    "duration",
     "env_names",
     "label_matchers",
     "load",

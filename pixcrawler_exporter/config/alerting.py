@@ -60,11 +60,30 @@ def duration_seconds(raw: object) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def duration(seconds: int) -> str:
+    """A Prometheus duration in the largest unit that divides it: 300 -> '5m'."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 @dataclass(frozen=True)
 class AlertOverride:
     severity: str | None = None
     for_seconds: int | None = None
     disable: bool = False
+
+    def plain(self) -> dict[str, object]:
+        """As written in YAML (what ``--print-config`` shows and ``--config`` reads back)."""
+        out: dict[str, object] = {}
+        if self.severity is not None:
+            out["severity"] = self.severity
+        if self.for_seconds is not None:
+            out["for"] = duration(self.for_seconds)
+        if self.disable:
+            out["disable"] = True
+        return out
 
 
 def alert_overrides(raw: object) -> Mapping[str, AlertOverride] | None:

@@ -40,7 +40,11 @@ def render(loaded: Loaded) -> str:
 
 
 def _plain(value: object) -> object:
-    """What yaml.safe_dump can write: tuples as lists, dataclasses (queries) as mappings."""
+    """What yaml.safe_dump can write: tuples as lists, dataclasses (queries) as mappings, or
+    what a value says it is written as (``plain()``)."""
+    plain = getattr(value, "plain", None)
+    if callable(plain):
+        return plain()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: _plain(v) for k, v in dataclasses.asdict(value).items() if v not in (None, ())}
     if isinstance(value, tuple | list):
