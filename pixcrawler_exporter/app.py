@@ -92,7 +92,8 @@ class App:
                     gen.on_idle = None
                     self._draining.remove(gen)
             if release is not None:
-                release()
+                # Closing pools and stopping scans takes a moment this request must not wait.
+                threading.Thread(target=release, name="retire", daemon=True).start()
 
     def metrics(self, timeout: float) -> Iterator[Metric]:
         with self._use() as gen:
