@@ -74,7 +74,7 @@ class Registry:
         self,
         enabled: Mapping[str, bool],
         context: BuildContext,
-        kept: Mapping[str, Source] | None = None,
+        kept: Mapping[str, Source | None] | None = None,
     ) -> list[Source]:
         """The enabled collectors; one whose source is not configured builds to None and is
         left out (it says why itself). One in ``kept`` (a reload's unchanged ones) is reused."""

@@ -84,14 +84,19 @@ class Built:
         kept = {id(c) for c in previous.collectors} if previous is not None else set()
         return [c for c in self.collectors if id(c) not in kept]
 
-    def unchanged_in(self, config: Config) -> dict[str, Source]:
-        """The collectors that ``config`` would build from the same settings: a reload takes
-        them over, state and background work included."""
-        return {
-            c.name: c
-            for c in self.collectors
-            if type(c).settings(config) == type(c).settings(self.config)
-        }
+    def unchanged_in(self, config: Config) -> dict[str, Source | None]:
+        """What ``config`` would build from the same settings: a reload takes those collectors
+        over, state and background work included, and leaves out again (without saying why
+        again) the ones that were on but not configured."""
+        now, before = config.collectors.enabled(), self.config.collectors.enabled()
+        running = {c.name: c for c in self.collectors}
+        same = (
+            r
+            for r in REGISTRY.registrations()
+            if now[r.name] and before[r.name]
+            if r.load().settings(config) == r.load().settings(self.config)
+        )
+        return {r.name: running.get(r.name) for r in same}
 
 
 def build(loaded: Loaded, previous: Built | None = None) -> Built:
