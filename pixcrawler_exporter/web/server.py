@@ -27,7 +27,7 @@ from pixcrawler_exporter.web import http1, netio
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
 
 # The endpoint API is re-exported (X as X): callers build routes and serve them through here.
-from pixcrawler_exporter.web.routes import GZIP_MIN_BYTES, landing, public_answer
+from pixcrawler_exporter.web.routes import GZIP_LEVEL, GZIP_MIN_BYTES, landing, public_answer
 from pixcrawler_exporter.web.routes import MAX_SCRAPE_SECONDS as MAX_SCRAPE_SECONDS
 from pixcrawler_exporter.web.routes import MIN_SCRAPE_SECONDS as MIN_SCRAPE_SECONDS
 from pixcrawler_exporter.web.routes import SCRAPE_TIMEOUT_HEADER as SCRAPE_TIMEOUT_HEADER
@@ -223,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
             and "Content-Encoding" not in headers
             and http1.accepts(self._fields.get("Accept-Encoding"), "gzip")
         ):
-            body = gzip.compress(body, compresslevel=6)
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
         if headers.get("Connection", "").lower() == "close":
