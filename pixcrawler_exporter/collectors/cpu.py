@@ -47,6 +47,7 @@ class CpuReading:
 
 class CpuCollector(Collector[CpuReading]):
     name = "cpu"
+    inline = True
     descs = (LIMIT, USAGE, THROTTLED_SECONDS, THROTTLED_PERIODS)
 
     def __init__(self, layout: cgroup.CgroupLayout) -> None:

@@ -55,6 +55,7 @@ class MemoryReading:
 
 class MemoryCollector(Collector[MemoryReading]):
     name = "memory"
+    inline = True
     descs = (LIMIT, USAGE, WORKING_SET, RATIO, HOST_TOTAL, HOST_AVAILABLE, OOM_KILLS)
 
     def __init__(self, layout: cgroup.CgroupLayout) -> None:

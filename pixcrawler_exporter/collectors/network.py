@@ -37,6 +37,7 @@ NetworkReading = Mapping[str, InterfaceCounters]
 
 class NetworkCollector(Collector[NetworkReading]):
     name = "network"
+    inline = True
     descs = (RECEIVE, TRANSMIT)
 
     def read(self) -> NetworkReading:

@@ -93,6 +93,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
     """
 
     name = "temp_storage"
+    inline = True
     descs = (BYTES, FILES, LIMIT, RATIO, DURATION, LAST_SCAN, ERRORS)
 
     def __init__(
@@ -138,11 +139,14 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self._worker.stop(timeout=1.0)
 
     def read(self) -> TempStorageReading:
+        return self.read_until(time.monotonic() + self.first_scan_wait)
+
+    def read_until(self, deadline: float) -> TempStorageReading:
         if not self._waited and self._worker.started:
             # Only the first scrape waits: a tree too big to scan in time must not make every
             # scrape until the first scan completes that much slower.
             self._waited = True
-            self._scanned.wait(self.first_scan_wait)
+            self._scanned.wait(max(0.0, min(self.first_scan_wait, deadline - time.monotonic())))
         reading = self._reading
         if reading is None:
             raise CollectorError("no temp storage scan has completed yet")
