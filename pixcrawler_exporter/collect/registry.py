@@ -6,7 +6,6 @@ import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
@@ -66,8 +65,6 @@ def builtin_names() -> frozenset[str]:
 def build(loaded: Loaded) -> tuple[list[Source], cgroup.CgroupLayout]:
     cfg = loaded.config
     procfs, sysfs = Path(cfg.paths.procfs), Path(cfg.paths.sysfs)
-    # psutil reads its own procfs path; the exporter's one setting decides it for every reader.
-    psutil.PROCFS_PATH = str(procfs)
     layout = cgroup.discover(procfs, sysfs, cfg.cgroup_path)
     context = BuildContext(cfg, layout, procfs, Path(cfg.paths.rootfs))
     collectors = REGISTRY.build(cfg.collectors.enabled(), context)

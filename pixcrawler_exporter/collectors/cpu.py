@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
-import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
@@ -50,12 +50,13 @@ class CpuCollector(Collector[CpuReading]):
     inline = True
     descs = (LIMIT, USAGE, THROTTLED_SECONDS, THROTTLED_PERIODS)
 
-    def __init__(self, layout: cgroup.CgroupLayout) -> None:
+    def __init__(self, layout: cgroup.CgroupLayout, procfs: Path = Path("/proc")) -> None:
         self.layout = layout
+        self.procfs = procfs
 
     @classmethod
     def build(cls, context: BuildContext) -> CpuCollector:
-        return cls(context.layout)
+        return cls(context.layout, context.procfs)
 
     def read(self) -> CpuReading:
         stats = cgroup.read_cpu(self.layout)
@@ -63,6 +64,10 @@ class CpuCollector(Collector[CpuReading]):
         limit = stats.quota_cores if stats.quota_cores is not None else float(cpus)
         usage = stats.usage_seconds
         if usage is None:
+            # Rare (no cgroup accounting): psutil is not worth its memory on every host.
+            import psutil
+
+            psutil.PROCFS_PATH = str(self.procfs)
             times = psutil.cpu_times()
             usage = sum(times) - times.idle - getattr(times, "iowait", 0.0)
         return CpuReading(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
-import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.collect.registration import BuildContext, register
-from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors import cgroup, procfs
 
 LIMIT = Desc(
     "pixcrawler_memory_limit_bytes",
@@ -58,21 +58,24 @@ class MemoryCollector(Collector[MemoryReading]):
     inline = True
     descs = (LIMIT, USAGE, WORKING_SET, RATIO, HOST_TOTAL, HOST_AVAILABLE, OOM_KILLS)
 
-    def __init__(self, layout: cgroup.CgroupLayout) -> None:
+    def __init__(self, layout: cgroup.CgroupLayout, procfs_path: Path = Path("/proc")) -> None:
         self.layout = layout
+        self.procfs = procfs_path
 
     @classmethod
     def build(cls, context: BuildContext) -> MemoryCollector:
-        return cls(context.layout)
+        return cls(context.layout, context.procfs)
 
     def read(self) -> MemoryReading:
-        host = psutil.virtual_memory()
+        memory = procfs.host_memory(self.procfs)
         stats = cgroup.read_memory(self.layout)
-        limited = stats.limit_bytes is not None and stats.limit_bytes < host.total
-        limit = stats.limit_bytes if limited and stats.limit_bytes is not None else host.total
+        limited = stats.limit_bytes is not None and stats.limit_bytes < memory.total_bytes
+        limit = (
+            stats.limit_bytes if limited and stats.limit_bytes is not None else memory.total_bytes
+        )
         if stats.usage_bytes is None:
             # No cgroup accounting (bare host, or the v2 root cgroup): the host's own figure.
-            usage = working_set = host.total - host.available
+            usage = working_set = memory.total_bytes - memory.available_bytes
         else:
             usage = stats.usage_bytes
             working_set = max(0, usage - (stats.inactive_file_bytes or 0))
@@ -81,8 +84,8 @@ class MemoryCollector(Collector[MemoryReading]):
             cgroup_limited=limited,
             usage_bytes=usage,
             working_set_bytes=working_set,
-            host_total_bytes=host.total,
-            host_available_bytes=host.available,
+            host_total_bytes=memory.total_bytes,
+            host_available_bytes=memory.available_bytes,
             oom_kills=stats.oom_kills,
         )
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
-from pixcrawler_exporter.collect.registration import register
+from pixcrawler_exporter.collect.registration import BuildContext, register
+from pixcrawler_exporter.collectors import procfs
 
 RECEIVE = Desc(
     "pixcrawler_network_receive_bytes_total",
@@ -40,12 +41,17 @@ class NetworkCollector(Collector[NetworkReading]):
     inline = True
     descs = (RECEIVE, TRANSMIT)
 
+    def __init__(self, procfs_path: Path = Path("/proc")) -> None:
+        self.procfs = procfs_path
+
+    @classmethod
+    def build(cls, context: BuildContext) -> NetworkCollector:
+        return cls(context.procfs)
+
     def read(self) -> NetworkReading:
-        # psutil reads <procfs>/net/dev (psutil.PROCFS_PATH is set from --path.procfs).
-        counters = psutil.net_io_counters(pernic=True)
         return {
-            nic: InterfaceCounters(c.bytes_recv, c.bytes_sent)
-            for nic, c in counters.items()
+            nic: InterfaceCounters(received, sent)
+            for nic, (received, sent) in procfs.net_dev(self.procfs).items()
             if nic != "lo"
         }
 

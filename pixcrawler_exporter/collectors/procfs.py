@@ -1,0 +1,59 @@
+"""The host's figures from procfs, read the way the cgroup files are: a few system calls each.
+
+psutil parses the same files, but through text streams and for every field it offers; for the
+two memory figures and the per-interface byte counters a scrape needs, that was a third of the
+time of reading every source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    total_bytes: int
+    available_bytes: int
+
+
+def read_file(path: Path) -> bytes:
+    """The whole file, with three system calls for a small one (``Path.read_text`` makes about
+    ten and builds a text stream around them)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def host_memory(procfs: Path) -> HostMemory:
+    """MemTotal and MemAvailable of ``<procfs>/meminfo``, in bytes."""
+    found: dict[bytes, int] = {}
+    for line in read_file(procfs / "meminfo").splitlines():
+        key, _, rest = line.partition(b":")
+        if key in (b"MemTotal", b"MemAvailable"):
+            found[key] = int(rest.split()[0]) * 1024
+            if len(found) == 2:
+                return HostMemory(found[b"MemTotal"], found[b"MemAvailable"])
+    # Kernels before 3.14 have no MemAvailable: psutil estimates it as free(1) used to.
+    import psutil
+
+    psutil.PROCFS_PATH = str(procfs)
+    vm = psutil.virtual_memory()
+    return HostMemory(vm.total, vm.available)
+
+
+def net_dev(procfs: Path) -> dict[str, tuple[int, int]]:
+    """Bytes received and sent per interface, from ``<procfs>/net/dev``."""
+    counters: dict[str, tuple[int, int]] = {}
+    for line in read_file(procfs / "net/dev").splitlines()[2:]:
+        # "  eth0: 1234 ..." - an interface name may itself hold a colon, the counters never do.
+        name, _, rest = line.rpartition(b":")
+        fields = rest.split()
+        counters[name.strip().decode(errors="surrogateescape")] = (int(fields[0]), int(fields[8]))
+    return counters
