@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from inotify_simple import Event, INotify, flags
 
+from pixcrawler_exporter.collectors import procfs
 from pixcrawler_exporter.collectors.temp_storage import watch
 from pixcrawler_exporter.collectors.temp_storage.collector import (
     DirectoryUsage,
@@ -185,14 +186,14 @@ def test_filesystems_that_do_not_report_every_change_are_scanned(
     mountinfo.write_text(
         f"36 35 {os.major(dev)}:{os.minor(dev)} / /mnt rw,relatime shared:1 - nfs4 srv:/x rw\n"
     )
-    assert not watch.reports_events(str(tmp_path), mountinfo)
+    assert not procfs.is_local(str(tmp_path), mountinfo)
     mountinfo.write_text(
         f"36 35 {os.major(dev)}:{os.minor(dev)} / /mnt rw,relatime - ext4 /dev/vda1 rw\n"
     )
-    assert watch.reports_events(str(tmp_path), mountinfo)
-    assert not watch.reports_events(str(tmp_path / "missing"), mountinfo)
+    assert procfs.is_local(str(tmp_path), mountinfo)
+    assert not procfs.is_local(str(tmp_path / "missing"), mountinfo)
 
-    monkeypatch.setattr(watch, "reports_events", lambda directory: False)
+    monkeypatch.setattr(procfs, "is_local", lambda directory: False)
     collector = TempStorageCollector([str(tmp_path)], IMAGES, True, 3600, None, watch=True)
     try:
         collector.start()

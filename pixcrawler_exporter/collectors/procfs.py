@@ -11,6 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# Filesystems whose changes all pass through this kernel: inotify sees every one, and statvfs
+# answers from memory without asking a server that may be gone.
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "ramfs", "jfs"}
+    | {"reiserfs", "bcachefs", "vfat", "exfat", "hfsplus"}
+)
+
 
 @dataclass(frozen=True)
 class HostMemory:
@@ -46,6 +53,23 @@ def host_memory(procfs: Path) -> HostMemory:
     psutil.PROCFS_PATH = str(procfs)
     vm = psutil.virtual_memory()
     return HostMemory(vm.total, vm.available)
+
+
+def is_local(path: str | Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
+    """Whether ``path`` is on one of the LOCAL_FILESYSTEMS, by its device's line in mountinfo;
+    False when that cannot be told."""
+    try:
+        dev = os.stat(path).st_dev
+        text = mountinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    for line in text.splitlines():
+        fields = line.split()
+        _, _, tail = line.partition(" - ")
+        if len(fields) > 2 and fields[2] == wanted and tail:
+            return tail.split()[0] in LOCAL_FILESYSTEMS
+    return False
 
 
 def net_dev(procfs: Path) -> dict[str, tuple[int, int]]:

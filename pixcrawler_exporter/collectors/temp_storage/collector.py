@@ -316,10 +316,11 @@ class TempStorageCollector(Collector[TempStorageReading]):
 
 def _watcher(dirs: Sequence[str], patterns: Sequence[str], recursive: bool) -> Watcher | None:
     """The directories that can be followed by inotify, followed; None when none can."""
+    from pixcrawler_exporter.collectors import procfs
     from pixcrawler_exporter.collectors.temp_storage import watch
 
     try:
-        followed = [d for d in dirs if watch.reports_events(d)]
+        followed = [d for d in dirs if procfs.is_local(d)]
         return watch.Watcher(followed, matcher(patterns), recursive) if followed else None
     except OSError as exc:  # no inotify instance to be had (fs.inotify.max_user_instances)
         log.warning("cannot follow temp directories by inotify", extra={"error": str(exc)})

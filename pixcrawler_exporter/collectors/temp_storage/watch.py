@@ -21,7 +21,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from inotify_simple import Event, INotify, flags
 
@@ -48,11 +47,6 @@ MASK = (
     | flags.ONLYDIR
     | flags.DONT_FOLLOW
     | flags.EXCL_UNLINK
-)
-# Filesystems whose changes all pass through this kernel, so inotify sees every one of them.
-LOCAL_FILESYSTEMS = frozenset(
-    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "ramfs", "jfs"}
-    | {"reiserfs", "bcachefs", "vfat", "exfat", "hfsplus"}
 )
 
 
@@ -191,22 +185,6 @@ class Tree:
             del self.by_wd[wd]
         with contextlib.suppress(OSError):  # the kernel dropped it already: the directory is gone
             self.inotify.rm_watch(wd)
-
-
-def reports_events(directory: str, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
-    """Whether the filesystem holding ``directory`` reports every change to inotify."""
-    try:
-        dev = os.stat(directory).st_dev
-        text = mountinfo.read_text(errors="replace")
-    except OSError:
-        return False
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    for line in text.splitlines():
-        fields = line.split()
-        _, _, tail = line.partition(" - ")
-        if len(fields) > 2 and fields[2] == wanted and tail:
-            return tail.split()[0] in LOCAL_FILESYSTEMS
-    return False
 
 
 class Watcher:
