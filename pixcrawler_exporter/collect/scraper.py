@@ -97,9 +97,7 @@ class Scraper:
             if collection is None:
                 collection = self._open = self._start(deadline)
         if opened:
-            for collector in collection.inline:
-                outcome = self._read(collector, deadline)
-                collection.futures[collector.name].set_result(outcome)
+            self._read_inline(collection, deadline)
         wait_futures(collection.futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
             if self._open is collection:
@@ -131,6 +129,18 @@ class Scraper:
                 self._running[collector.name] = running
             futures[collector.name] = running
         return _Collection(futures, inline)
+
+    def _read_inline(self, collection: _Collection, deadline: float) -> None:
+        try:
+            for collector in collection.inline:
+                collection.futures[collector.name].set_result(self._read(collector, deadline))
+        finally:
+            # Interrupted (KeyboardInterrupt, SystemExit): no later collection may wait on a
+            # read that will never finish.
+            for collector in collection.inline:
+                future = collection.futures[collector.name]
+                if not future.done():
+                    future.set_result(Outcome(collector.name, None, "read interrupted", 0.0))
 
     def _read(self, collector: Source, deadline: float) -> Outcome:
         start = time.perf_counter()
