@@ -221,6 +221,7 @@ def main() -> None:
             f"exporter {size:.0f} bytes in {files:.0f} files, full scan {truth.bytes} bytes in "
             f"{truth.files} files: {match}; watches {extra['watches']:.0f}"
         )
+        print(f"exporter RSS at the end: {process.status('VmRSS') / 1024:.1f} MB")
     print(f"# load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
