@@ -236,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         # Headers and body in one write: one packet for a small answer, one syscall for any.
         self.wfile.write(payload)
-        self.log_request(response.status, len(body))
+        if log.isEnabledFor(logging.DEBUG):  # formatting the line costs more than the check
+            self.log_request(response.status, len(body))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         # Access logs at debug: a scrape every 15 s is not news. The request line is the
