@@ -1,7 +1,7 @@
 """Load and soak: the exporter with every collector on, beside Debian's prometheus-node-exporter.
 
     cd /work/main && python bench/load.py [--seconds 60] [--connections 8] [--soak 20000]
-        [--no-db] [--peer /usr/bin/prometheus-node-exporter]
+        [--no-db] [--churn 250] [--soak-only] [--peer /usr/bin/prometheus-node-exporter]
 
 Load: wrk (``--connections`` connections, 2 threads, ``--seconds`` each, after a 5 s warm-up)
 against our ``/metrics`` and then the peer's, sending the headers Prometheus sends (OpenMetrics
@@ -12,9 +12,10 @@ cpu, pressure, disk, network, temp storage (over a tree of 2,000 files) and the 
 PostgreSQL started as in tests/pg.py, holding seed 003's crawl_jobs), in local mode, so without
 Azure Monitor, which cannot be reached from here.
 
-Soak: ``--soak`` scrapes in a row on one keep-alive connection; resident memory, threads, open
-file descriptors and the database connections of the exporter's role, after 500 warm-up scrapes
-and at the end.
+Soak: ``--soak`` scrapes in a row on one keep-alive connection, while a writer (bench/temp_watch.py)
+churns the temp tree at ``--churn`` files a second, so the temp storage collector follows events
+all along; resident memory, threads, open file descriptors and the database connections of the
+exporter's role, after 500 warm-up scrapes and at the end. ``--soak-only`` skips the wrk runs.
 
 Needs wrk and prometheus-node-exporter (apt-get install wrk prometheus-node-exporter).
 """
@@ -109,8 +110,14 @@ def started(name: str, cmd: Sequence[str], env: dict[str, str], port: int) -> It
                 )
             with suppress(OSError):
                 conn = http.client.HTTPConnection(HOST, port, timeout=5)
-                conn.request("GET", "/metrics", headers=HEADERS)
-                if conn.getresponse().status == 200:
+                try:
+                    conn.request("GET", "/metrics", headers=HEADERS)
+                    ready = conn.getresponse().status == 200
+                finally:
+                    # Left open, its server thread and socket would live on until the idle
+                    # timeout and vanish in the middle of the soak's thread and fd counts.
+                    conn.close()
+                if ready:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not serve within 30 s")
@@ -255,6 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--soak", type=int, default=20000, help="scrapes in a row; 0: no soak")
     parser.add_argument("--no-db", action="store_true", help="run without PostgreSQL")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=250,
+        help="temp files a writer creates (and deletes) a second during the soak; 0: none",
+    )
+    parser.add_argument("--soak-only", action="store_true", help="skip the wrk comparison")
     parser.add_argument("--peer", default=PEER)
     args = parser.parse_args(argv)
     for tool in ("wrk", args.peer):
@@ -291,14 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"# {db_note}; cores: {os.cpu_count()}; python {sys.version.split()[0]}")
                 print(f"# ours: {' '.join(ours_cmd[1:])}\n# peer: {' '.join(peer_cmd)}")
                 runs: list[Run] = []
-                for process in (ours, peer):
+                for process in () if args.soak_only else (ours, peer):
                     wrk(process, args.connections, 5)  # warm-up
                     runs.append(wrk(process, args.connections, args.seconds))
-                for process in (ours, peer):
+                for process in () if args.soak_only else (ours, peer):
                     runs.append(wrk(process, 1, min(args.seconds, 10), threads=1))
                 print(table(runs))
                 by = {(r.name, r.connections): r for r in runs}
-                for connections in (args.connections, 1):
+                for connections in () if args.soak_only else (args.connections, 1):
                     a = by[("pixcrawler-exporter", connections)]
                     b = by[("node_exporter", connections)]
                     print(
@@ -307,9 +321,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{a.p50_ms / b.p50_ms:.2f}x, p99 {a.p99_ms / b.p99_ms:.2f}x"
                     )
                 if args.soak:
+                    from bench.temp_watch import Writer
+
+                    writer = Writer(scratch / "temp", args.churn)
+                    if args.churn:
+                        writer.start()
                     started_at = time.monotonic()
-                    before, after, lat = soak(ours, args.soak, db_connections)
+                    try:
+                        before, after, lat = soak(ours, args.soak, db_connections)
+                    finally:
+                        writer.stop.set()
                     took = time.monotonic() - started_at
+                    print(
+                        f"# temp churn during the soak: {writer.created} files created, "
+                        f"{writer.deleted} deleted"
+                    )
                     lat.sort()
                     print(
                         f"# soak: {args.soak} scrapes in {took:.0f} s, p50 "

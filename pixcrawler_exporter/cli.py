@@ -13,7 +13,6 @@ from types import FrameType
 
 from pixcrawler_exporter import __version__, config, logs
 from pixcrawler_exporter.app import App
-from pixcrawler_exporter.artifacts import rules
 from pixcrawler_exporter.collect import registry
 from pixcrawler_exporter.web import server, webconfig
 
@@ -58,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "rules":
+        from pixcrawler_exporter.artifacts import rules  # PyYAML: not in a serving process
+
         return rules.main(argv[1:], os.environ)
     args = parser().parse_args(argv)
     given = vars(args)

@@ -17,9 +17,10 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collectors.database.collector import DatabaseCollector, DatabaseReading
+from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.database.dsn import redact_url
 from pixcrawler_exporter.collectors.database.queries import Query, default_queries, parse_queries
+from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.logs import JsonFormatter
 from tests.conftest import REPO, Exporter, Samples, parse_samples, sample
 

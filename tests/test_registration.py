@@ -106,6 +106,20 @@ def test_registry_builds_what_is_on_and_configured() -> None:
     assert [c.name for c in built] == ["fixed"]
 
 
+def test_a_collector_missing_its_settings_is_not_even_loaded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def never() -> type[_Fixed]:
+        raise AssertionError("loaded")
+
+    found = Registry()
+    found.register("needy", help="-", load=never, missing=lambda config: "needy.url is not set")
+    context = BuildContext(None, None, Path("/proc"), Path("/"))  # type: ignore[arg-type]
+    with caplog.at_level("INFO"):
+        assert found.build({"needy": True}, context) == []
+    assert "needy collector off: needy.url is not set" in caplog.text
+
+
 def test_a_name_registered_twice_or_misspelt_is_refused() -> None:
     found = Registry()
     found.register("fixed", help="-", load=lambda: _Fixed)

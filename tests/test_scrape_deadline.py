@@ -93,3 +93,42 @@ def test_concurrent_scrapes_with_a_hung_source_hold_one_thread(
             assert all(snap.outcomes["quick"].success for snap in snaps)
     assert s.reads["gated"] == 1
     assert collector_threads() <= len(s.collectors)
+
+
+class InlineGated(Gated):
+    """A cheap source as the scraper sees it: read on the thread of the scrape that opens."""
+
+    name = "inline"
+    inline = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def read(self) -> str:
+        self.threads.append(threading.current_thread().name)
+        return super().read()
+
+
+def test_inline_sources_are_read_by_the_opening_scrape_once() -> None:
+    inline = InlineGated()
+    s = Scraper([inline, Quick()])
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="opener") as opener:
+            first = opener.submit(s.collect, 5)
+            deadline = time.monotonic() + 5
+            while not inline.threads:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            # A scrape arriving meanwhile joins: it waits for the same read, it does not read.
+            joined = s.collect(0.2)
+            assert not joined.outcomes["inline"].success
+            assert inline.threads == ["opener_0"]
+            inline.gate.set()
+            assert first.result(5).outcomes["inline"].success
+        assert s.collect(1).outcomes["inline"].success
+        assert inline.threads == ["opener_0", threading.current_thread().name]
+        assert collector_threads() <= 1  # only Quick is handed to the pool
+    finally:
+        inline.gate.set()
+        s.close()

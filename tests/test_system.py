@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from pixcrawler_exporter.collectors import procfs
+from pixcrawler_exporter.collectors.disk import DiskCollector
 from tests.conftest import Exporter, need_tool, sample
 from tests.helpers.cgroup import v2_host
 from tests.helpers.realcgroup import joiner, new_cgroup
@@ -139,3 +142,29 @@ def test_unanswering_disk_path_is_reported_failed(
         os.statvfs("/").f_blocks * os.statvfs("/").f_frsize
     )
     assert sample(samples, "pixcrawler_disk_size_bytes", path=f"{tmp_path}/does-not-exist") is None
+
+
+def test_local_filesystems_are_asked_on_the_scrapes_own_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    monkeypatch.setattr(procfs, "is_local", lambda path: Path(path) == local)
+    collector = DiskCollector([str(local), str(remote)], Path("/"), 2.0)
+    asked_from: dict[str, str] = {}
+    real_statvfs = os.statvfs
+
+    def statvfs(path: Path) -> os.statvfs_result:
+        asked_from[str(path)] = threading.current_thread().name
+        return real_statvfs(path)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    try:
+        reading = collector.read()
+    finally:
+        collector.close()
+    assert reading.errors == {}
+    assert set(reading.usage) == {str(local), str(remote)}
+    assert asked_from[str(local)] == threading.current_thread().name
+    assert asked_from[str(remote)].startswith("statvfs")

@@ -14,7 +14,7 @@ import pytest
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.scraper import Outcome, Snapshot
-from pixcrawler_exporter.collectors.database.collector import DatabaseReading
+from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.collectors.memory import MemoryReading
 from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageCollector
 from pixcrawler_exporter.collectors.temp_storage.memoryfs import in_memory

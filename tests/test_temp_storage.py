@@ -318,6 +318,8 @@ def test_describe_declares_every_metric_without_reading(tmp_path: Path) -> None:
         "pixcrawler_temp_storage_scan_duration_seconds",
         "pixcrawler_temp_storage_last_scan_timestamp_seconds",
         "pixcrawler_temp_storage_scan_errors",  # client_python drops _total from the family
+        "pixcrawler_temp_storage_mode",
+        "pixcrawler_temp_storage_watches",
     ]
     assert collector.scans == 0
 

@@ -274,7 +274,7 @@ def test_files_and_directories_removed_during_the_walk_are_skipped(tmp_path: Pat
     try:
         assert churn.stdout is not None and churn.stdout.readline() == b"ready\n"
         deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and not {"_list", "_open_next"} <= vanished:
+        while time.monotonic() < deadline and not {"list_directory", "_open_next"} <= vanished:
             sys.settrace(tracer)
             try:
                 results.append(scan(str(tmp_path / "temp"), IMAGES, recursive=True))
@@ -290,8 +290,9 @@ def test_files_and_directories_removed_during_the_walk_are_skipped(tmp_path: Pat
         assert kept <= r.files <= kept + 1000, r
         # A churned file caught between its creation and its write counts with 0 bytes.
         assert kept * 10 <= r.bytes <= r.files * 10, r
-    # _list: a file gone before its stat; _open_next: a directory gone before it was opened.
-    assert {"_list", "_open_next"} <= vanished, (vanished, len(results))
+    # list_directory: a file gone before its stat; _open_next: a directory gone before it was
+    # opened.
+    assert {"list_directory", "_open_next"} <= vanished, (vanished, len(results))
 
 
 # --- memory -------------------------------------------------------------------------------------

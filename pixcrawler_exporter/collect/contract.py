@@ -53,6 +53,11 @@ class Source(ABC):
 
     name: ClassVar[str]
     descs: ClassVar[Sequence[Desc]]
+    # True when ``take`` returns within its deadline by itself and in a fraction of a
+    # millisecond (procfs and cgroup files, a result kept by a background thread): the scraper
+    # then reads it on the scrape's own thread. A hand-off to a pool thread and back costs more
+    # than such a read.
+    inline: ClassVar[bool] = False
 
     @classmethod
     def build(cls, context: BuildContext) -> Source | None:

@@ -10,6 +10,7 @@ built or documented, not when the configuration is read.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pixcrawler_exporter.collect.contract import Source
 if TYPE_CHECKING:
     from pixcrawler_exporter.collectors.cgroup import CgroupLayout
     from pixcrawler_exporter.config import Config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Registration:
     default: bool
     help: str
     load: Callable[[], type[Source]]
+    # Why the collector cannot run with this configuration (None: it can). Asked before its
+    # class is loaded, so a client library is not imported only to find out it is not needed.
+    missing: Callable[[Config], str | None] | None = None
 
 
 class Registry:
@@ -56,12 +62,13 @@ class Registry:
         help: str,  # noqa: A002 - reads best at the registration
         load: Callable[[], type[Source]],
         default: bool = True,
+        missing: Callable[[Config], str | None] | None = None,
     ) -> None:
         if not name.isidentifier() or name != name.lower():
             raise ValueError(f"collector name {name!r} must be a lower-case identifier")
         if name in self._found:
             raise ValueError(f"collector {name!r} is registered twice")
-        self._found[name] = Registration(name, default, help, load)
+        self._found[name] = Registration(name, default, help, load, missing)
 
     def registrations(self) -> tuple[Registration, ...]:
         """Every registration, by name: the order of README, ``--print-config`` and
@@ -77,13 +84,20 @@ class Registry:
         kept: Mapping[str, Source | None] | None = None,
     ) -> list[Source]:
         """The enabled collectors; one whose source is not configured builds to None and is
-        left out (it says why itself). One in ``kept`` (a reload's unchanged ones) is reused."""
+        left out (it says why, once). One in ``kept`` (a reload's unchanged ones) is reused, even
+        when it was left out, so a reload does not say it again."""
         kept = kept or {}
-        built = (
-            kept[r.name] if r.name in kept else r.load().build(context)
-            for r in self.registrations()
-            if enabled[r.name]
-        )
+        built: list[Source | None] = []
+        for r in self.registrations():
+            if not enabled[r.name]:
+                continue
+            if r.name in kept:
+                built.append(kept[r.name])
+            elif r.missing is not None and (reason := r.missing(context.config)) is not None:
+                # Said before the collector's module (and its heavy imports) is loaded.
+                log.info("%s collector off: %s", r.name, reason)
+            else:
+                built.append(r.load().build(context))
         return [c for c in built if c is not None]
 
 

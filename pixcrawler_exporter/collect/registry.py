@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
@@ -104,8 +103,6 @@ def build(loaded: Loaded, previous: Built | None = None) -> Built:
     not change are taken over rather than built again."""
     cfg = loaded.config
     procfs, sysfs = Path(cfg.paths.procfs), Path(cfg.paths.sysfs)
-    # psutil reads its own procfs path; the exporter's one setting decides it for every reader.
-    psutil.PROCFS_PATH = str(procfs)
     layout = cgroup.discover(procfs, sysfs, cfg.cgroup_path)
     context = BuildContext(cfg, layout, procfs, Path(cfg.paths.rootfs))
     kept = previous.unchanged_in(cfg) if previous is not None else {}

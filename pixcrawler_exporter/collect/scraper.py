@@ -61,8 +61,9 @@ class Snapshot:
 
 
 class _Collection:
-    def __init__(self, futures: dict[str, Future[Outcome]]) -> None:
+    def __init__(self, futures: dict[str, Future[Outcome]], inline: list[Source]) -> None:
         self.futures = futures
+        self.inline = inline  # read on the thread of the scrape that opened the collection
         self.started = time.monotonic()
         self.timestamp = time.time()
 
@@ -71,16 +72,17 @@ class Scraper:
     """Collects every enabled collector.
 
     Scrapes that arrive while a collection is under way join it instead of reading every source
-    again. A collector still running when a scrape's deadline passes is reported failed for that
-    scrape; its read goes on in its own thread, and later collections wait on that same read
-    rather than starting another, so a hung source holds one thread, not one per scrape.
+    again. Collectors marked ``inline`` are read by the scrape that opens the collection, on its
+    own thread, after the others have been handed to the pool. A collector still running when a
+    scrape's deadline passes is reported failed for that scrape; its read goes on in its own
+    thread, and later collections wait on that same read rather than starting another, so a hung
+    source holds one thread, not one per scrape.
     """
 
     def __init__(self, collectors: Sequence[Source], previous: Scraper | None = None) -> None:
         self.collectors = list(collectors)
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, len(self.collectors)), thread_name_prefix="collector"
-        )
+        pooled = sum(1 for c in self.collectors if not c.inline)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, pooled), thread_name_prefix="collector")
         self._lock = threading.Lock()
         self._open: _Collection | None = None
         self._running: dict[str, Future[Outcome]] = {}
@@ -93,8 +95,11 @@ class Scraper:
         deadline = time.monotonic() + timeout
         with self._lock:
             collection = self._open
+            opened = collection is None
             if collection is None:
                 collection = self._open = self._start(deadline)
+        if opened:
+            self._read_inline(collection, deadline)
         wait_futures(collection.futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
             if self._open is collection:
@@ -128,13 +133,30 @@ class Scraper:
 
     def _start(self, deadline: float) -> _Collection:
         futures: dict[str, Future[Outcome]] = {}
+        inline: list[Source] = []
         for collector in self.collectors:
             running = self._running.get(collector.name)
             if running is None or running.done():
-                running = self._pool.submit(self._read, collector, deadline)
+                if collector.inline:
+                    running = Future()
+                    inline.append(collector)
+                else:
+                    running = self._pool.submit(self._read, collector, deadline)
                 self._running[collector.name] = running
             futures[collector.name] = running
-        return _Collection(futures)
+        return _Collection(futures, inline)
+
+    def _read_inline(self, collection: _Collection, deadline: float) -> None:
+        try:
+            for collector in collection.inline:
+                collection.futures[collector.name].set_result(self._read(collector, deadline))
+        finally:
+            # Interrupted (KeyboardInterrupt, SystemExit): no later collection may wait on a
+            # read that will never finish.
+            for collector in collection.inline:
+                future = collection.futures[collector.name]
+                if not future.done():
+                    future.set_result(Outcome(collector.name, None, "read interrupted", 0.0))
 
     def _read(self, collector: Source, deadline: float) -> Outcome:
         start = time.perf_counter()

@@ -7,11 +7,14 @@ A missing file yields None, never 0; a file with contents we cannot parse raises
 from __future__ import annotations
 
 import errno
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
+
+from pixcrawler_exporter.collectors.procfs import read_file
 
 # Kernels write "no limit" as the largest page-aligned int64 (or -1); nothing real is this big.
 _UNLIMITED = 2**62
@@ -25,6 +28,8 @@ _V1_CONTROLLERS = frozenset(
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EOPNOTSUPP})
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 _INTEGER = re.compile(r"-?[0-9]+")
+# A whole file of "key value" lines as the kernel writes them: one match instead of one a line.
+_KEYED = re.compile(r"(?:[ \t]*\S+[ \t]+-?[0-9]+[ \t]*\n)*")
 
 
 class CgroupError(Exception):
@@ -173,22 +178,22 @@ def read_memory(layout: CgroupLayout) -> MemoryStats:
 
 
 def _read_memory_v2(d: Path) -> MemoryStats:
-    stat = _read_keyed(d / "memory.stat") or {}
+    stat = _read_keyed(_at(d, "memory.stat")) or {}
     breakdown = {name: stat[name] for name in BREAKDOWN if name in stat}
     parts = [stat[name] for name in _V2_KERNEL_PARTS if name in stat]
     if "kernel" not in breakdown and parts:
         breakdown["kernel"] = sum(parts)
     return MemoryStats(
-        limit_bytes=_limit(_read_int_or_max(d / "memory.max")),
-        usage_bytes=_read_int(d / "memory.current"),
-        oom_kills=(_read_keyed(d / "memory.events") or {}).get("oom_kill"),
+        limit_bytes=_limit(_read_int_or_max(_at(d, "memory.max"))),
+        usage_bytes=_read_int(_at(d, "memory.current")),
+        oom_kills=(_read_keyed(_at(d, "memory.events")) or {}).get("oom_kill"),
         breakdown=breakdown,
-        stall_percent=_read_stall_percent(d / "memory.pressure"),
+        stall_percent=_read_stall_percent(_at(d, "memory.pressure")),
     )
 
 
 def _read_memory_v1(d: Path) -> MemoryStats:
-    stat = _read_keyed(d / "memory.stat") or {}
+    stat = _read_keyed(_at(d, "memory.stat")) or {}
     breakdown: dict[str, int] = {}
     for name in BREAKDOWN:
         v1 = _V1_NAMES.get(name, name)
@@ -197,13 +202,13 @@ def _read_memory_v1(d: Path) -> MemoryStats:
         if value is not None:
             breakdown[name] = value
     # v1 keeps kernel memory apart from memory.stat; usage_in_bytes includes it.
-    kernel = _read_int(d / "memory.kmem.usage_in_bytes")
+    kernel = _read_int(_at(d, "memory.kmem.usage_in_bytes"))
     if kernel is not None:
         breakdown["kernel"] = kernel
     return MemoryStats(
-        limit_bytes=_limit(_read_int(d / "memory.limit_in_bytes")),
-        usage_bytes=_read_int(d / "memory.usage_in_bytes"),
-        oom_kills=(_read_keyed(d / "memory.oom_control") or {}).get("oom_kill"),
+        limit_bytes=_limit(_read_int(_at(d, "memory.limit_in_bytes"))),
+        usage_bytes=_read_int(_at(d, "memory.usage_in_bytes")),
+        oom_kills=(_read_keyed(_at(d, "memory.oom_control")) or {}).get("oom_kill"),
         breakdown=breakdown,
     )
 
@@ -217,10 +222,10 @@ def read_cpu(layout: CgroupLayout) -> CpuStats:
     v2 = layout.unified
 
     if (d := layout.cpu) is not None:
-        stat = _read_keyed(d / "cpu.stat") or {}
+        stat = _read_keyed(_at(d, "cpu.stat")) or {}
         throttled_periods = stat.get("nr_throttled")
         if d == v2:
-            quota = _read_cpu_max(d / "cpu.max")
+            quota = _read_cpu_max(_at(d, "cpu.max"))
             throttled_seconds = _scaled(stat.get("throttled_usec"), 1e6)
         else:
             quota = _read_cfs_quota(d)
@@ -228,16 +233,16 @@ def read_cpu(layout: CgroupLayout) -> CpuStats:
 
     if (d := layout.cpuacct) is not None:
         if d == v2:
-            usage = _scaled((_read_keyed(d / "cpu.stat") or {}).get("usage_usec"), 1e6)
+            usage = _scaled((_read_keyed(_at(d, "cpu.stat")) or {}).get("usage_usec"), 1e6)
         else:
-            usage = _scaled(_read_int(d / "cpuacct.usage"), 1e9)
+            usage = _scaled(_read_int(_at(d, "cpuacct.usage")), 1e9)
 
     if (d := layout.cpuset) is not None:
         names = ["cpuset.cpus.effective"] if d == v2 else ["cpuset.effective_cpus", "cpuset.cpus"]
         for name in names:
-            text = _read(d / name)
+            text = _read(_at(d, name))
             if text is not None:
-                cpus = _count_cpus(d / name, text)
+                cpus = _count_cpus(_at(d, name), text)
                 break
 
     return CpuStats(quota, usage, throttled_seconds, throttled_periods, cpus)
@@ -250,9 +255,9 @@ def read_pressure(
     totals: dict[tuple[str, str], float] = {}
     for resource in ("cpu", "memory", "io"):
         # The v2 root cgroup has no *.pressure files; /proc/pressure is the same figure there.
-        candidates = [procfs / "pressure" / resource]
+        candidates = [_at(procfs, f"pressure/{resource}")]
         if layout.unified is not None:
-            candidates.insert(0, layout.unified / f"{resource}.pressure")
+            candidates.insert(0, _at(layout.unified, f"{resource}.pressure"))
         for path in candidates:
             text = _read(path)
             if text is not None:
@@ -273,11 +278,18 @@ def _read_stall_percent(path: Path) -> float | None:
         raise CgroupError(path, text, "avg10 not a number") from None
 
 
+@functools.lru_cache(maxsize=256)
+def _at(directory: Path, name: str) -> Path:
+    # The same few files are read on every scrape; joining paths anew each time cost more
+    # than reading them.
+    return directory / name
+
+
 def _read(path: Path, allow_empty: bool = False) -> str | None:
     try:
         # Paths in mountinfo are raw bytes (a USB stick may be named in UTF-8 or not); keep them
         # byte-exact for Path. Numbers with stray bytes still fail as garbage when parsed.
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        text = read_file(path).decode("utf-8", errors="surrogateescape")
     except OSError as exc:
         if exc.errno in _ABSENT:
             return None
@@ -304,7 +316,10 @@ def _read_keyed(path: Path) -> dict[str, int] | None:
     text = _read(path)
     if text is None:
         return None
-    values: dict[str, int] = {}
+    if _KEYED.fullmatch(text):
+        fields = text.split()
+        return dict(zip(fields[::2], map(int, fields[1::2]), strict=True))
+    values: dict[str, int] = {}  # a line that is wrong, to be named
     for line in text.splitlines():
         fields = line.split()
         if len(fields) != 2 or not _INTEGER.fullmatch(fields[1]):
@@ -327,14 +342,14 @@ def _read_cpu_max(path: Path) -> float | None:
 
 
 def _read_cfs_quota(d: Path) -> float | None:
-    quota = _read_int(d / "cpu.cfs_quota_us")
+    quota = _read_int(_at(d, "cpu.cfs_quota_us"))
     if quota is None or quota < 0:
         return None
-    period = _read_int(d / "cpu.cfs_period_us")
+    period = _read_int(_at(d, "cpu.cfs_period_us"))
     if period is None:
         return None
     if period <= 0:
-        raise CgroupError(d / "cpu.cfs_period_us", str(period), "period not positive")
+        raise CgroupError(_at(d, "cpu.cfs_period_us"), str(period), "period not positive")
     return quota / period
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
@@ -51,10 +51,12 @@ class CpuReading:
 
 class CpuCollector(Collector[CpuReading]):
     name = "cpu"
+    inline = True
     descs = (LIMIT, USAGE, THROTTLED_SECONDS, THROTTLED_PERIODS)
 
-    def __init__(self, layout: cgroup.CgroupLayout) -> None:
+    def __init__(self, layout: cgroup.CgroupLayout, procfs: Path = Path("/proc")) -> None:
         self.layout = layout
+        self.procfs = procfs
 
     @classmethod
     def settings(cls, config: Config) -> object:
@@ -62,7 +64,7 @@ class CpuCollector(Collector[CpuReading]):
 
     @classmethod
     def build(cls, context: BuildContext) -> CpuCollector:
-        return cls(context.layout)
+        return cls(context.layout, context.procfs)
 
     def read(self) -> CpuReading:
         stats = cgroup.read_cpu(self.layout)
@@ -70,6 +72,10 @@ class CpuCollector(Collector[CpuReading]):
         limit = stats.quota_cores if stats.quota_cores is not None else float(cpus)
         usage = stats.usage_seconds
         if usage is None:
+            # Rare (no cgroup accounting): psutil is not worth its memory on every host.
+            import psutil
+
+            psutil.PROCFS_PATH = str(self.procfs)
             times = psutil.cpu_times()
             usage = sum(times) - times.idle - getattr(times, "iowait", 0.0)
         return CpuReading(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -18,6 +19,7 @@ from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
+from pixcrawler_exporter.collectors import procfs
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -65,10 +67,14 @@ class DiskReading:
 
 
 class DiskCollector(Collector[DiskReading]):
-    """statvfs can block for minutes on a dead network mount, so each path is asked in a thread
-    of its own with a bound; a path still blocked is not asked again until it answers."""
+    """statvfs can block for minutes on a dead network mount, so a path on any filesystem but a
+    local one is asked in a thread of its own with a bound (the scrape's deadline when that
+    comes first); a path still blocked is not asked again until it answers. A local filesystem
+    answers statvfs from memory: its paths are asked on the scrape's own thread meanwhile,
+    sparing two thread hand-offs per path. Which kind a path is on is told at its first read."""
 
     name = "disk"
+    inline = True
     descs = (SIZE, AVAILABLE, RATIO, ERROR)
 
     def __init__(self, paths: Sequence[str], rootfs: Path, timeout: float) -> None:
@@ -77,6 +83,7 @@ class DiskCollector(Collector[DiskReading]):
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=len(self.paths), thread_name_prefix="statvfs")
         self._pending: dict[str, Future[DiskUsage]] = {}
+        self._local: dict[str, bool] = {}
         self._failing: Changes[str, bool] = Changes(False)
         self._lock = threading.Lock()
 
@@ -90,27 +97,43 @@ class DiskCollector(Collector[DiskReading]):
         return cls(disk.paths, context.rootfs, disk.timeout_seconds)
 
     def read(self) -> DiskReading:
+        return self.read_until(time.monotonic() + self.timeout)
+
+    def read_until(self, deadline: float) -> DiskReading:
         with self._lock:
             for path in self.paths:
+                if path not in self._local:
+                    self._local[path] = procfs.is_local(self._where(path))
                 future = self._pending.get(path)
-                if future is None or future.done():
+                if not self._local[path] and (future is None or future.done()):
                     self._pending[path] = self._pool.submit(self._statvfs, path)
-            futures = dict(self._pending)
-        wait_futures(futures.values(), timeout=self.timeout)
+            futures = {p: f for p, f in self._pending.items() if not self._local[p]}
         usage: dict[str, DiskUsage] = {}
         errors: dict[str, str] = {}
+        for path in self.paths:
+            if self._local[path]:
+                try:
+                    usage[path] = self._statvfs(path)
+                except OSError as exc:
+                    errors[path] = f"statvfs {path}: {exc.strerror or exc}"
+        wait_futures(
+            futures.values(), timeout=max(0.0, min(self.timeout, deadline - time.monotonic()))
+        )
         for path, future in futures.items():
             if not future.done():
                 errors[path] = f"statvfs {path}: no answer within {self.timeout:g}s"
-            elif (exc := future.exception()) is not None:
-                errors[path] = f"statvfs {path}: {getattr(exc, 'strerror', None) or exc}"
+            elif (failure := future.exception()) is not None:
+                errors[path] = f"statvfs {path}: {getattr(failure, 'strerror', None) or failure}"
             else:
                 usage[path] = future.result()
         self._log_changes(errors)
         return DiskReading(usage, errors)
 
+    def _where(self, path: str) -> Path:
+        return self.rootfs / path.lstrip("/")
+
     def _statvfs(self, path: str) -> DiskUsage:
-        st = os.statvfs(self.rootfs / path.lstrip("/"))
+        st = os.statvfs(self._where(path))
         return DiskUsage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
     def _log_changes(self, errors: Mapping[str, str]) -> None:

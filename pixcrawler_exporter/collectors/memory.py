@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
-from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors import cgroup, procfs
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -95,6 +95,7 @@ class MemoryReading:
 
 class MemoryCollector(Collector[MemoryReading]):
     name = "memory"
+    inline = True
     descs = (
         LIMIT,
         USAGE,
@@ -107,8 +108,9 @@ class MemoryCollector(Collector[MemoryReading]):
         OOM_KILLS,
     )
 
-    def __init__(self, layout: cgroup.CgroupLayout) -> None:
+    def __init__(self, layout: cgroup.CgroupLayout, procfs_path: Path = Path("/proc")) -> None:
         self.layout = layout
+        self.procfs = procfs_path
 
     @classmethod
     def settings(cls, config: Config) -> object:
@@ -116,19 +118,21 @@ class MemoryCollector(Collector[MemoryReading]):
 
     @classmethod
     def build(cls, context: BuildContext) -> MemoryCollector:
-        return cls(context.layout)
+        return cls(context.layout, context.procfs)
 
     def read(self) -> MemoryReading:
-        host = psutil.virtual_memory()
+        memory = procfs.host_memory(self.procfs)
         stats = cgroup.read_memory(self.layout)
-        limited = stats.limit_bytes is not None and stats.limit_bytes < host.total
-        limit = stats.limit_bytes if limited and stats.limit_bytes is not None else host.total
+        limited = stats.limit_bytes is not None and stats.limit_bytes < memory.total_bytes
+        limit = (
+            stats.limit_bytes if limited and stats.limit_bytes is not None else memory.total_bytes
+        )
         breakdown = dict(stats.breakdown)
         if stats.usage_bytes is None:
             # No cgroup accounting (bare host, or the v2 root cgroup): the host's own figure,
             # where MemAvailable is the kernel's estimate of what it can reclaim.
-            usage = working_set = unreclaimable = host.total - host.available
-            breakdown.setdefault("shmem", getattr(host, "shared", 0))
+            usage = working_set = unreclaimable = memory.total_bytes - memory.available_bytes
+            breakdown.setdefault("shmem", memory.shmem_bytes)
         else:
             usage = stats.usage_bytes
             working_set = max(0, usage - (stats.inactive_file_bytes or 0))
@@ -140,8 +144,8 @@ class MemoryCollector(Collector[MemoryReading]):
             cgroup_limited=limited,
             usage_bytes=usage,
             working_set_bytes=working_set,
-            host_total_bytes=host.total,
-            host_available_bytes=host.available,
+            host_total_bytes=memory.total_bytes,
+            host_available_bytes=memory.available_bytes,
             oom_kills=stats.oom_kills,
             unreclaimable_bytes=unreclaimable,
             breakdown=breakdown,

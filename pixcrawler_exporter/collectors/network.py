@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
-from pixcrawler_exporter.collect.registration import register
+from pixcrawler_exporter.collect.registration import BuildContext, register
+from pixcrawler_exporter.collectors import procfs
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -41,18 +42,24 @@ NetworkReading = Mapping[str, InterfaceCounters]
 
 class NetworkCollector(Collector[NetworkReading]):
     name = "network"
+    inline = True
     descs = (RECEIVE, TRANSMIT)
 
     @classmethod
     def settings(cls, config: Config) -> object:
         return None  # every interface, always: nothing a reload could change
 
+    def __init__(self, procfs_path: Path = Path("/proc")) -> None:
+        self.procfs = procfs_path
+
+    @classmethod
+    def build(cls, context: BuildContext) -> NetworkCollector:
+        return cls(context.procfs)
+
     def read(self) -> NetworkReading:
-        # psutil reads <procfs>/net/dev (psutil.PROCFS_PATH is set from --path.procfs).
-        counters = psutil.net_io_counters(pernic=True)
         return {
-            nic: InterfaceCounters(c.bytes_recv, c.bytes_sent)
-            for nic, c in counters.items()
+            nic: InterfaceCounters(received, sent)
+            for nic, (received, sent) in procfs.net_dev(self.procfs).items()
             if nic != "lo"
         }
 

@@ -29,6 +29,7 @@ PressureReading = Mapping[tuple[str, str], float]
 
 class PressureCollector(Collector[PressureReading]):
     name = "pressure"
+    inline = True
     descs = (STALL,)
 
     def __init__(self, layout: cgroup.CgroupLayout, procfs: Path) -> None:

@@ -20,7 +20,14 @@ from pixcrawler_exporter.config.render import render
 from pixcrawler_exporter.config.settings import SettingMeta, Spec
 from pixcrawler_exporter.config.sources import Azure, Capacity, Database
 from pixcrawler_exporter.config.thresholds import ThresholdPair, Thresholds
-from pixcrawler_exporter.config.yamlfile import read_yaml_mapping
+
+
+def read_yaml_mapping(path: str, what: str) -> dict[object, object]:
+    """config.yamlfile's, imported when a file is read: PyYAML costs about 1 MB."""
+    from pixcrawler_exporter.config import yamlfile
+
+    return yamlfile.read_yaml_mapping(path, what)
+
 
 __all__ = [
     "DEFAULT_PORT",

@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
-
 from pixcrawler_exporter import environment
-from pixcrawler_exporter.collectors.database.queries import Query, database_queries
+from pixcrawler_exporter.collectors.database.queries import Query, check_names, database_queries
 from pixcrawler_exporter.config.model import Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
 from pixcrawler_exporter.config.settings import Spec, build
-from pixcrawler_exporter.config.yamlfile import read_yaml_mapping
 from pixcrawler_exporter.derive.resources import RESOURCES
 
 
@@ -143,8 +139,12 @@ def _check(config: Config, sources: Mapping[str, str]) -> None:
     db = config.database
     if db.names and db.preset == "none":
         raise ConfigError("database.names: the 'none' preset takes no names")
+    # Rendering the queries imports psycopg (~20 MB): only for a collector that will run.
+    runs = config.collectors.database and db.url is not None
     try:
-        queries = database_queries(db)
+        queries = database_queries(db) if runs else ()
+        if not runs and db.preset != "none":
+            check_names(db.preset, **(db.names or {}))
     except ValueError as exc:
         raise ConfigError(f"database.names ({sources['database.names']}): expected {exc}") from None
     metrics = [q.metric for q in queries]
@@ -225,6 +225,10 @@ def _dotenv(path: str | Path) -> dict[str, str]:
     try:
         if not Path(path).is_file():
             return {}
+        # About 1 MB, for those who have a .env.
+        from dotenv import dotenv_values
+        from dotenv.parser import parse_stream
+
         # python-dotenv skips a line it cannot parse with a warning, and the setting silently
         # keeps its default. The line itself is not quoted: it may hold a secret.
         with open(path, encoding="utf-8") as fh:
@@ -237,6 +241,8 @@ def _dotenv(path: str | Path) -> dict[str, str]:
 
 
 def _yaml(path: str, known: set[str]) -> dict[str, object]:
+    from pixcrawler_exporter.config.yamlfile import read_yaml_mapping  # PyYAML: only with a file
+
     doc = read_yaml_mapping(path, "config file")
     flat: dict[str, object] = {}
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-import yaml
-
 from pixcrawler_exporter.config.load import Loaded
 from pixcrawler_exporter.config.model import Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED
@@ -15,6 +13,8 @@ from pixcrawler_exporter.config.parsers import REDACTED
 def render(loaded: Loaded) -> str:
     """The effective configuration as YAML that ``--config`` accepts, secrets redacted, each line
     commented with where its value came from."""
+    import yaml  # only for --print-config, not in a serving process
+
     lines = [f"# environment detected: {loaded.detected_environment}"]
     open_sections: list[str] = []
     for spec in specs():

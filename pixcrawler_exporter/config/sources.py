@@ -74,7 +74,8 @@ class Temp:
         30.0,
         number(1, 86400),
         env="PIXCRAWLER_TEMP_SCAN_INTERVAL_SECONDS",
-        help="How often the background scan walks the directories.",
+        help="How often the background scan walks the directories; where inotify follows "
+        "them (local filesystems), how often it reconciles.",
     )
     recursive: bool = setting(
         True,

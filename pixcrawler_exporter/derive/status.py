@@ -20,7 +20,7 @@ from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors.azure.collector import AzureReading
 from pixcrawler_exporter.collectors.cpu import CpuReading
-from pixcrawler_exporter.collectors.database.collector import DatabaseReading
+from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.collectors.disk import DiskReading
 from pixcrawler_exporter.collectors.memory import MemoryReading
 from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageReading

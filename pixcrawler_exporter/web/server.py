@@ -27,7 +27,13 @@ from pixcrawler_exporter.web import http1, netio
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
 
 # The endpoint API is re-exported (X as X): callers build routes and serve them through here.
-from pixcrawler_exporter.web.routes import GZIP_MIN_BYTES, READ_ONLY, landing, public_answer
+from pixcrawler_exporter.web.routes import (
+    GZIP_LEVEL,
+    GZIP_MIN_BYTES,
+    READ_ONLY,
+    landing,
+    public_answer,
+)
 from pixcrawler_exporter.web.routes import MAX_SCRAPE_SECONDS as MAX_SCRAPE_SECONDS
 from pixcrawler_exporter.web.routes import MIN_SCRAPE_SECONDS as MIN_SCRAPE_SECONDS
 from pixcrawler_exporter.web.routes import SCRAPE_TIMEOUT_HEADER as SCRAPE_TIMEOUT_HEADER
@@ -225,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
             and "Content-Encoding" not in headers
             and http1.accepts(self._fields.get("Accept-Encoding"), "gzip")
         ):
-            body = gzip.compress(body, compresslevel=6)
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
         if headers.get("Connection", "").lower() == "close":
@@ -238,7 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         # Headers and body in one write: one packet for a small answer, one syscall for any.
         self.wfile.write(payload)
-        self.log_request(response.status, len(body))
+        if log.isEnabledFor(logging.DEBUG):  # formatting the line costs more than the check
+            self.log_request(response.status, len(body))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         # Access logs at debug: a scrape every 15 s is not news. The request line is the

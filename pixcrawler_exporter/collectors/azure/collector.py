@@ -106,6 +106,7 @@ class AzureCollector(Collector[AzureReading]):
     """Reads the cache that a background refresher keeps from Azure Monitor."""
 
     name = "azure"
+    inline = True
     descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
 
     @classmethod

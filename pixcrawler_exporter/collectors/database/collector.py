@@ -12,8 +12,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.database.dsn import redact_url
 from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query, database_queries
+from pixcrawler_exporter.collectors.database.reading import DatabaseReading, Sample
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -50,20 +50,7 @@ ERRORS = Desc(
     ("reason",),
 )
 
-Sample = tuple[tuple[str, ...], float]  # label values in the query's label order, value
 Conn = psycopg.Connection[TupleRow]
-
-
-@dataclass(frozen=True)
-class DatabaseReading:
-    up: bool
-    active_chunks: int | None  # pixcrawler_chunks_active; None when down or not queried
-    samples: Mapping[str, tuple[Sample, ...]]  # metric name -> samples; empty when down
-    errors_total: Mapping[str, int]  # reason -> failed collections since start
-    error: str | None = None  # the scraper reports the collector failed when this is set
-    reason: str | None = None
-    cached: bool = False
-    checked_at: float = field(default_factory=time.time)
 
 
 class _ReadError(Exception):
@@ -144,8 +131,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
     def build(cls, context: BuildContext) -> DatabaseCollector | None:
 
         db = context.config.database
-        if db.url is None:
-            log.info("database collector off: database.url (PIXCRAWLER_DB_URL) is not set")
+        if db.url is None:  # the registration says so before this module is loaded
             return None
         return cls(
             db.url,

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from pixcrawler_exporter.collect.errors import REDACTED
 
 SECRET_KEYS = frozenset({"password", "sslpassword"})
@@ -26,6 +23,10 @@ _ENCODE_HINT = (
 def options(url: str) -> dict[str, str]:
     """libpq's own reading of ``url``. Its error text is not passed on: it quotes the part it
     could not read, which may be the password."""
+    # psycopg costs ~20 MB: imported when a URL is given, not with every configuration.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         return {k: str(v) for k, v in conninfo_to_dict(url).items()}
     except psycopg.Error:

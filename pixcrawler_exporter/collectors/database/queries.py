@@ -32,9 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from psycopg import sql
-
 if TYPE_CHECKING:
+    # psycopg costs ~20 MB of memory: imported when the database collector's queries are made,
+    # not wherever the configuration is loaded.
+    from psycopg import sql
+
     # Only for the annotation: config imports this module to parse database.queries.
     from pixcrawler_exporter.config.sources import Database
 
@@ -164,11 +166,15 @@ JOB_CHUNKS_HELP = "Chunks summed over all jobs, by state (total, active, complet
 
 
 def _render(template: str, **parts: sql.Composable) -> str:
+    from psycopg import sql
+
     # No connection is needed to quote identifiers and string literals.
     return sql.SQL(template).format(**parts).as_string()
 
 
 def _table(table: str, schema: str | None) -> sql.Identifier:
+    from psycopg import sql
+
     return sql.Identifier(schema, table) if schema else sql.Identifier(table)
 
 
@@ -187,6 +193,8 @@ def crawl_jobs(
 ) -> tuple[Query, ...]:
     """Seed 003: one row per crawl job with its chunk counters. Seed 003's table has no
     timestamps; ``updated_at`` names one where the table has it, for the stuck-chunk age."""
+    from psycopg import sql
+
     t, st = _table(table, schema), sql.Identifier(status)
     known = sql.SQL(", ").join(sql.SQL("({})").format(sql.Literal(s)) for s in statuses)
     stuck = _oldest_active(
@@ -264,6 +272,8 @@ def processing_chunks(
 ) -> tuple[Query, ...]:
     """Seed 001: one row per chunk, ``status = 'processing'`` while it runs; ``started_at``
     names its start timestamp where the table has one, for the stuck-chunk age."""
+    from psycopg import sql
+
     t, st = _table(table, schema), sql.Identifier(status)
     stuck = _oldest_active(
         started_at,
@@ -312,6 +322,8 @@ def _oldest_active(
     work gives NULL, so no sample: nothing is stuck."""
     if column is None:
         return ()
+    from psycopg import sql
+
     sql_text = _render(
         "SELECT extract(epoch FROM now() - min({c}))::float8 AS age FROM {t} WHERE ",
         c=sql.Identifier(column),
@@ -331,6 +343,12 @@ def default_queries(preset: str = "crawl_jobs", **names: object) -> tuple[Query,
 
     ValueError names the accepted presets or the names the preset takes.
     """
+    make = check_names(preset, **names)
+    return make(**{k: v for k, v in names.items() if v is not None})
+
+
+def check_names(preset: str, **names: object) -> Callable[..., tuple[Query, ...]]:
+    """The preset's function, once ``names`` are known to suit it (ValueError if not)."""
     make = PRESETS.get(preset)
     if make is None:
         raise ValueError(f"a preset: one of {', '.join(PRESETS)}")
@@ -340,7 +358,7 @@ def default_queries(preset: str = "crawl_jobs", **names: object) -> tuple[Query,
             raise ValueError(f"the {preset} preset takes the names {', '.join(accepted)}")
         if value is not None and not (isinstance(value, str) and value) and key != "statuses":
             raise ValueError(f"{key}: expected a non-empty name, got {value!r}")
-    return make(**{k: v for k, v in names.items() if v is not None})
+    return make
 
 
 def database_queries(db: Database) -> tuple[Query, ...]:

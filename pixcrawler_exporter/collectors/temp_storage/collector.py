@@ -1,7 +1,9 @@
-"""Bytes and files of the crawler's own temp files, counted by a background scan.
+"""Bytes and files of the crawler's own temp files, kept by a background thread.
 
 Walking a large temp tree takes far longer than a scrape may, so the walk runs in a thread of its
-own every ``interval`` seconds and ``read`` only hands out the last completed result.
+own every ``interval`` seconds and ``read`` only hands out the last result. With ``watch``, a
+directory on a local filesystem is followed by inotify between those scans (see watch.py), so
+its figure is fresh within a second; the scan then only reconciles.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.temp_storage.memoryfs import in_memory
-from pixcrawler_exporter.collectors.temp_storage.scan import scan
+from pixcrawler_exporter.collectors.temp_storage.scan import matcher, scan
+
+if TYPE_CHECKING:
+    from pixcrawler_exporter.collectors.temp_storage.watch import Watcher
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -86,6 +91,23 @@ ERRORS = Desc(
     "Directories the background scan could not read, counted once in every scan that hit them.",
     "counter",
 )
+MODE = Desc(
+    "pixcrawler_temp_storage_mode",
+    "1 for how the directory's figures are kept, 0 for the other: mode=events follows changes "
+    "by inotify (fresh within a second, reconciled by each scan), mode=scan counts in each "
+    "background scan only (network shares, no inotify watches left).",
+    "gauge",
+    ("directory", "mode"),
+)
+WATCHES = Desc(
+    "pixcrawler_temp_storage_watches",
+    "inotify watches held to follow the temp directories (one per directory below them).",
+)
+MODES = ("events", "scan")
+# Events of a burst that arrive within this are taken together.
+BATCH_SECONDS = 0.1
+# Following events may take at most this share of the time; a storm of them is listed less often.
+MAX_BUSY_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,8 @@ class TempStorageReading:
     unreadable: Mapping[str, str] = field(default_factory=dict)
     # Directory -> age in seconds of its oldest matching file, for those with any.
     oldest_file_age: Mapping[str, float] = field(default_factory=dict)
+    modes: Mapping[str, str] = field(default_factory=dict)  # directory -> "events" or "scan"
+    watches: int = 0
 
     @property
     def error(self) -> str | None:
@@ -135,6 +159,19 @@ class TempStorageReading:
         return None if self.limit_bytes is None else self.total_bytes / self.limit_bytes
 
 
+@dataclass(frozen=True)
+class _DirState:
+    """One directory as its last scan or its events left it."""
+
+    usage: DirectoryUsage
+    errors: tuple[str, ...]
+    opened: bool  # False: the directory itself could not be opened, so usage means nothing
+    oldest_mtime: float | None  # of its matching files; None when it has none
+
+
+_NOT_SCANNED = _DirState(DirectoryUsage(0, 0), (), opened=False, oldest_mtime=None)
+
+
 class TempStorageCollector(Collector[TempStorageReading]):
     """Scans ``dirs`` in a background thread; a scrape gets the last completed scan.
 
@@ -146,6 +183,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
     """
 
     name = "temp_storage"
+    inline = True
     descs = (
         BYTES,
         FILES,
@@ -157,6 +195,8 @@ class TempStorageCollector(Collector[TempStorageReading]):
         DURATION,
         LAST_SCAN,
         ERRORS,
+        MODE,
+        WATCHES,
     )
 
     def __init__(
@@ -167,6 +207,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
         interval: float,
         limit_bytes: int | None,
         first_scan_wait: float = 5.0,
+        watch: bool = False,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
@@ -178,13 +219,21 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self.interval = interval
         self.limit_bytes = limit_bytes
         self.first_scan_wait = first_scan_wait
+        self.watch = watch
         self.scans = 0  # completed scans, for tests and /status
         self._reading: TempStorageReading | None = None
         self._scanned = threading.Event()
-        self._worker = Worker("temp-storage-scan", self._scan, interval, _scan_failed, _rest)
+        self._worker = Worker("temp-storage-scan", self._cycle, interval, _scan_failed, self._pause)
         self._waited = False
         self._errors_total = 0
         self._failing: Changes[str, bool] = Changes(False)
+        # Per directory: what its last scan found (directories not followed by events).
+        self._usage: dict[str, _DirState] = {}
+        self._in_memory: dict[str, bool] = {}  # directory -> on tmpfs/ramfs, where it could be told
+        self._last_scan = (0.0, 0.0)  # duration, wall-clock end
+        self._watcher: Watcher | None = None
+        self._watcher_lock = threading.Lock()
+        self._following = False
 
     @classmethod
     def settings(cls, config: Config) -> object:
@@ -196,21 +245,27 @@ class TempStorageCollector(Collector[TempStorageReading]):
 
         temp = context.config.temp
         limit = capacity.temp_limit_bytes(context.config.capacity)
-        return cls(temp.dirs, temp.patterns, temp.recursive, temp.scan_interval_seconds, limit)
+        return cls(
+            temp.dirs, temp.patterns, temp.recursive, temp.scan_interval_seconds, limit, watch=True
+        )
 
     def start(self) -> None:
         self._worker.start()
 
     def close(self) -> None:
-        # A walk under way stops at the next directory.
+        # A walk under way stops at the next directory, a wait for events within half a second.
         self._worker.stop(timeout=1.0)
+        self._close_watcher()
 
     def read(self) -> TempStorageReading:
+        return self.read_until(time.monotonic() + self.first_scan_wait)
+
+    def read_until(self, deadline: float) -> TempStorageReading:
         if not self._waited and self._worker.started:
             # Only the first scrape waits: a tree too big to scan in time must not make every
             # scrape until the first scan completes that much slower.
             self._waited = True
-            self._scanned.wait(self.first_scan_wait)
+            self._scanned.wait(max(0.0, min(self.first_scan_wait, deadline - time.monotonic())))
         reading = self._reading
         if reading is None:
             raise CollectorError("no temp storage scan has completed yet")
@@ -242,47 +297,133 @@ class TempStorageCollector(Collector[TempStorageReading]):
         yield DURATION.value(reading.scan_duration_seconds)
         yield LAST_SCAN.value(reading.last_scan_timestamp_seconds)
         yield ERRORS.value(reading.scan_errors_total)
+        if reading.modes:
+            mode = MODE.family()
+            for directory, current in reading.modes.items():
+                for name in MODES:
+                    add(mode, 1 if name == current else 0, directory, name)
+            yield mode
+            yield WATCHES.value(reading.watches)
 
-    def _scan(self) -> None:
+    def _cycle(self) -> None:
+        """A full scan, then the events until the next one is due."""
+        self._following = False
+        if self.watch and self._watcher is None and not self.scans:
+            self._watcher = _watcher(self.dirs, self.patterns, self.recursive)
+        watcher = self._watcher
+        started = time.monotonic()
+        self._scan(watcher)
+        if watcher is None or not watcher.trees:
+            return
+        self._following = True
+        until = time.monotonic() + _rest(self.interval, time.monotonic() - started)
+        try:
+            self._follow(watcher, until)
+        except Exception:  # the next scan lists everything again
+            log.exception("following temp storage events failed")
+            self._worker.stopping.wait(max(0.0, until - time.monotonic()))
+        if self._worker.stopping.is_set():
+            self._close_watcher()
+
+    def _pause(self, interval: float, took: float) -> float:
+        # A cycle that followed events ends when the next scan is due.
+        return 0.0 if self._following else _rest(interval, took)
+
+    def _scan(self, watcher: Watcher | None) -> None:
         started = time.perf_counter()
-        usage: dict[str, DirectoryUsage] = {}
-        errors: dict[str, tuple[str, ...]] = {}
-        ram: dict[str, bool] = {}
-        unreadable: dict[str, str] = {}
-        oldest: dict[str, float] = {}
+        if watcher is not None:
+            watcher.rebuild()
+        errors_seen = 0
         for directory in self.dirs:
             if self._worker.stopping.is_set():
                 return
-            result = scan(directory, self.patterns, self.recursive)
-            if result.opened:
-                usage[directory] = DirectoryUsage(result.bytes, result.files)
-            else:
-                unreadable[directory] = result.errors[0]
-            if result.oldest_mtime is not None:
-                oldest[directory] = result.oldest_mtime
-            if result.errors:
-                errors[directory] = result.errors
+            if watcher is None or directory not in watcher.trees:
+                result = scan(directory, self.patterns, self.recursive)
+                self._usage[directory] = _DirState(
+                    DirectoryUsage(result.bytes, result.files),
+                    result.errors,
+                    result.opened,
+                    result.oldest_mtime,
+                )
+            errors_seen += len(self._collect(directory, watcher).errors)
             # Asked on every scan: a tmpfs may be mounted over the directory at any time.
             if (on_tmpfs := in_memory(directory)) is not None:
-                ram[directory] = on_tmpfs
-        duration = time.perf_counter() - started
+                self._in_memory[directory] = on_tmpfs
+            else:
+                self._in_memory.pop(directory, None)
+        self._last_scan = (time.perf_counter() - started, time.time())
+        self._errors_total += errors_seen
+        self._publish(watcher)
+        self.scans += 1
+        self._scanned.set()
+
+    def _follow(self, watcher: Watcher, until: float) -> None:
+        """Apply events until ``until``."""
+        stopping = self._worker.stopping
+        while not stopping.is_set() and (left := until - time.monotonic()) > 0:
+            events = watcher.read(min(left, 0.5))  # short: close() is seen soon
+            if not events:
+                continue
+            stopping.wait(BATCH_SECONDS)
+            started = time.monotonic()
+            overflow, _ = watcher.handle(events + watcher.read(0))
+            if overflow:
+                log.info("inotify queue overflowed: listing the temp directories again")
+                watcher.rebuild()
+            self._publish(watcher)
+            busy = time.monotonic() - started
+            stopping.wait(busy * (1 - MAX_BUSY_SHARE) / MAX_BUSY_SHARE)
+
+    def _collect(self, directory: str, watcher: Watcher | None) -> _DirState:
+        tree = watcher.trees.get(directory) if watcher is not None else None
+        if tree is None:
+            return self._usage.get(directory, _NOT_SCANNED)
+        return _DirState(
+            DirectoryUsage(tree.bytes, tree.files),
+            tuple(tree.errors.values()),
+            tree.opened,
+            tree.oldest_mtime,
+        )
+
+    def _publish(self, watcher: Watcher | None) -> None:
+        usage: dict[str, DirectoryUsage] = {}
+        errors: dict[str, tuple[str, ...]] = {}
+        unreadable: dict[str, str] = {}
+        oldest: dict[str, float] = {}
         now = time.time()
-        self._errors_total += sum(len(e) for e in errors.values())
+        for directory in self.dirs:
+            state = self._collect(directory, watcher)
+            if state.opened:
+                usage[directory] = state.usage
+            else:
+                unreadable[directory] = state.errors[0] if state.errors else "not read yet"
+            if state.errors:
+                errors[directory] = state.errors
+            if state.oldest_mtime is not None:
+                # A file stamped in the future (clock skew, a copied mtime) is not negative age.
+                oldest[directory] = max(0.0, now - state.oldest_mtime)
         self._log_changes(errors)
+        followed = watcher.trees if watcher is not None else {}
         self._reading = TempStorageReading(
             usage,
             errors,
             self.limit_bytes,
-            duration,
-            now,
+            *self._last_scan,
             self._errors_total,
-            ram,
-            unreadable,
-            # A file stamped in the future (clock skew, a copied mtime) is not negative age.
-            {d: max(0.0, now - mtime) for d, mtime in oldest.items()},
+            in_memory=dict(self._in_memory),
+            unreadable=unreadable,
+            oldest_file_age=oldest,
+            modes={d: "events" if d in followed else "scan" for d in self.dirs}
+            if self.watch
+            else {},
+            watches=watcher.watches if watcher is not None else 0,
         )
-        self.scans += 1
-        self._scanned.set()
+
+    def _close_watcher(self) -> None:
+        with self._watcher_lock:
+            if self._watcher is not None:
+                self._watcher.close()
+                self._watcher = None
 
     def _log_changes(self, errors: Mapping[str, tuple[str, ...]]) -> None:
         for directory in self.dirs:
@@ -296,6 +437,19 @@ class TempStorageCollector(Collector[TempStorageReading]):
                 )
             else:
                 log.info("temp directory readable again", extra={"directory": directory})
+
+
+def _watcher(dirs: Sequence[str], patterns: Sequence[str], recursive: bool) -> Watcher | None:
+    """The directories that can be followed by inotify, followed; None when none can."""
+    from pixcrawler_exporter.collectors import procfs
+    from pixcrawler_exporter.collectors.temp_storage import watch
+
+    try:
+        followed = [d for d in dirs if procfs.is_local(d)]
+        return watch.Watcher(followed, matcher(patterns), recursive) if followed else None
+    except OSError as exc:  # no inotify instance to be had (fs.inotify.max_user_instances)
+        log.warning("cannot follow temp directories by inotify", extra={"error": str(exc)})
+        return None
 
 
 def _scan_failed(exc: Exception) -> None:

@@ -16,11 +16,11 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # A subdirectory swapped for a symlink between its parent's listing and its opening is refused
 # (ELOOP); one swapped for a file, too (ENOTDIR). Both mean the listed directory is gone.
-_OPEN_SUBDIR = _OPEN_DIR | os.O_NOFOLLOW
-_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+OPEN_SUBDIR = OPEN_DIR | os.O_NOFOLLOW
+GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 # Linux's PATH_MAX, less room for the terminating NUL. A directory whose path is longer cannot
 # be opened by path; it and what is below it are counted as not counted, in one short error.
 _PATH_MAX = 4095
@@ -56,9 +56,9 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
     match = matcher(patterns)
     try:
         # The configured directory itself may be a symlink (/tmp often is): that one is followed.
-        fd = os.open(directory, _OPEN_DIR)
+        fd = os.open(directory, OPEN_DIR)
     except OSError as exc:
-        return ScanResult(0, 0, (_error(directory, exc),), opened=False)
+        return ScanResult(0, 0, (describe_error(directory, exc),), opened=False)
     root_dev = os.fstat(fd).st_dev
 
     total = files = too_deep = 0
@@ -71,7 +71,7 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
     while opened is not None:
         fd, path = opened
         try:
-            size, count, deep, first = _list(
+            size, count, deep, first = list_directory(
                 fd, path, match, root_dev, stack if recursive else None
             )
             total += size
@@ -81,17 +81,21 @@ def scan(directory: str, patterns: Sequence[str], recursive: bool) -> ScanResult
         except FileNotFoundError:
             pass  # removed after it was opened: listing a removed directory fails with ENOENT
         except OSError as exc:
-            errors.append(_error(path, exc))
+            errors.append(describe_error(path, exc))
         finally:
             os.close(fd)
         opened = _open_next(stack, errors)
     if too_deep:
-        errors.append(
-            f"{directory}: {too_deep} directories nested beyond PATH_MAX ({_PATH_MAX + 1} "
-            "bytes) and everything below them not counted"
-        )
+        errors.append(too_deep_error(directory, too_deep))
     return ScanResult(
         total, files, tuple(errors), oldest_mtime=oldest if oldest != math.inf else None
+    )
+
+
+def too_deep_error(directory: str, count: int) -> str:
+    return (
+        f"{directory}: {count} directories nested beyond PATH_MAX ({_PATH_MAX + 1} "
+        "bytes) and everything below them not counted"
     )
 
 
@@ -100,10 +104,10 @@ def _open_next(stack: list[tuple[str, int]], errors: list[str]) -> tuple[int, st
     while stack:
         path, inode = stack.pop()
         try:
-            fd = os.open(path, _OPEN_SUBDIR)
+            fd = os.open(path, OPEN_SUBDIR)
         except OSError as exc:
-            if exc.errno not in _GONE:
-                errors.append(_error(path, exc))
+            if exc.errno not in GONE:
+                errors.append(describe_error(path, exc))
             continue  # else removed or replaced since its parent was listed: nothing to count
         # O_NOFOLLOW guards the last component only; the inode check makes sure a parent
         # swapped for a symlink meanwhile did not lead somewhere else.
@@ -113,7 +117,7 @@ def _open_next(stack: list[tuple[str, int]], errors: list[str]) -> tuple[int, st
     return None
 
 
-def _list(
+def list_directory(
     fd: int, path: str, match: Matcher, root_dev: int, subdirs: list[tuple[str, int]] | None
 ) -> tuple[int, int, int, float]:
     """Bytes, number and oldest mtime (inf: none) of the matching files directly in the open
@@ -152,5 +156,5 @@ def _list(
     return total, files, too_deep, oldest
 
 
-def _error(path: str, exc: OSError) -> str:
+def describe_error(path: str, exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"

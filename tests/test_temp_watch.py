@@ -1,0 +1,234 @@
+"""Temp storage followed by inotify: fresh without scans, exact, and scanning where it cannot be."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from inotify_simple import Event, INotify, flags
+
+from pixcrawler_exporter.collectors import procfs
+from pixcrawler_exporter.collectors.temp_storage import watch
+from pixcrawler_exporter.collectors.temp_storage.collector import (
+    DirectoryUsage,
+    TempStorageCollector,
+)
+from pixcrawler_exporter.collectors.temp_storage.scan import scan
+from tests.test_temp_storage import IMAGES, wait_for, write
+
+Make = Callable[..., TempStorageCollector]
+
+
+@pytest.fixture
+def watched() -> Iterator[Make]:
+    """Collectors that follow events; the next full scan is an hour away."""
+    made: list[TempStorageCollector] = []
+
+    def make(*dirs: Path, recursive: bool = True) -> TempStorageCollector:
+        collector = TempStorageCollector(
+            [str(d) for d in dirs], IMAGES, recursive, 3600, None, watch=True
+        )
+        made.append(collector)
+        collector.start()
+        collector.read()  # the first scan
+        return collector
+
+    yield make
+    for collector in made:
+        collector.close()
+
+
+def usage(collector: TempStorageCollector, directory: Path) -> DirectoryUsage:
+    return collector.read().directories[str(directory)]
+
+
+def settles_at(collector: TempStorageCollector, directory: Path) -> None:
+    """The collector's figures reach what a full scan counts now, without a scan of its own."""
+    result = scan(str(directory), IMAGES, collector.recursive)
+    expected = DirectoryUsage(result.bytes, result.files)
+    wait_for(lambda: usage(collector, directory) == expected, timeout=3)
+    assert collector.scans == 1
+
+
+def test_created_files_and_directories_count_without_a_scan(watched: Make, tmp_path: Path) -> None:
+    write(tmp_path / "a.jpg", 100)
+    collector = watched(tmp_path)
+    assert usage(collector, tmp_path) == DirectoryUsage(100, 1)
+    reading = collector.read()
+    assert reading.modes == {str(tmp_path): "events"}
+    assert reading.watches == 1
+
+    write(tmp_path / "b.png", 20)
+    write(tmp_path / "job-1" / "chunk-1" / "c.jpg", 3)  # new directories, a file inside at once
+    write(tmp_path / "job-1" / "notes.txt", 999)  # not a temp file
+    settles_at(collector, tmp_path)
+    assert usage(collector, tmp_path) == DirectoryUsage(123, 3)
+    assert collector.read().watches == 3
+
+
+def test_rewritten_deleted_and_removed_trees_count_without_a_scan(
+    watched: Make, tmp_path: Path
+) -> None:
+    for i in range(5):
+        write(tmp_path / "job" / f"chunk-{i}" / f"{i}.jpg", 1000 + i)
+    write(tmp_path / "keep.jpg", 7)
+    collector = watched(tmp_path)
+    assert usage(collector, tmp_path).files == 6
+
+    write(tmp_path / "keep.jpg", 70)  # grown in place: close after write
+    (tmp_path / "job" / "chunk-0" / "0.jpg").unlink()
+    shutil.rmtree(tmp_path / "job" / "chunk-1")
+    settles_at(collector, tmp_path)
+    assert usage(collector, tmp_path) == DirectoryUsage(70 + 1002 + 1003 + 1004, 4)
+    assert collector.read().watches == 1 + 1 + 4  # root, job, chunk-0, chunk-2..4
+
+    shutil.rmtree(tmp_path / "job")
+    settles_at(collector, tmp_path)
+    assert usage(collector, tmp_path) == DirectoryUsage(70, 1)
+    assert collector.read().watches == 1
+
+
+def test_renamed_files_and_directories_count_where_they_went(watched: Make, tmp_path: Path) -> None:
+    inside, outside = tmp_path / "temp", tmp_path / "elsewhere"
+    write(inside / "a" / "x.jpg", 10)
+    write(inside / "b" / "y.part", 20)
+    write(outside / "z" / "w.jpg", 40)
+    collector = watched(inside)
+
+    (inside / "b" / "y.part").rename(inside / "b" / "y.jpg")  # now a temp file
+    (inside / "a").rename(inside / "b" / "a")  # a tree moved within
+    (outside / "z").rename(inside / "z")  # a tree moved in
+    settles_at(collector, inside)
+    assert usage(collector, inside) == DirectoryUsage(70, 3)
+
+    (inside / "b").rename(outside / "b")  # a tree moved out, with the one moved into it
+    settles_at(collector, inside)
+    assert usage(collector, inside) == DirectoryUsage(40, 1)
+    assert collector.read().watches == 2
+
+
+def test_non_recursive_follows_the_top_directory_only(watched: Make, tmp_path: Path) -> None:
+    collector = watched(tmp_path, recursive=False)
+    write(tmp_path / "a.jpg", 5)
+    write(tmp_path / "sub" / "b.jpg", 6)
+    settles_at(collector, tmp_path)
+    assert usage(collector, tmp_path) == DirectoryUsage(5, 1)
+    assert collector.read().watches == 1
+
+
+def test_a_lost_event_queue_is_answered_by_listing_everything(
+    watched: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = watched(tmp_path)
+    # Events are dropped on the floor, then the kernel reports the overflow.
+    real_read = watch.Watcher.read
+    dropping = True
+
+    def read(self: watch.Watcher, timeout: float) -> list[Event]:
+        events = real_read(self, timeout)
+        if dropping and events:
+            return [Event(-1, flags.Q_OVERFLOW, 0, "")]
+        return events
+
+    monkeypatch.setattr(watch.Watcher, "read", read)
+    write(tmp_path / "sub" / "lost.jpg", 321)
+    settles_at(collector, tmp_path)
+    assert usage(collector, tmp_path) == DirectoryUsage(321, 1)
+    dropping = False
+    write(tmp_path / "sub" / "seen.jpg", 1)
+    settles_at(collector, tmp_path)
+    assert collector.read().modes == {str(tmp_path): "events"}
+
+
+def test_no_watches_left_falls_back_to_scanning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path / "small" / "a.jpg", 1)
+    for i in range(3):
+        write(tmp_path / "big" / f"d{i}" / "b.jpg", 10)
+    real_add = INotify.add_watch
+    budget = [2]
+
+    def add_watch(self: INotify, path: str, mask: int) -> int:
+        if str(path).startswith(str(tmp_path / "big")):
+            if budget[0] == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            budget[0] -= 1
+        return int(real_add(self, path, mask))
+
+    monkeypatch.setattr(INotify, "add_watch", add_watch)
+    collector = TempStorageCollector(
+        [str(tmp_path / "small"), str(tmp_path / "big")], IMAGES, True, 0.3, None, watch=True
+    )
+    try:
+        collector.start()
+        reading = collector.read()
+        assert reading.modes == {str(tmp_path / "small"): "events", str(tmp_path / "big"): "scan"}
+        assert reading.directories[str(tmp_path / "big")] == DirectoryUsage(30, 3)
+        assert reading.watches == 1  # the big tree's watches were given back
+        assert any("no more inotify watches" in r.getMessage() for r in caplog.records)
+        write(tmp_path / "big" / "d0" / "c.jpg", 5)  # counted by the next scan
+        wait_for(lambda: usage(collector, tmp_path / "big") == DirectoryUsage(35, 4))
+    finally:
+        collector.close()
+
+
+def test_filesystems_that_do_not_report_every_change_are_scanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = os.stat(tmp_path).st_dev
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"36 35 {os.major(dev)}:{os.minor(dev)} / /mnt rw,relatime shared:1 - nfs4 srv:/x rw\n"
+    )
+    assert not procfs.is_local(str(tmp_path), mountinfo)
+    mountinfo.write_text(
+        f"36 35 {os.major(dev)}:{os.minor(dev)} / /mnt rw,relatime - ext4 /dev/vda1 rw\n"
+    )
+    assert procfs.is_local(str(tmp_path), mountinfo)
+    assert not procfs.is_local(str(tmp_path / "missing"), mountinfo)
+
+    monkeypatch.setattr(procfs, "is_local", lambda directory: False)
+    collector = TempStorageCollector([str(tmp_path)], IMAGES, True, 3600, None, watch=True)
+    try:
+        collector.start()
+        reading = collector.read()
+        assert reading.modes == {str(tmp_path): "scan"}
+        assert reading.watches == 0
+    finally:
+        collector.close()
+
+
+def test_close_releases_the_inotify_instance(watched: Make, tmp_path: Path) -> None:
+    def inotify_fds() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # the one listdir itself held
+                found += "inotify" in os.readlink(f"/proc/self/fd/{fd}")
+        return found
+
+    before = inotify_fds()
+    collector = watched(tmp_path)
+    assert inotify_fds() == before + 1
+    collector.close()
+    wait_for(lambda: inotify_fds() == before)
+
+
+def test_oldest_file_age_follows_events(watched: Make, tmp_path: Path) -> None:
+    old = tmp_path / "job-1" / "chunk-1" / "left-behind.jpg"
+    write(old, 10)
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    write(tmp_path / "fresh.jpg", 10)
+    collector = watched(tmp_path)
+    assert collector.read().oldest_file_age[str(tmp_path)] >= 3600
+
+    old.unlink()  # the crashed worker's chunk is cleaned up: only the fresh file is left
+    wait_for(lambda: collector.read().oldest_file_age[str(tmp_path)] < 600, timeout=3)
+    assert collector.scans == 1  # told by events, not by another scan
