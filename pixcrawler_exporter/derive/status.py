@@ -205,14 +205,10 @@ def status_document(facts: Facts) -> StatusDocument:
     v, c = facts.values, facts.capacity
     return {
         "metrics": {
-            "disk_pct": _pct(v["disk"]),
-            "memory_pct": _pct(v["memory"]),
-            "cpu_pct": _pct(v["cpu"]),
-            "temp_storage_mb": (
-                round(facts.temp_storage_bytes / MIB, 2)
-                if facts.temp_storage_bytes is not None
-                else None
-            ),
+            "disk_pct": percent(v["disk"]),
+            "memory_pct": percent(v["memory"]),
+            "cpu_pct": percent(v["cpu"]),
+            "temp_storage_mb": megabytes(facts.temp_storage_bytes),
             "active_chunks": c.active,
         },
         "statuses": {
@@ -270,8 +266,14 @@ def _disk_ratio(reading: DiskReading | None) -> float | None:
     return max(u.usage_ratio for u in reading.usage.values())
 
 
-def _pct(ratio: float | None) -> float | None:
+def percent(ratio: float | None) -> float | None:
+    """A ratio as ``/status`` and the landing page show it: percent, to two decimals."""
     return round(ratio * 100, 2) if ratio is not None else None
+
+
+def megabytes(count: int | None) -> float | None:
+    """Bytes as ``/status`` and the landing page show them: the seeds' MB (MiB), two decimals."""
+    return round(count / MIB, 2) if count is not None else None
 
 
 def _show(resource: str, value: float | None) -> str:
