@@ -161,9 +161,7 @@ class App:
             snapshot = gen.scraper.collect(self._timeout(request))
             facts = gen.tracker.update(snapshot)
             page = landing.Page(__version__, links, gen.reload_ok, gen.loaded_at)
-        return server.Response(
-            HTTPStatus.OK, landing.render(facts, snapshot, page), "text/html; charset=utf-8"
-        )
+            return landing.response(facts, snapshot, gen.config, page)
 
     def start(self) -> None:
         for collector in self._gen.built.collectors:
