@@ -59,21 +59,27 @@ def host_memory(procfs: Path) -> HostMemory:
     return HostMemory(vm.total, vm.available, getattr(vm, "shared", 0))
 
 
-def is_local(path: str | Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
-    """Whether ``path`` is on one of the LOCAL_FILESYSTEMS, by its device's line in mountinfo;
-    False when that cannot be told."""
+def filesystem_type(path: str | Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the filesystem ``path`` is on (``ext4``, ``tmpfs``, ...), by its device's line
+    in mountinfo; None when that cannot be told. The device number is the filesystem's own
+    (every tmpfs mount has one of its own), so bind mounts and symlinks lead to the right line."""
     try:
         dev = os.stat(path).st_dev
         text = mountinfo.read_text(errors="replace")
     except OSError:
-        return False
+        return None
     wanted = f"{os.major(dev)}:{os.minor(dev)}"
     for line in text.splitlines():
         fields = line.split()
         _, _, tail = line.partition(" - ")
         if len(fields) > 2 and fields[2] == wanted and tail:
-            return tail.split()[0] in LOCAL_FILESYSTEMS
-    return False
+            return tail.split()[0]
+    return None
+
+
+def is_local(path: str | Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
+    """Whether ``path`` is on one of the LOCAL_FILESYSTEMS; False when that cannot be told."""
+    return filesystem_type(path, mountinfo) in LOCAL_FILESYSTEMS
 
 
 def net_dev(procfs: Path) -> dict[str, tuple[int, int]]:
