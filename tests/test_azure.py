@@ -7,12 +7,15 @@ are below the configurable minimum (5 s) so the suite stays short; the collector
 ``config.Azure`` made directly for that.
 """
 
+# The fixtures come from tests/helpers/azure.py: their parameters shadow the imports.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,80 +35,13 @@ from pixcrawler_exporter.collectors.azure.parse import OUTCOMES
 from pixcrawler_exporter.collectors.azure.plan import plan_batches
 from pixcrawler_exporter.collectors.azure.reading import AzureReading
 from tests.azure_fake import (
-    CLIENT_ID,
     CLIENT_SECRET,
-    TENANT,
     WORKSPACE,
     FakeAzure,
     resource_id,
-    start_fake,
 )
 from tests.conftest import Exporter, parse_samples, sample
-
-PLAN = resource_id("plan0")
-FOUR = ["CpuPercentage", "MemoryPercentage", "CpuTime", "Requests"]
-
-
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzure]:
-    server = start_fake(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_file))
-    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def make(fake: FakeAzure) -> Iterator[Callable[..., AzureCollector]]:
-    """Build and start a collector on the fake; closed at the end of the test."""
-    started: list[AzureCollector] = []
-
-    def factory(
-        resources: Any = None,
-        *,
-        retries: int = 2,
-        backoff: float = 0.05,
-        timeout: float = 2.0,
-        start: bool = True,
-        **fields: Any,
-    ) -> AzureCollector:
-        raw = resources if resources is not None else [{"id": PLAN, "metrics": FOUR}]
-        values: dict[str, Any] = {
-            "resources": parse_resources(raw),
-            "metrics_endpoint": fake.url,
-            "arm_endpoint": fake.url,  # nothing may leave loopback
-            "authority_host": fake.url,
-            "tenant_id": TENANT,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "refresh_interval_seconds": 0.5,
-            "lookback_seconds": 600.0,
-            "max_age_seconds": None,
-        }
-        values.update(fields)
-        collector = AzureCollector(
-            config.Azure(**values),
-            retries=retries,
-            backoff_seconds=backoff,
-            timeout_seconds=timeout,
-        )
-        if start:
-            collector.start()
-        started.append(collector)
-        return collector
-
-    yield factory
-    for collector in started:
-        collector.close()
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout}s: {what}")
+from tests.helpers.azure import FOUR, PLAN, fake, make, wait_for  # noqa: F401 - fixtures
 
 
 def render(collector: AzureCollector, reading: AzureReading | None = None) -> str:

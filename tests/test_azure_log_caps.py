@@ -2,7 +2,7 @@
 arrive from the wire, and one query over its bounds fails alone (tests/test_hostile.py covers the
 parsing itself)."""
 
-# The fixtures are test_azure's, imported: their parameters shadow the imports, as pytest wants.
+# The fixtures come from tests/helpers/azure.py: their parameters shadow the imports.
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pixcrawler_exporter.collectors.azure.collector import AzureCollector
 from pixcrawler_exporter.collectors.azure.model import parse_log_queries
 from pixcrawler_exporter.collectors.azure.parse import MAX_LOG_ROWS
 from tests.azure_fake import WORKSPACE, FakeAzure
-from tests.test_azure import fake, make, wait_for  # noqa: F401 - fixtures
+from tests.helpers.azure import fake, make, wait_for  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("column", ["timestamp", "itemId", "operation_Id", "operation_ParentId"])

@@ -22,21 +22,9 @@ from pixcrawler_exporter.collectors.temp_storage.collector import (
 )
 from pixcrawler_exporter.collectors.temp_storage.scan import ScanResult
 from tests.conftest import Exporter, parse_samples, sample
+from tests.helpers.temp import IMAGES, wait_for, write
 
-IMAGES = ("*.jpg", "*.png")
 MIB = 1024 * 1024
-
-
-def write(path: Path, size: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x" * size)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 class _Families:

@@ -20,7 +20,7 @@ from pixcrawler_exporter.collectors.temp_storage.collector import (
     TempStorageCollector,
 )
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
-from tests.test_temp_storage import IMAGES, wait_for, write
+from tests.helpers.temp import IMAGES, wait_for, write
 
 Make = Callable[..., TempStorageCollector]
 
