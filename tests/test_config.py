@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -366,3 +368,29 @@ def test_print_config_round_trips_the_rules_section(tmp_path: Path) -> None:
     alerts = first.rules.alerts or {}
     assert alerts["PixCrawlerCPUThrottlingHigh"] == config.AlertOverride("warning", 5400)
     assert "for: 90m" in printed.stdout
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: os.mkfifo(p), "not a regular file (a FIFO)"),
+        (lambda p: os.symlink("/dev/zero", p), "not a regular file (a character device)"),
+        (lambda p: p.write_bytes(b"x" * (14 * 1024 * 1024)), "more than the 65536 bytes"),
+        (lambda p: p.mkdir(), "not a regular file (a directory)"),
+    ],
+    ids=["fifo", "dev-zero", "14-MB", "directory"],
+)
+def test_a_secret_file_that_would_block_or_never_end_is_refused_at_once(
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    make(tmp_path / "pw")
+    env = {
+        "PIXCRAWLER_DB_URL": "postgresql://u@h/db",
+        "PIXCRAWLER_DB_PASSWORD_FILE": str(tmp_path / "pw"),
+    }
+    started = time.monotonic()
+    with pytest.raises(config.ConfigError) as err:
+        config.load(env, dotenv_path=tmp_path / ".env")
+    assert time.monotonic() - started < 1.5
+    assert str(err.value).startswith("database.password_file (env PIXCRAWLER_DB_PASSWORD_FILE): ")
+    assert message in str(err.value)

@@ -15,6 +15,7 @@ from pixcrawler_exporter import environment
 from pixcrawler_exporter.collectors.database.queries import Query, check_names, database_queries
 from pixcrawler_exporter.config.model import Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
+from pixcrawler_exporter.config.secretfile import read_secret
 from pixcrawler_exporter.config.settings import Spec, build
 from pixcrawler_exporter.derive.resources import RESOURCES
 
@@ -210,15 +211,7 @@ def _read_secret_files(config: Config, sources: Mapping[str, str]) -> Config:
 
 
 def _secret(path: str, key: str, sources: Mapping[str, str]) -> str:
-    try:
-        # Mounted secrets often end in a newline that is no part of the secret.
-        value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{key} ({sources[key]}): cannot read {path}: {reason}") from None
-    if not value:
-        raise ConfigError(f"{key} ({sources[key]}): {path} is empty")
-    return value
+    return read_secret(path, key, sources[key])
 
 
 def _dotenv(path: str | Path) -> dict[str, str]:
