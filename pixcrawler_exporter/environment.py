@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,3 +31,17 @@ def _in_container(rootfs: Path, procfs: Path) -> bool:
     except OSError:
         return False
     return any(word in cgroup for word in ("/docker", "/containerd", "/libpod", "/kubepods"))
+
+
+def default_temp_dir() -> str:
+    """Python's temp directory (``$TMPDIR``, else ``/tmp``), even where it cannot be written."""
+    try:
+        return tempfile.gettempdir()
+    except FileNotFoundError:
+        # gettempdir() insists on a directory it can write to, and a read-only root filesystem
+        # (readOnlyRootFilesystem, docker run --read-only) has none. The exporter only reads
+        # this directory, so it takes the one gettempdir() tries first instead of failing.
+        for name in ("TMPDIR", "TEMP", "TMP"):
+            if value := os.environ.get(name):
+                return value
+        return "/tmp"

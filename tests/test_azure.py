@@ -34,6 +34,7 @@ from pixcrawler_exporter.collectors.azure.model import (
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES
 from pixcrawler_exporter.collectors.azure.plan import plan_batches
 from pixcrawler_exporter.collectors.azure.reading import AzureReading
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 from tests.azure_fake import (
     CLIENT_SECRET,
     WORKSPACE,
@@ -158,7 +159,7 @@ def test_yaml_config_round_trips_through_print_config(tmp_path: Path) -> None:
     }
     (tmp_path / "c.yml").write_text(yaml.safe_dump(doc))
     loaded = config.load({}, config_file=str(tmp_path / "c.yml"), dotenv_path=tmp_path / ".env")
-    azure = loaded.config.azure
+    azure = loaded.config.source(AzureSettings)
     assert len(azure.resources) == 2 and [q.timespan for q in azure.log_queries] == [1800, 0]
     # Only the azure section: other sections' round trips are their own tests' business.
     printed = yaml.safe_load(config.render(loaded))
@@ -166,7 +167,7 @@ def test_yaml_config_round_trips_through_print_config(tmp_path: Path) -> None:
     again = config.load(
         {}, config_file=str(tmp_path / "printed.yml"), dotenv_path=tmp_path / ".env"
     )
-    assert again.config.azure == azure
+    assert again.config.source(AzureSettings) == azure
 
 
 def test_batches_group_by_subscription_region_and_type() -> None:

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from pixcrawler_exporter import config
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
+from pixcrawler_exporter.collectors.database.settings import DatabaseSettings
 from pixcrawler_exporter.derive.resources import RESOURCES
 from tests.conftest import Exporter, run_cli
 
@@ -56,7 +58,9 @@ def test_seed_database_url_is_accepted_and_redacted(tmp_path: Path) -> None:
         {"PIXCRAWLER_DB_URL": "postgresql+asyncpg://user:hunter2@db:5432/pixcrawler"},
         dotenv_path=tmp_path / ".env",
     )
-    assert loaded.config.database.url == "postgresql://user:hunter2@db:5432/pixcrawler"
+    assert (
+        loaded.config.source(DatabaseSettings).url == "postgresql://user:hunter2@db:5432/pixcrawler"
+    )
     text = config.render(loaded)
     assert "hunter2" not in text
     assert "url: <redacted>  # env PIXCRAWLER_DB_URL" in text
@@ -301,10 +305,13 @@ def test_secret_files_fill_the_secrets_and_are_read_on_every_load(tmp_path: Path
         "AZURE_CLIENT_SECRET_FILE": str(secret),
     }
     cfg = config.load(env, dotenv_path=tmp_path / ".env").config
-    assert cfg.database.url == "postgresql://u@h:5432/db?sslmode=disable&password=p%40ss%20word"
-    assert cfg.azure.client_secret == "az-secret"
+    assert (
+        cfg.source(DatabaseSettings).url
+        == "postgresql://u@h:5432/db?sslmode=disable&password=p%40ss%20word"
+    )
+    assert cfg.source(AzureSettings).client_secret == "az-secret"
     pw.write_text("rotated")
-    url = config.load(env, dotenv_path=tmp_path / ".env").config.database.url
+    url = config.load(env, dotenv_path=tmp_path / ".env").config.source(DatabaseSettings).url
     assert url is not None and url.endswith("password=rotated")
 
 

@@ -41,6 +41,7 @@ from pixcrawler_exporter.collectors.azure.model import parse_log_queries
 from pixcrawler_exporter.collectors.database import dsn
 from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.database.queries import Query
+from pixcrawler_exporter.collectors.database.settings import DatabaseSettings
 from pixcrawler_exporter.collectors.temp_storage import scan as tempscan
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.web import guard, http1, server, webconfig
@@ -1084,7 +1085,7 @@ def test_every_builtin_name_is_refused_and_a_new_one_is_not(tmp_path: Path) -> N
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump({"database": {"queries": [{**query, "values": ["v"]}]}}))
     loaded = config.load({}, {}, str(path), dotenv_path=tmp_path / "none.env")
-    assert loaded.config.database.queries[0].metric == "pixcrawler_site_rows"
+    assert loaded.config.source(DatabaseSettings).queries[0].metric == "pixcrawler_site_rows"
 
 
 def test_the_collision_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -29,17 +29,26 @@ from pixcrawler_exporter.collect.scraper import Scraper
 
 on = config.load({}, dotenv_path="/nonexistent")
 off = config.load({"PIXCRAWLER_COLLECTOR_UPTIME": "false"}, dotenv_path="/nonexistent")
+moved = config.load({"PIXCRAWLER_UPTIME_FILE": "no-such-file"}, dotenv_path="/nonexistent")
 flag = cli.parser().parse_args(["--no-collector.uptime"])
-built = registry.build(on)
-scraper = Scraper([c for c in built.collectors if c.name == "uptime"])
-renderer = registry.Renderer(scraper.collectors, "local", "local", built.layout.version)
-families = {f.name: [s.value for s in f.samples] for f in renderer.families(scraper.collect(5))}
-scraper.close()
+
+
+def scrape(loaded):
+    built = registry.build(loaded)
+    scraper = Scraper([c for c in built.collectors if c.name == "uptime"])
+    renderer = registry.Renderer(scraper.collectors, "local", "local", built.layout.version)
+    found = {f.name: [s.value for s in f.samples] for f in renderer.families(scraper.collect(5))}
+    scraper.close()
+    return found
+
+
 print(json.dumps({
     "on": on.config.collectors.uptime,
     "off": off.config.collectors.uptime,
     "flag": vars(flag)["collectors.uptime"],
-    "families": families,
+    "families": scrape(on),
+    "moved": scrape(moved),
+    "printed": config.render(moved),
     "config_row": [r for r in reference.config_table().splitlines() if "uptime" in r],
     "metric_row": [r for r in reference.metric_table(reference.all_descs()).splitlines()
                    if "uptime" in r],
@@ -72,7 +81,11 @@ def test_readmes_example_collector_is_one_file_and_one_registration(tmp_path: Pa
     assert (got["on"], got["off"], got["flag"]) == (True, False, False)
     assert got["families"]["pixcrawler_uptime_seconds"][0] > 0
     assert got["families"]["pixcrawler_exporter_collector_success"] == [1.0]
+    # Its own section: read from its variable, printed and documented like any setting.
+    assert got["moved"]["pixcrawler_exporter_collector_success"] == [0.0]
+    assert "\nuptime:\n  file: no-such-file  # env PIXCRAWLER_UPTIME_FILE\n" in got["printed"]
     assert "`PIXCRAWLER_COLLECTOR_UPTIME` | `--collector.uptime` | `true`" in got["config_row"][0]
+    assert "| `uptime.file` | `PIXCRAWLER_UPTIME_FILE` | — | `uptime` |" in got["config_row"][1]
     assert "`pixcrawler_uptime_seconds` | gauge | — | uptime |" in got["metric_row"][0]
 
 

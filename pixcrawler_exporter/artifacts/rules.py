@@ -34,6 +34,7 @@ from pixcrawler_exporter.artifacts.alerting import (
 from pixcrawler_exporter.artifacts.alerting import alert as _alert
 from pixcrawler_exporter.artifacts.alerting import number as _number
 from pixcrawler_exporter.artifacts.alerting import quote as _quote
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -310,7 +311,9 @@ def _database_group() -> Group:
 
 def _azure_group(cfg: Config) -> Group:
     """Azure Monitor metrics that stopped arriving."""
-    stale_after = max(AZURE_MIN_STALE_SECONDS, math.ceil(3 * cfg.azure.refresh_interval_seconds))
+    stale_after = max(
+        AZURE_MIN_STALE_SECONDS, math.ceil(3 * cfg.source(AzureSettings).refresh_interval_seconds)
+    )
     return Group(
         "pixcrawler-exporter.azure",
         [

@@ -15,6 +15,7 @@ from pixcrawler_exporter.artifacts.alerting import (
     duration,
     number,
 )
+from pixcrawler_exporter.collectors.temp_storage.settings import TempSettings
 from pixcrawler_exporter.config import Config
 
 AGE = "{{ $value | humanizeDuration }}"
@@ -119,7 +120,8 @@ def _temp_scan(cfg: Config) -> Group:
     configured directory that cannot be read at all fails the collector
     (PixCrawlerCollectorFailing)."""
     stale = max(
-        SCAN_MIN_STALE_SECONDS, math.ceil(SCAN_STALE_INTERVALS * cfg.temp.scan_interval_seconds)
+        SCAN_MIN_STALE_SECONDS,
+        math.ceil(SCAN_STALE_INTERVALS * cfg.source(TempSettings).scan_interval_seconds),
     )
     return Group(
         "pixcrawler-exporter.temp-scan",

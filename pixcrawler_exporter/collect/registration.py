@@ -2,9 +2,11 @@
 
 A registration names the collector (its ``collectors.NAME`` key, ``--collector.NAME`` flag and
 ``PIXCRAWLER_COLLECTOR_NAME`` variable), says whether it is on by default, gives the help text of
-that switch, and loads its class only when asked: a package registers in its ``__init__`` and
-names the module holding the class, so a heavy client library is imported when the collector is
-built or documented, not when the configuration is read.
+that switch, hands over the collector's own configuration section (a ``SourceSettings``
+dataclass, keyed ``NAME`` unless it says otherwise), and loads its class only when asked: a
+package registers in its ``__init__`` and names the module holding the class, so a heavy client
+library is imported when the collector is built or documented, not when the configuration is
+read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pixcrawler_exporter.collect.contract import Source
 if TYPE_CHECKING:
     from pixcrawler_exporter.collectors.cgroup import CgroupLayout
     from pixcrawler_exporter.config import Config
+    from pixcrawler_exporter.config.settings import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,13 @@ class Registration:
     # Why the collector cannot run with this configuration (None: it can). Asked before its
     # class is loaded, so a client library is not imported only to find out it is not needed.
     missing: Callable[[Config], str | None] | None = None
+    # The collector's configuration section and its YAML key (the name unless given).
+    settings: type[SourceSettings] | None = None
+    settings_key: str | None = None
+
+    @property
+    def section(self) -> str:
+        return self.settings_key or self.name
 
 
 class Registry:
@@ -63,12 +73,14 @@ class Registry:
         load: Callable[[], type[Source]],
         default: bool = True,
         missing: Callable[[Config], str | None] | None = None,
+        settings: type[SourceSettings] | None = None,
+        settings_key: str | None = None,
     ) -> None:
         if not name.isidentifier() or name != name.lower():
             raise ValueError(f"collector name {name!r} must be a lower-case identifier")
         if name in self._found:
             raise ValueError(f"collector {name!r} is registered twice")
-        self._found[name] = Registration(name, default, help, load, missing)
+        self._found[name] = Registration(name, default, help, load, missing, settings, settings_key)
 
     def registrations(self) -> tuple[Registration, ...]:
         """Every registration, by name: the order of README, ``--print-config`` and

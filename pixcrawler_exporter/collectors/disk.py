@@ -20,11 +20,31 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import procfs
+from pixcrawler_exporter.config.parsers import number, path_list
+from pixcrawler_exporter.config.settings import SourceSettings, setting
+from pixcrawler_exporter.environment import default_temp_dir
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiskSettings(SourceSettings):
+    paths: tuple[str, ...] = setting(
+        (default_temp_dir(), "/"),
+        path_list,
+        env="PIXCRAWLER_DISK_PATHS",
+        help="Paths whose filesystems are reported (':'-separated in the variable).",
+    )
+    timeout_seconds: float = setting(
+        2.0,
+        number(0.01, 60),
+        env="PIXCRAWLER_DISK_TIMEOUT_SECONDS",
+        help="A filesystem that does not answer statvfs within this is reported failed.",
+    )
+
 
 SIZE = Desc(
     "pixcrawler_disk_size_bytes", "Size of the filesystem holding the path.", "gauge", ("path",)
@@ -89,11 +109,11 @@ class DiskCollector(Collector[DiskReading]):
 
     @classmethod
     def settings(cls, config: Config) -> object:
-        return config.disk
+        return config.source(DiskSettings)
 
     @classmethod
     def build(cls, context: BuildContext) -> DiskCollector:
-        disk = context.config.disk
+        disk = context.config.source(DiskSettings)
         return cls(disk.paths, context.rootfs, disk.timeout_seconds)
 
     def read(self) -> DiskReading:
@@ -163,4 +183,5 @@ register(
     "disk",
     help="Size and free space of the filesystems holding disk.paths.",
     load=lambda: DiskCollector,
+    settings=DiskSettings,
 )

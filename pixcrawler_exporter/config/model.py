@@ -1,15 +1,18 @@
-"""The configuration model: the root, the exporter's own sections (web, paths, collectors, log)
-and the sections of each source, declared in ``sources`` and ``thresholds``."""
+"""The configuration model: the root, the exporter's own sections (web, paths, collectors, log,
+capacity, thresholds, rules) and each source's section, which the source declares and hands over
+through its collector's registration."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pixcrawler_exporter import environment
 from pixcrawler_exporter.collect.registration import REGISTRY
 from pixcrawler_exporter.config.alerting import Rules
+from pixcrawler_exporter.config.capacity import Capacity
 from pixcrawler_exporter.config.parsers import (
     absolute_path,
     boolean,
@@ -19,9 +22,10 @@ from pixcrawler_exporter.config.parsers import (
     number,
     optional_text,
 )
-from pixcrawler_exporter.config.settings import Spec, setting, walk
-from pixcrawler_exporter.config.sources import Azure, Capacity, Database, Disk, Temp
+from pixcrawler_exporter.config.settings import SourceSettings, Spec, flat, setting, walk
 from pixcrawler_exporter.config.thresholds import Alerts, Thresholds
+
+S = TypeVar("S", bound=SourceSettings)
 
 DEFAULT_PORT = 8395
 
@@ -136,6 +140,33 @@ Collectors = _collector_switches()
 
 
 @dataclass(frozen=True)
+class SourceSections:
+    """The sources' own sections, one field per registration that declares one, keyed at the
+    top level of the configuration (``database.url``)."""
+
+    def get(self, kind: type[S]) -> S:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if type(value) is kind:
+                return value
+        raise LookupError(f"no collector registers the settings {kind.__name__}")
+
+
+def _source_sections() -> type[SourceSections]:
+    sections = [
+        (r.section, r.settings, field(default_factory=r.settings))
+        for r in REGISTRY.registrations()
+        if r.settings is not None
+    ]
+    made = dataclasses.make_dataclass("Sources", sections, bases=(SourceSections,), frozen=True)
+    assert issubclass(made, SourceSections)
+    return made
+
+
+Sources = _source_sections()
+
+
+@dataclass(frozen=True)
 class Log:
     level: str = setting(
         "info",
@@ -184,15 +215,23 @@ class Config:
     web: Web = field(default_factory=Web)
     paths: Paths = field(default_factory=Paths)
     collectors: CollectorSwitches = field(default_factory=Collectors)
-    disk: Disk = field(default_factory=Disk)
-    temp: Temp = field(default_factory=Temp)
-    database: Database = field(default_factory=Database)
-    azure: Azure = field(default_factory=Azure)
+    sources: SourceSections = flat(Sources)
     capacity: Capacity = field(default_factory=Capacity)
     thresholds: Thresholds = field(default_factory=Thresholds)
     alerts: Alerts = field(default_factory=Alerts)
     log: Log = field(default_factory=Log)
     rules: Rules = field(default_factory=Rules)
+
+    def source(self, kind: type[S]) -> S:
+        """A source's section by its class: ``config.source(DatabaseSettings).url``."""
+        return self.sources.get(kind)
+
+    def with_source(self, section: SourceSettings) -> Config:
+        """This configuration with one source's section replaced."""
+        name = next(f.name for f in dataclasses.fields(self.sources) if type(section) is f.type)
+        return dataclasses.replace(
+            self, sources=dataclasses.replace(self.sources, **{name: section})
+        )
 
 
 def specs() -> Iterator[Spec]:

@@ -9,7 +9,6 @@ from typing import TypeVar
 
 # One spelling for every redaction; re-exported as config's.
 from pixcrawler_exporter.collect.errors import REDACTED as REDACTED
-from pixcrawler_exporter.collectors.database import dsn
 
 
 class ConfigError(Exception):
@@ -164,20 +163,6 @@ def patterns(raw: object) -> tuple[str, ...]:
     if not found:
         raise ValueError("at least one file name pattern such as '*.jpg' (comma-separated)")
     return found
-
-
-def database_url(raw: object) -> str | None:
-    """A PostgreSQL URL; the SQLAlchemy form 'postgresql+asyncpg://' is accepted as is."""
-    if raw is None or raw == "":
-        return None
-    value = text(raw).strip()
-    scheme, sep, rest = value.partition("://")
-    base = scheme.split("+", 1)[0].lower()
-    if not sep or base not in {"postgresql", "postgres"} or not rest:
-        raise ValueError("a URL such as postgresql://user:password@host:5432/pixcrawler")
-    url = f"postgresql://{rest}"
-    dsn.redact_url(url)  # libpq must read it, and read it as its redacted form says
-    return url
 
 
 def name_overrides(raw: object) -> Mapping[str, object] | None:

@@ -1,15 +1,20 @@
 """Declaring a setting once: its default, parser, environment variable(s), flag, help, secrecy
 and per-environment default, kept as typed dataclass field metadata that loading, printing,
-the flags and the README reference all walk."""
+the flags and the README reference all walk.
+
+A source declares its own section here (a frozen dataclass deriving from :class:`SourceSettings`)
+and hands it to the configuration through its collector's registration; this module imports no
+source and nothing that lists them, so a source's package may import it while it registers."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Required, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Generic, Required, Self, TypedDict, TypeVar, Unpack
 
 from pixcrawler_exporter.config.parsers import Parser
+from pixcrawler_exporter.config.secretfile import read_secret
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -19,6 +24,9 @@ D = TypeVar("D", bound="DataclassInstance")
 
 _SETTING = "setting"  # field metadata key of a setting's SettingMeta
 _SECTION = "section"  # field metadata key of a section whose settings its parent declares
+# Field metadata key of a container whose sections sit at the top level of the YAML (the
+# sources' sections: ``database.url``, not ``sources.database.url``).
+_FLAT = "flat"
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,11 @@ class Spec:
         return self.meta.default
 
 
+def flat(factory: type[D]) -> D:
+    """A field holding sections that are keyed at its parent's level (see ``_FLAT``)."""
+    return field(default_factory=factory, metadata={_FLAT: True})
+
+
 def walk(cls: type[DataclassInstance], prefix: str = "") -> Iterator[Spec]:
     """Every setting below ``cls``, in declaration order, with its dotted key."""
     for f in dataclasses.fields(cls):
@@ -98,6 +111,8 @@ def walk(cls: type[DataclassInstance], prefix: str = "") -> Iterator[Spec]:
             yield Spec(key, meta)
         elif isinstance(shared, Section):
             yield from (Spec(f"{key}.{name}", m) for name, m in shared.settings.items())
+        elif f.metadata.get(_FLAT):
+            yield from walk(_section_class(f), prefix)
         else:
             yield from walk(_section_class(f), key + ".")
 
@@ -114,9 +129,65 @@ def build(cls: type[D], values: Mapping[str, object], prefix: str = "") -> D:
             kwargs[f.name] = shared.cls(
                 **{name: values[f"{key}.{name}"] for name in shared.settings}
             )
+        elif f.metadata.get(_FLAT):
+            kwargs[f.name] = build(_section_class(f), values, prefix)
         else:
             kwargs[f.name] = build(_section_class(f), values, key + ".")
     return cls(**kwargs)
+
+
+def lookup(node: object, key: str) -> object:
+    """The value at a dotted key, looking through flat containers as :func:`walk` does."""
+    for part in key.split("."):
+        node = _child(node, part)
+    return node
+
+
+def _child(node: object, name: str) -> object:
+    if not dataclasses.is_dataclass(node):
+        raise KeyError(name)
+    for f in dataclasses.fields(node):
+        if f.metadata.get(_FLAT):
+            inner = getattr(node, f.name)
+            if any(g.name == name for g in dataclasses.fields(inner)):
+                return getattr(inner, name)
+        elif f.name == name:
+            return getattr(node, name)
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a source's section may ask of the load that built it: where each of its values came
+    from (for messages), whether its collector will run, and its secret files read."""
+
+    key: str  # the section's dotted key: "database"
+    sources: Mapping[str, str]  # dotted key -> where its value came from
+    enabled: bool  # the collector's switch; a section of a collector that is off checks less
+
+    def of(self, name: str) -> str:
+        """Where the section's setting ``name`` came from: "env PIXCRAWLER_DB_URL", "default"."""
+        return self.sources[f"{self.key}.{name}"]
+
+    def where(self, name: str) -> str:
+        """``database.password_file (env PIXCRAWLER_DB_PASSWORD_FILE)``: the head of a message."""
+        return f"{self.key}.{name} ({self.of(name)})"
+
+    def secret(self, name: str, path: str) -> str:
+        """The secret in the file that setting ``name`` names, read within bounds."""
+        return read_secret(path, f"{self.key}.{name}", self.of(name))
+
+
+class SourceSettings:
+    """Base of a source's section: a frozen dataclass of :func:`setting` fields.
+
+    :meth:`finish` runs on every load (so a reload reads a rotated secret file again) once every
+    value is parsed: it checks what involves more than one setting and fills secrets from files,
+    raising ``ConfigError`` with a message that names the setting.
+    """
+
+    def finish(self, given: Provenance) -> Self:
+        return self
 
 
 def _section_class(f: dataclasses.Field[object]) -> type[DataclassInstance]:

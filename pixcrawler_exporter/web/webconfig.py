@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixcrawler_exporter.config import ConfigError, read_yaml_mapping
+from pixcrawler_exporter.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,8 @@ class TLSContexts:
 
 def _read(path: str) -> dict[Any, Any]:
     # An empty file means plain HTTP without authentication, as with the toolkit.
+    from pixcrawler_exporter.config.yamlfile import read_yaml_mapping  # PyYAML: with a file
+
     return read_yaml_mapping(path, "web config file")
 
 

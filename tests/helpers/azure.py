@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pixcrawler_exporter import config
 from pixcrawler_exporter.collectors.azure.collector import AzureCollector
 from pixcrawler_exporter.collectors.azure.model import parse_resources
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 from tests.azure_fake import CLIENT_ID, CLIENT_SECRET, TENANT, FakeAzure, resource_id, start_fake
 
 PLAN = resource_id("plan0")
@@ -59,7 +59,7 @@ def make(fake: FakeAzure) -> Iterator[Callable[..., AzureCollector]]:
         }
         values.update(fields)
         collector = AzureCollector(
-            config.Azure(**values),
+            AzureSettings(**values),
             retries=retries,
             backoff_seconds=backoff,
             timeout_seconds=timeout,

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pixcrawler_exporter import config
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import MalformedError
 from pixcrawler_exporter.collectors.azure.plan import Batch
@@ -23,6 +22,7 @@ from pixcrawler_exporter.collectors.azure.resolve import (
     api_version,
     arm_info,
 )
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
     from azure.core import PipelineClient
@@ -53,7 +53,7 @@ class Clients:
 
     def __init__(
         self,
-        cfg: config.Azure,
+        cfg: AzureSettings,
         timeout: float,
         on_headers: Callable[[Mapping[str, str]], None],
     ) -> None:
@@ -162,7 +162,7 @@ class Clients:
         self._on_headers(pipeline_response.http_response.headers)
 
 
-def make_credential(cfg: config.Azure, timeout: float) -> Credential:
+def make_credential(cfg: AzureSettings, timeout: float) -> Credential:
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
     kwargs: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout}

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.errors import describe, scrub
@@ -46,9 +45,12 @@ from pixcrawler_exporter.collectors.azure.plan import (
 )
 from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue
 from pixcrawler_exporter.collectors.azure.resolve import ArmInfo, needs_lookup, resolve
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
     from azure.monitor.query import LogsQueryPartialResult, LogsQueryResult, LogsTable
+
+    from pixcrawler_exporter.config import Config
 
 # The reading is imported from here by the code that derives facts from it.
 __all__ = ["AzureCollector", "AzureReading"]
@@ -110,16 +112,16 @@ class AzureCollector(Collector[AzureReading]):
     descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
 
     @classmethod
-    def settings(cls, cfg: config.Config) -> object:
-        return cfg.azure, cfg.mode
+    def settings(cls, cfg: Config) -> object:
+        return cfg.source(AzureSettings), cfg.mode
 
     @classmethod
     def build(cls, context: BuildContext) -> AzureCollector | None:
-        return cls(context.config.azure) if context.config.mode == "azure" else None
+        return cls(context.config.source(AzureSettings)) if context.config.mode == "azure" else None
 
     def __init__(
         self,
-        cfg: config.Azure,
+        cfg: AzureSettings,
         *,
         retries: int = 2,
         backoff_seconds: float = 1.0,

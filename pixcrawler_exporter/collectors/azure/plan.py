@@ -12,8 +12,8 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pixcrawler_exporter import config
 from pixcrawler_exporter.collectors.azure.model import AzureResource, LogQuery, default_resource
+from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
 # Batch API limits (metrics:getBatch): resource ids per call; metric names per call as for the
 # metrics API.
@@ -56,7 +56,7 @@ class Plan:
         return {r.id.lower(): i for i, r in enumerate(self.resources)}
 
 
-def configured(cfg: config.Azure) -> list[AzureResource]:
+def configured(cfg: AzureSettings) -> list[AzureResource]:
     """The resources as configured: ``resource_id`` first, then ``azure.resources``."""
     resources = list(cfg.resources)
     if cfg.resource_id and all(r.id.lower() != cfg.resource_id.lower() for r in resources):
@@ -64,7 +64,7 @@ def configured(cfg: config.Azure) -> list[AzureResource]:
     return resources
 
 
-def plan(cfg: config.Azure, resolved: Sequence[AzureResource] | None = None) -> Plan:
+def plan(cfg: AzureSettings, resolved: Sequence[AzureResource] | None = None) -> Plan:
     """What to ask for the configured resources, or for ``resolved`` ones (regions and plans
     filled in from Resource Manager)."""
     resources = list(resolved) if resolved is not None else configured(cfg)

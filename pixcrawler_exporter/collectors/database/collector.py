@@ -29,6 +29,7 @@ from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.database.dsn import redact_url
 from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query, database_queries
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading, Sample
+from pixcrawler_exporter.collectors.database.settings import DatabaseSettings
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -125,12 +126,12 @@ class DatabaseCollector(Collector[DatabaseReading]):
 
     @classmethod
     def settings(cls, config: Config) -> object:
-        return config.database
+        return config.source(DatabaseSettings)
 
     @classmethod
     def build(cls, context: BuildContext) -> DatabaseCollector | None:
 
-        db = context.config.database
+        db = context.config.source(DatabaseSettings)
         if db.url is None:  # the registration says so before this module is loaded
             return None
         return cls(

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     # not wherever the configuration is loaded.
     from psycopg import sql
 
-    # Only for the annotation: config imports this module to parse database.queries.
-    from pixcrawler_exporter.config.sources import Database
+    # Only for the annotation: the settings module imports this one to parse database.queries.
+    from pixcrawler_exporter.collectors.database.settings import DatabaseSettings
 
 ACTIVE_CHUNKS = "pixcrawler_chunks_active"
 OLDEST_ACTIVE = "pixcrawler_chunks_oldest_active_age_seconds"
@@ -361,7 +361,7 @@ def check_names(preset: str, **names: object) -> Callable[..., tuple[Query, ...]
     return make
 
 
-def database_queries(db: Database) -> tuple[Query, ...]:
+def database_queries(db: DatabaseSettings) -> tuple[Query, ...]:
     """The preset's queries (with the configured names) followed by the extra ones."""
     preset = () if db.preset == "none" else default_queries(db.preset, **(db.names or {}))
     return (*preset, *db.queries)

@@ -24,6 +24,7 @@ from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.temp_storage.memoryfs import in_memory
 from pixcrawler_exporter.collectors.temp_storage.scan import matcher, scan
+from pixcrawler_exporter.collectors.temp_storage.settings import TempSettings
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.collectors.temp_storage.watch import Watcher
@@ -237,13 +238,13 @@ class TempStorageCollector(Collector[TempStorageReading]):
 
     @classmethod
     def settings(cls, config: Config) -> object:
-        return config.temp, config.capacity
+        return config.source(TempSettings), config.capacity
 
     @classmethod
     def build(cls, context: BuildContext) -> TempStorageCollector:
         from pixcrawler_exporter.derive import capacity  # derive imports config: not at load
 
-        temp = context.config.temp
+        temp = context.config.source(TempSettings)
         limit = capacity.temp_limit_bytes(context.config.capacity)
         return cls(
             temp.dirs, temp.patterns, temp.recursive, temp.scan_interval_seconds, limit, watch=True

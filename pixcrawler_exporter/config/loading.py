@@ -4,19 +4,16 @@ Nothing else in the package reads ``os.environ``."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from pixcrawler_exporter import environment
-from pixcrawler_exporter.collectors.database.queries import Query, check_names, database_queries
+from pixcrawler_exporter.collect.registration import REGISTRY
 from pixcrawler_exporter.config.model import Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
-from pixcrawler_exporter.config.secretfile import read_secret
-from pixcrawler_exporter.config.settings import Spec, build
+from pixcrawler_exporter.config.settings import Provenance, Spec, build
 from pixcrawler_exporter.derive.resources import RESOURCES
 
 
@@ -60,7 +57,7 @@ def load(
         if sources[spec.key] == "default" and running_in in by_env:
             values[spec.key] = by_env[running_in]
             sources[spec.key] = f"default for {running_in}"
-    config = _read_secret_files(build(Config, values), sources)
+    config = _finish_sources(build(Config, values), sources)
     _check(config, sources)
     return Loaded(config, sources, detected)
 
@@ -135,28 +132,20 @@ def _parse(spec: Spec, given: _Given) -> object:
         raise ConfigError(f"{given.where}: {shown} is not valid; expected {exc}") from None
 
 
+def _finish_sources(config: Config, sources: Mapping[str, str]) -> Config:
+    """Each source's own checks and secret files, on every load (so a reload reads a rotated
+    secret); the source's package words its messages."""
+    enabled = config.collectors.enabled()
+    for r in REGISTRY.registrations():
+        if r.settings is None:
+            continue
+        given = Provenance(r.section, sources, enabled[r.name])
+        config = config.with_source(config.source(r.settings).finish(given))
+    return config
+
+
 def _check(config: Config, sources: Mapping[str, str]) -> None:
-    """Rules that involve more than one setting."""
-    db = config.database
-    if db.names and db.preset == "none":
-        raise ConfigError("database.names: the 'none' preset takes no names")
-    # Rendering the queries imports psycopg (~20 MB): only for a collector that will run.
-    runs = config.collectors.database and db.url is not None
-    try:
-        queries = database_queries(db) if runs else ()
-        if not runs and db.preset != "none":
-            check_names(db.preset, **(db.names or {}))
-    except ValueError as exc:
-        raise ConfigError(f"database.names ({sources['database.names']}): expected {exc}") from None
-    metrics = [q.metric for q in queries]
-    twice = sorted({m for m in metrics if metrics.count(m) > 1})
-    if twice:
-        raise ConfigError(
-            f"database.queries: {', '.join(twice)} is also produced by the "
-            f"{db.preset} preset; set database.preset to 'none' to replace it"
-        )
-    if db.queries:  # the check imports every collector: only when there is something to check
-        _check_builtin_names(db.queries, sources["database.queries"])
+    """Rules of the exporter's own sections that involve more than one setting."""
     for resource in RESOURCES:
         pair = config.thresholds.pair(resource)
         if pair.warning > pair.critical:
@@ -166,52 +155,6 @@ def _check(config: Config, sources: Mapping[str, str]) -> None:
                 f"{key}.critical ({pair.critical:g}, from {sources[key + '.critical']}); "
                 "expected warning <= critical"
             )
-
-
-def _check_builtin_names(queries: Sequence[Query], source: str) -> None:
-    # Two families of one name make client_python refuse the collectors (exit 1), or, for the
-    # derived metrics rendered apart, two HELP lines that make Prometheus drop the whole scrape.
-    # Imported here: the collectors' modules import this package.
-    from pixcrawler_exporter.collect.registry import builtin_names
-
-    taken = builtin_names()
-    for query in queries:
-        if query.metric in taken:
-            raise ConfigError(
-                f"database.queries ({source}): the query for {query.metric} takes the name of "
-                "one of the exporter's own metrics; name it otherwise"
-            )
-
-
-def _read_secret_files(config: Config, sources: Mapping[str, str]) -> Config:
-    """Fill the secrets that ``*_file`` settings name. Called on every load, so a reload reads a
-    rotated secret; the content never appears in a message."""
-    db, az = config.database, config.azure
-    if db.password_file is not None:
-        if db.url is None:
-            raise ConfigError("database.password_file: set database.url too (without a password)")
-        parts = urlsplit(db.url)
-        if parts.password is not None or "password" in dict(parse_qsl(parts.query)):
-            raise ConfigError(
-                "database.password_file: database.url already holds a password; give one or "
-                "the other"
-            )
-        password = _secret(db.password_file, "database.password_file", sources)
-        query = f"{parts.query}&" if parts.query else ""
-        url = urlunsplit(parts._replace(query=f"{query}password={quote(password, safe='')}"))
-        config = dataclasses.replace(config, database=dataclasses.replace(db, url=url))
-    if az.client_secret_file is not None:
-        if az.client_secret is not None:
-            raise ConfigError(
-                "azure.client_secret_file: azure.client_secret is set too; give one or the other"
-            )
-        secret = _secret(az.client_secret_file, "azure.client_secret_file", sources)
-        config = dataclasses.replace(config, azure=dataclasses.replace(az, client_secret=secret))
-    return config
-
-
-def _secret(path: str, key: str, sources: Mapping[str, str]) -> str:
-    return read_secret(path, key, sources[key])
 
 
 def _dotenv(path: str | Path) -> dict[str, str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from pixcrawler_exporter.config.load import Loaded
-from pixcrawler_exporter.config.model import Config, specs
+from pixcrawler_exporter.config.loading import Loaded
+from pixcrawler_exporter.config.model import specs
 from pixcrawler_exporter.config.parsers import REDACTED
+from pixcrawler_exporter.config.settings import lookup
 
 
 def render(loaded: Loaded) -> str:
@@ -28,7 +29,7 @@ def render(loaded: Loaded) -> str:
         for depth in range(common, len(sections)):
             lines.append("  " * depth + f"{sections[depth]}:")
         open_sections = sections
-        value = _get(loaded.config, spec.key)
+        value = lookup(loaded.config, spec.key)
         shown = yaml.safe_dump(
             REDACTED if spec.meta.secret and value is not None else _plain(value),
             default_flow_style=True,
@@ -52,10 +53,3 @@ def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _get(config: Config, key: str) -> object:
-    node: object = config
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
