@@ -21,6 +21,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+# Helpers that are also fixture plugins (pytest_plugins = [...]) are imported by test modules
+# before pytest loads them as plugins: marked here, their asserts are rewritten all the same.
+pytest.register_assert_rewrite("tests.helpers", "tests.pg")
+
 STRICT = os.environ.get("PIXCRAWLER_TEST_STRICT") == "1"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -177,10 +181,10 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-# Fixtures that start a real exporter process or PostgreSQL server: a test using one, directly or
-# through another fixture, is end-to-end without having to say so. Tests that start processes by
-# other means carry @pytest.mark.e2e themselves.
-E2E_FIXTURES = frozenset({"exporter_factory", "postgres_server"})
+# Fixtures that start a real exporter process, PostgreSQL or Redis server (Celery workers need the
+# latter): a test using one, directly or through another fixture, is end-to-end without having to
+# say so. Tests that start processes by other means carry @pytest.mark.e2e themselves.
+E2E_FIXTURES = frozenset({"exporter_factory", "postgres_server", "redis_server", "redis_factory"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

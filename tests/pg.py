@@ -222,15 +222,26 @@ def postgres(postgres_server: PostgresServer) -> PostgresServer:
     return postgres_server
 
 
-# Seed 003's CrawlJob columns that the default queries read; tests and benches add their rows.
+# Seed 003's CrawlJob columns; tests and benches add their rows (tests/minicrawler writes them as
+# the seed's orchestrator does). The default queries read only the counters and the status.
 CRAWL_JOBS_TABLE = """
 DROP TABLE IF EXISTS crawl_jobs;
 CREATE TABLE crawl_jobs (
     id serial PRIMARY KEY,
+    project_id integer NOT NULL DEFAULT 1,
+    max_images integer NOT NULL DEFAULT 0,
     status varchar(20) NOT NULL,
     total_chunks integer NOT NULL DEFAULT 0,
     active_chunks integer NOT NULL DEFAULT 0,
     completed_chunks integer NOT NULL DEFAULT 0,
-    failed_chunks integer NOT NULL DEFAULT 0
+    failed_chunks integer NOT NULL DEFAULT 0,
+    task_ids text[] NOT NULL DEFAULT '{}'
 );
 """
+
+
+@pytest.fixture
+def crawl_jobs(postgres: PostgresServer) -> PostgresServer:
+    """The session's server with an empty ``crawl_jobs`` table."""
+    postgres.execute(CRAWL_JOBS_TABLE)
+    return postgres

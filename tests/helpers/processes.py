@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -34,3 +35,15 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} was not ready within 30s:\n{log.read_text()}")
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: the child gets SIGKILL when the test process dies, however it dies.
+
+    Fixtures stop their processes when a test fails; this covers pytest itself being killed. It
+    is tied to the thread that started the child, so start long-lived children from the main
+    thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
