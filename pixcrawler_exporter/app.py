@@ -17,7 +17,8 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter import __version__, logs
 from pixcrawler_exporter.collect import registry
-from pixcrawler_exporter.collect.scraper import Scraper
+from pixcrawler_exporter.collect.contract import ReportsServices, Source
+from pixcrawler_exporter.collect.scraper import Outcome, Scraper
 from pixcrawler_exporter.config import Config, ConfigError, Loaded
 from pixcrawler_exporter.derive import status
 from pixcrawler_exporter.web import landing, server
@@ -115,10 +116,19 @@ class App:
             name: {"healthy": o.success, "detail": o.error or "ok"}
             for name, o in snapshot.outcomes.items()
         }
-        healthy = all(o.success for o in snapshot.outcomes.values())
+        services = {
+            name: {"healthy": why is None, "detail": why or "ok"}
+            for collector in gen.scraper.collectors
+            for name, why in _services(collector, snapshot.outcomes[collector.name]).items()
+        }
+        healthy = all(o.success for o in snapshot.outcomes.values()) and all(
+            s["healthy"] for s in services.values()
+        )
         doc = {
             "status": "healthy" if healthy else "degraded",
             "sources": sources,
+            # Seed 002's shape: each service healthy or not, whichever source answers for it.
+            "services": services,
             "timestamp": datetime.fromtimestamp(snapshot.timestamp, UTC).isoformat(),
         }
         return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, doc)
@@ -257,6 +267,15 @@ def _keep_restart_only(new: Loaded, old: Loaded) -> Loaded:
         for key, source in new.sources.items()
     }
     return dataclasses.replace(new, config=config, sources=sources)
+
+
+def _services(collector: Source, outcome: Outcome) -> dict[str, str | None]:
+    """The services a collector answers for: from its reading, or all failing without one."""
+    told = outcome.reading.services() if isinstance(outcome.reading, ReportsServices) else {}
+    missing = outcome.error or "no reading"
+    return {
+        name: told.get(name, missing) if name in told else missing for name in collector.services
+    }
 
 
 def _json(code: int, doc: object) -> server.Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     from pixcrawler_exporter.collect.registration import BuildContext
     from pixcrawler_exporter.config import Config
 
-__all__ = ["Collector", "CollectorError", "ReportsError", "Source", "Taken", "reading_error"]
+__all__ = [
+    "Collector",
+    "CollectorError",
+    "ReportsError",
+    "ReportsServices",
+    "Source",
+    "Taken",
+    "reading_error",
+]
 
 R = TypeVar("R")
 
@@ -31,6 +39,16 @@ class ReportsError(Protocol):
 
     @property
     def error(self) -> str | None: ...
+
+
+@runtime_checkable
+class ReportsServices(Protocol):
+    """A reading that says how the services behind its source are: ``/health``'s ``services``
+    in seed 002's shape (database, redis, celery, azure)."""
+
+    def services(self) -> Mapping[str, str | None]:
+        """Service name -> None when healthy, else one line saying why not."""
+        ...
 
 
 def reading_error(reading: object) -> str | None:
@@ -58,6 +76,9 @@ class Source(ABC):
     # then reads it on the scrape's own thread. A hand-off to a pool thread and back costs more
     # than such a read.
     inline: ClassVar[bool] = False
+    # The services of seed 002's /health that this source answers for; each reads unhealthy
+    # when the source gave no reading at all.
+    services: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def build(cls, context: BuildContext) -> Source | None:

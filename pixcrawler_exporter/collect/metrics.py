@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 
@@ -22,13 +23,15 @@ class Desc:
 
     name: str
     help: str
-    type: str = "gauge"  # "gauge" or "counter"
+    type: str = "gauge"  # "gauge", "counter" or "histogram"
     labels: Sequence[str] = field(default_factory=tuple)
 
     def family(self) -> Metric:
         """An empty family: what ``describe()`` returns, and the start of a scrape's family."""
         if self.type == "counter":
             return CounterMetricFamily(self.name, self.help, labels=self.labels)
+        if self.type == "histogram":
+            return HistogramMetricFamily(self.name, self.help, labels=self.labels)
         return GaugeMetricFamily(self.name, self.help, labels=self.labels)
 
     def value(self, value: float, *label_values: str) -> Metric:
@@ -58,3 +61,12 @@ def _utf8(text: str) -> str:
         except UnicodeEncodeError:  # a surrogate that did not come from a byte
             return text.encode("utf-8", "backslashreplace").decode()
     return text
+
+
+def observe(
+    fam: Metric, buckets: Sequence[tuple[float, int]], total: float, *label_values: str
+) -> None:
+    """Add one histogram to a family built by :meth:`Desc.family`: cumulative counts by upper
+    bound, the last bound +Inf, and the sum of the observations."""
+    shown = [("+Inf" if b == float("inf") else f"{b:g}", float(n)) for b, n in buckets]
+    fam.add_metric([_utf8(v) for v in label_values], shown, total)  # type: ignore[attr-defined]

@@ -109,6 +109,7 @@ class AzureCollector(Collector[AzureReading]):
 
     name = "azure"
     inline = True
+    services = ("azure",)
     descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
 
     @classmethod

@@ -38,6 +38,9 @@ class AzureReading:
     error: str | None  # None unless the last refresh failed: the collector is then reported failed
     time: float
 
+    def services(self) -> Mapping[str, str | None]:
+        return {"azure": self.error}
+
     def percent(self, metric: str) -> float | None:
         """A fresh ``CpuPercentage`` or ``MemoryPercentage`` (0-100, as Azure reports it) of the
         first App Service plan configured that has one; None when there is none."""

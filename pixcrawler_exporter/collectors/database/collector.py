@@ -70,6 +70,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
     """
 
     name = "database"
+    services = ("database",)
     descs = (UP, ERRORS)
 
     def __init__(

@@ -190,9 +190,12 @@ def crawl_jobs(
     completed_chunks: str = "completed_chunks",
     failed_chunks: str = "failed_chunks",
     updated_at: str | None = None,
+    task_ids: str = "task_ids",
 ) -> tuple[Query, ...]:
     """Seed 003: one row per crawl job with its chunk counters. Seed 003's table has no
-    timestamps; ``updated_at`` names one where the table has it, for the stuck-chunk age."""
+    timestamps; ``updated_at`` names one where the table has it, for the stuck-chunk age.
+    ``task_ids`` (the jobs' Celery task ids) is read by the celery collector's reconciliation,
+    not by these queries."""
     from psycopg import sql
 
     t, st = _table(table, schema), sql.Identifier(status)

@@ -20,3 +20,6 @@ class DatabaseReading:
     reason: str | None = None
     cached: bool = False
     checked_at: float = field(default_factory=time.time)
+
+    def services(self) -> Mapping[str, str | None]:
+        return {"database": self.error}
