@@ -14,7 +14,7 @@ from pixcrawler_exporter import config
 from pixcrawler_exporter.derive import thresholds
 from pixcrawler_exporter.derive.capacity import MIB, capacity
 from pixcrawler_exporter.derive.resources import RESOURCES, Resource
-from pixcrawler_exporter.derive.status import Facts, status_document
+from pixcrawler_exporter.derive.status import Facts, Pipeline, status_document
 from pixcrawler_exporter.derive.thresholds import Status, evaluate, evaluate_all
 from tests.conftest import Exporter, run_cli, sample
 
@@ -214,7 +214,7 @@ def test_status_document_shape(exporter_factory: Callable[..., Exporter]) -> Non
     status, headers, body = exp.get("/status")
     assert status == 200 and headers["Content-Type"] == "application/json"
     doc = json.loads(body)
-    assert set(doc) == {"metrics", "statuses", "capacity", "last_updated"}
+    assert set(doc) == {"metrics", "statuses", "capacity", "pipeline", "last_updated"}
     assert set(doc["metrics"]) == {
         "disk_pct",
         "memory_pct",
@@ -248,12 +248,15 @@ def test_status_document_shape(exporter_factory: Callable[..., Exporter]) -> Non
 def test_status_utilization_is_percent_as_seed_003(tmp_path: Path) -> None:
     cfg = capacity_config(tmp_path)  # 35 chunks at most
     values: dict[Resource, float | None] = dict.fromkeys(RESOURCES)
-    facts = Facts(values, None, {}, capacity(cfg, 25, 0), "azure_app_service", 0.0)
+    no_pipeline = Pipeline.of(None)
+    facts = Facts(values, None, {}, capacity(cfg, 25, 0), "azure_app_service", 0.0, no_pipeline)
     block = status_document(facts)["capacity"]
     assert block["utilization"] == 71.4  # seed 003's get_capacity_info for 25 of 35
     assert (block["active_chunks"], block["max_chunks"], block["available"]) == (25, 35, 10)
-    unknown = Facts(values, None, {}, capacity(cfg, None, None), "local", 0.0)
+    unknown = Facts(values, None, {}, capacity(cfg, None, None), "local", 0.0, no_pipeline)
     assert status_document(unknown)["capacity"]["utilization"] is None
+    # Without the celery collector the pipeline block says unknown, not 0.
+    assert set(status_document(unknown)["pipeline"].values()) == {None}
 
 
 def test_usage_ratio_is_exactly_the_evaluated_value(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors.azure.collector import AzureReading
+from pixcrawler_exporter.collectors.celery.reading import CeleryReading
 from pixcrawler_exporter.collectors.cpu import CpuReading
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.collectors.disk import DiskReading
@@ -37,6 +38,32 @@ MIN_CPU_INTERVAL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
+class Pipeline:
+    """The work pipeline beside capacity: the backlog, and whether the database's active chunks
+    match what Celery holds. None where unknown (the celery collector off, or a part stale)."""
+
+    queued: int | None  # waiting in the configured queues
+    unacked: int | None
+    workers_online: int | None
+    chunks_unaccounted: int | None  # the database's active chunks minus Celery's in flight
+    chunks_stuck: int | None
+
+    @classmethod
+    def of(cls, reading: CeleryReading | None) -> Pipeline:
+        if reading is None:
+            return cls(None, None, None, None, None)
+        brk, events, rec = reading.broker, reading.events, reading.reconcile
+        in_flight = reading.in_flight
+        return cls(
+            sum(brk.queues.values()) if brk is not None else None,
+            brk.unacked if brk is not None else None,
+            events.online if events is not None else None,
+            rec.active_chunks - in_flight if rec is not None and in_flight is not None else None,
+            rec.stuck if rec is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class Facts:
     values: Mapping[Resource, float | None]  # per resource: a 0-1 ratio, or active chunks
     temp_storage_bytes: int | None
@@ -44,6 +71,7 @@ class Facts:
     capacity: Capacity
     environment: str
     timestamp: float
+    pipeline: Pipeline
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,7 @@ class StatusTracker:
             cap,
             self.environment,
             snapshot.timestamp,
+            Pipeline.of(snapshot.get(CeleryReading)),
         )
 
     def _azure_or_local(self, snapshot: Snapshot, metric: str, local: float | None) -> float | None:
@@ -191,10 +220,19 @@ class StatusCapacity(TypedDict):
     can_start_chunk: bool | None
 
 
+class StatusPipeline(TypedDict):
+    queued: int | None
+    unacked: int | None
+    workers_online: int | None
+    chunks_unaccounted: int | None
+    chunks_stuck: int | None
+
+
 class StatusDocument(TypedDict):
     metrics: StatusMetrics
     statuses: dict[str, str | None]  # per resource and "overall": OK, WARNING, ALERT or null
     capacity: StatusCapacity
+    pipeline: StatusPipeline
     last_updated: str
 
 
@@ -202,7 +240,7 @@ def status_document(facts: Facts) -> StatusDocument:
     """Seed 001's ``/metrics`` JSON (served here as ``/status``) with seed 003's capacity block.
     Percentages (``*_pct``, ``utilization``) are 0-100 as the seeds' were; unknown values are
     null."""
-    v, c = facts.values, facts.capacity
+    v, c, p = facts.values, facts.capacity, facts.pipeline
     return {
         "metrics": {
             "disk_pct": percent(v["disk"]),
@@ -223,6 +261,15 @@ def status_document(facts: Facts) -> StatusDocument:
             "utilization": round(c.utilization * 100, 1) if c.utilization is not None else None,
             "environment": facts.environment,
             "can_start_chunk": c.can_start,
+        },
+        # Beside seed 003's capacity: the backlog, and how far the database's active chunks
+        # are from what Celery holds (null without the celery collector).
+        "pipeline": {
+            "queued": p.queued,
+            "unacked": p.unacked,
+            "workers_online": p.workers_online,
+            "chunks_unaccounted": p.chunks_unaccounted,
+            "chunks_stuck": p.chunks_stuck,
         },
         "last_updated": datetime.fromtimestamp(facts.timestamp, UTC).isoformat(),
     }
