@@ -17,7 +17,7 @@ RUN python3 -c "import sys, pixcrawler_exporter as p; \
 sys.exit(None if p.__version__ == '${VERSION}' else \
 f'VERSION=${VERSION} but pixcrawler_exporter.__version__ is {p.__version__}')" \
     && python3 -m venv /opt/venv \
-    && /opt/venv/bin/python -m pip install --no-cache-dir .
+    && /opt/venv/bin/python -m pip install --no-cache-dir '.[celery]'
 
 # --- run: the venv only; no source tree, no build tools --------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from pixcrawler_exporter.collectors.celery.reading import Histogram
 from pixcrawler_exporter.collectors.celery.settings import CelerySettings, password_of, redact
 from pixcrawler_exporter.collectors.celery.tasks import MAX_NAMES_SEEN, TaskBook
 from pixcrawler_exporter.collectors.celery.workers import WorkerBook
+from tests.conftest import test_env as clean_env
 
 ODD = "p @:/%?#'\" é\t"
 
@@ -175,3 +178,22 @@ def test_histograms_are_cumulative_and_end_with_inf() -> None:
     counts = [n for _, n in h.buckets]
     assert counts == sorted(counts) and counts[-1] == 4
     assert dict(h.buckets)[0.1] == 1 and dict(h.buckets)[3600.0] == 3
+
+
+def test_a_broker_url_without_the_celery_extra_says_what_to_install(tmp_path: Path) -> None:
+    # kombu and redis-py hidden as if the extra were not installed.
+    program = (
+        "import sys; sys.modules['kombu'] = sys.modules['redis'] = None; "
+        "from pixcrawler_exporter.cli import main; sys.exit(main())"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        env=clean_env({"PIXCRAWLER_CELERY_BROKER_URL": "redis://redis:6379/0"}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "pip install 'pixcrawler-exporter[celery]'" in run.stderr
+    assert "Traceback" not in run.stderr

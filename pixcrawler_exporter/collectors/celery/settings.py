@@ -10,6 +10,7 @@ ever; it is shown only with its password replaced.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -181,6 +182,8 @@ class CelerySettings(SourceSettings):
         return self.result_backend_url or self.broker_url
 
     def finish(self, given: Provenance) -> CelerySettings:
+        if given.enabled and self.broker_url is not None:
+            _check_installed()
         if self.password_file is None:
             return self
         if self.broker_url is None:
@@ -194,6 +197,16 @@ class CelerySettings(SourceSettings):
             )
         password = given.secret("password_file", self.password_file)
         return dataclasses.replace(self, broker_url=with_password(self.broker_url, password))
+
+
+def _check_installed() -> None:
+    # Found, not imported: the clients are imported when the collector is built.
+    missing = [m for m in ("kombu", "redis") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"celery.broker_url is set but {' and '.join(missing)} is not installed: install "
+            "the celery extra, pip install 'pixcrawler-exporter[celery]'"
+        )
 
 
 def with_password(url: str, password: str) -> str:
