@@ -93,8 +93,7 @@ class App:
                     gen.on_idle = None
                     self._draining.remove(gen)
             if release is not None:
-                # Closing pools and stopping scans takes a moment this request must not wait.
-                threading.Thread(target=release, name="retire", daemon=True).start()
+                _retire(release)
 
     def metrics(self, timeout: float) -> Iterator[Metric]:
         with self._use() as gen:
@@ -251,6 +250,16 @@ class App:
                 log.exception("status evaluation failed")
             if self._stop.wait(self.config.poll_interval_seconds):
                 return
+
+
+def _retire(release: Callable[[], None]) -> None:
+    # Closing pools and stopping scans takes a moment the request must not wait, unless no
+    # thread is to be had (a pids limit): then the request waits, which beats a leaked pool.
+    try:
+        threading.Thread(target=release, name="retire", daemon=True).start()
+    except RuntimeError as exc:
+        log.warning("no thread to retire the old configuration on", extra={"error": str(exc)})
+        release()
 
 
 def _keep_restart_only(new: Loaded, old: Loaded) -> Loaded:

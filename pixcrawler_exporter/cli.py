@@ -14,6 +14,7 @@ from types import FrameType
 from pixcrawler_exporter import __version__, config, logs
 from pixcrawler_exporter.app import App
 from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.trigger import Trigger
 from pixcrawler_exporter.web import server, webconfig
 
 log = logging.getLogger("pixcrawler_exporter")
@@ -128,22 +129,27 @@ def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None
 
 def _handle_signals(httpd: server.Server, exporter: App) -> None:
     stopping = threading.Event()
+    # Their threads start now: a signal handler must not need a thread (see trigger).
+    # shutdown() waits for serve_forever to return, so it must not run on that thread.
+    shutdown = Trigger("shutdown", httpd.shutdown)
+    reload = Trigger("reload", exporter.reload)
+    shutdown.start()
+    reload.start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():
             return  # one shutdown, one log line
         stopping.set()
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        # shutdown() waits for serve_forever to return, so it must not run on that thread.
-        threading.Thread(target=httpd.shutdown, daemon=True).start()
+        shutdown.fire()
 
-    def reload(_signum: int, _frame: FrameType | None) -> None:
+    def hup(_signum: int, _frame: FrameType | None) -> None:
         # Loading and building take time the accepting (main) thread must not lose.
-        threading.Thread(target=exporter.reload, name="reload", daemon=True).start()
+        reload.fire()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    signal.signal(signal.SIGHUP, hup)
     # Python's default for these is to die without a word, which a stray signal must not do.
     for other in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(other, _ignore)

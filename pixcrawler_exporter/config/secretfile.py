@@ -33,7 +33,10 @@ def read_secret(path: str, setting: str, source: str) -> str:
     # open() and read() cannot be given a timeout: a hung NFS server or an odd device would hold
     # the caller, so they run on a thread that is abandoned, not waited for, past the deadline.
     reader = threading.Thread(target=_read, args=(path, result), name="secret-file", daemon=True)
-    reader.start()
+    try:
+        reader.start()
+    except RuntimeError as exc:  # no thread to be had (a pids limit): refused, not fatal
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
     reader.join(READ_SECONDS)
     if not result:
         raise ConfigError(f"{where}: {path} could not be read within {READ_SECONDS:g}s")
