@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 # Sections and settings a reload cannot change: the HTTP server is bound and its limits set, and
 # the cgroup found, once at start. A reload that changes one logs it and keeps the running value.
 RESTART_ONLY = ("web", "paths", "cgroup_path")
+_RELOAD_BUSY = server.Response(
+    HTTPStatus.SERVICE_UNAVAILABLE,
+    b"A reload is under way; retry later\n",
+    headers={"Retry-After": "1"},
+)
 
 
 class _Generation:
@@ -133,7 +138,14 @@ class App:
         return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, doc)
 
     def reload_response(self, _request: server.Request) -> server.Response:
-        error = self.reload()
+        # Beyond the reload in flight, an answer at once: a queue of posters would hold the
+        # request slots that scrapes need.
+        if not self._reloading.acquire(blocking=False):
+            return _RELOAD_BUSY
+        try:
+            error = self._reload()
+        finally:
+            self._reloading.release()
         if error is None:
             return server.Response(HTTPStatus.OK, b"")
         body = f"failed to reload config: {error}\n".encode()
@@ -192,19 +204,22 @@ class App:
     def reload(self) -> str | None:
         """Load every configuration source again, build what changed, then swap; on any error
         the running configuration stays. Returns the error, None on success."""
+        with self._reloading:
+            return self._reload()
+
+    def _reload(self) -> str | None:
         if self._reload_source is None:
             return "no configuration source to reload from"
-        with self._reloading:
-            old = self._gen
-            try:
-                loaded = _keep_restart_only(self._reload_source(), old.loaded)
-                built = registry.build(loaded, old.built)
-            except Exception as exc:  # noqa: BLE001 - any failure refuses the new configuration
-                error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
-                old.reload_ok = False
-                log.error("reload refused, the running configuration stays", extra={"error": error})
-                return error
-            self._swap(old, _Generation(loaded, built, old))
+        old = self._gen
+        try:
+            loaded = _keep_restart_only(self._reload_source(), old.loaded)
+            built = registry.build(loaded, old.built)
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the new configuration
+            error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            old.reload_ok = False
+            log.error("reload refused, the running configuration stays", extra={"error": error})
+            return error
+        self._swap(old, _Generation(loaded, built, old))
         return None
 
     def _swap(self, old: _Generation, new: _Generation) -> None:

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pixcrawler_exporter import __version__
-from pixcrawler_exporter.web import http1, netio
+from pixcrawler_exporter.web import http1, netio, origin
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
 
 # The endpoint API is re-exported (X as X): callers build routes and serve them through here.
@@ -186,6 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         route = self.routes.get(path)
         if route is not None and route.public:
             self._send(self._run(route, path), send_body)
+            return
+        if self.command not in READ_ONLY and (why := origin.foreign(self._fields)) is not None:
+            # Before the rate limit and auth: a page elsewhere must not even spend a token.
+            body = f"Forbidden: a {self.command} from a page of another origin ({why})\n"
+            self._send(Response(HTTPStatus.FORBIDDEN, body.encode()), send_body)
             return
         server = self.server
         if server.limiter is not None and not server.limiter.allow():
