@@ -251,9 +251,7 @@ class App:
 
     def _timeout(self, request: server.Request) -> float:
         web = self.config.web
-        return server.scrape_timeout(
-            request.headers, web.scrape_timeout_seconds, web.scrape_timeout_offset_seconds
-        )
+        return request.timeout(web.scrape_timeout_seconds, web.scrape_timeout_offset_seconds)
 
     def _poll(self) -> None:
         # Statuses are evaluated (and changes logged) even when nobody scrapes.

@@ -94,7 +94,14 @@ def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None
     exporter = App(loaded, built, reload_source)
     try:
         httpd = server.serve(
-            web.listen, exporter.routes(), web_config, server.Limits(max_requests=web.max_requests)
+            web.listen,
+            exporter.routes(),
+            web_config,
+            server.Limits(
+                max_requests=web.max_requests,
+                scrape_timeout=web.scrape_timeout_seconds,
+                scrape_timeout_offset=web.scrape_timeout_offset_seconds,
+            ),
         )
     except (OSError, config.ConfigError) as exc:
         log.error("cannot start the HTTP server", extra={"error": str(exc)})

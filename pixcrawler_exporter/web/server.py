@@ -16,6 +16,7 @@ import io
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -64,6 +65,10 @@ class Limits:
     # A body on a GET or HEAD up to this size is read and dropped; a larger one, or one of
     # unknown length, is left unread and the connection closed after the answer.
     max_body_bytes: int = 65536
+    # A scrape's deadline without the scrape timeout header, and what is taken off the header's
+    # value (the web.scrape_timeout settings): how long credentials may wait for a bcrypt.
+    scrape_timeout: float = 10.0
+    scrape_timeout_offset: float = 0.5
 
     @property
     def connections(self) -> int:
@@ -81,7 +86,7 @@ _UNAUTHORIZED = Response(
 _RATE_LIMITED = Response(HTTPStatus.TOO_MANY_REQUESTS, b"Too many requests\n")
 _AUTH_BUSY = Response(
     HTTPStatus.TOO_MANY_REQUESTS,
-    b"Too many new credentials to check, retry later\n",
+    b"Too many new credentials to check within the deadline, retry later\n",
     headers={"Retry-After": "1"},
 )
 _NOT_FOUND = Response(HTTPStatus.NOT_FOUND, b"Not found\n")
@@ -109,6 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._fields = http1.Fields(())
         # Set when the connection closes with input left unread, which must be drained.
         self._unread = False
+        self._arrived = time.monotonic()
 
     def handle_one_request(self) -> None:
         self._deadline.arm(self.server.limits.request_timeout)
@@ -118,6 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
             if head is None:
                 self.close_connection = True
                 return
+            self._arrived = time.monotonic()
             with self.server.in_flight():
                 self._respond(head)
         except http1.BadRequestError as bad:
@@ -215,13 +222,17 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.server.auth
         if auth is None:
             return None
+        limits = self.server.limits
+        # The wait for a bcrypt comes out of the scrape's own deadline (see Request.timeout).
+        wait = scrape_timeout(self._fields, limits.scrape_timeout, limits.scrape_timeout_offset)
+        wait -= time.monotonic() - self._arrived
         try:
-            return None if auth.check(self._fields.get("Authorization")) else _UNAUTHORIZED
+            return None if auth.check(self._fields.get("Authorization"), wait) else _UNAUTHORIZED
         except BusyError:
             return _AUTH_BUSY
 
     def _run(self, route: Route, path: str) -> Response:
-        request = Request(self.command, path, self._fields)
+        request = Request(self.command, path, self._fields, self._arrived)
         try:
             return route.handler(request)
         except Exception:
