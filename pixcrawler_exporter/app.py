@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # Sections and settings a reload cannot change: the HTTP server is bound and its limits set, and
 # the cgroup found, once at start. A reload that changes one logs it and keeps the running value.
 RESTART_ONLY = ("web", "paths", "cgroup_path")
+# Something besides the configuration that a reload reads again (the web config file): called
+# first, it reads and checks, raising ConfigError to refuse the reload; what it returns puts the
+# result into use, called only once the whole reload has succeeded.
+Reloadable = Callable[[], Callable[[], None]]
 _RELOAD_BUSY = server.Response(
     HTTPStatus.SERVICE_UNAVAILABLE,
     b"A reload is under way; retry later\n",
@@ -76,8 +80,13 @@ class App:
         self._reloading = threading.Lock()
         self._draining: list[_Generation] = []  # replaced, with scrapes still under way
         self._reload_source = reload_source
+        self._also: list[Reloadable] = []
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="status-poll", daemon=True)
+
+    def also_reload(self, prepare: Reloadable) -> None:
+        """Have every reload also run ``prepare`` (see Reloadable)."""
+        self._also.append(prepare)
 
     @property
     def config(self) -> Config:
@@ -212,6 +221,7 @@ class App:
             return "no configuration source to reload from"
         old = self._gen
         try:
+            uses = [prepare() for prepare in self._also]
             loaded = _keep_restart_only(self._reload_source(), old.loaded)
             built = registry.build(loaded, old.built)
         except Exception as exc:  # noqa: BLE001 - any failure refuses the new configuration
@@ -220,6 +230,8 @@ class App:
             log.error("reload refused, the running configuration stays", extra={"error": error})
             return error
         self._swap(old, _Generation(loaded, built, old))
+        for use in uses:
+            use()
         return None
 
     def _swap(self, old: _Generation, new: _Generation) -> None:

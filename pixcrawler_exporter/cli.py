@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from pixcrawler_exporter import __version__, config, logs
-from pixcrawler_exporter.app import App
+from pixcrawler_exporter.app import App, Reloadable
 from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.config.fileshape import FileShape
 from pixcrawler_exporter.trigger import Trigger
 from pixcrawler_exporter.web import server, webconfig
 
@@ -72,13 +73,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         sys.stdout.write(config.render(loaded))
         return 0
+    also: list[Reloadable] = []
+    if args.config is not None:
+        try:
+            shape = FileShape(args.config)
+        except config.ConfigError as exc:  # changed since it was loaded a moment ago
+            print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
+            return 2
+        also.append(shape.prepare)
     logs.setup(loaded.config.log.level, loaded.config.log.format)
-    # A reload reads every source again (the file, .env, the environment, secret files); the
-    # command line stays as given.
-    return run(loaded, lambda: config.load(os.environ, flags, args.config))
+    if args.config is not None and shape.empty:
+        # Nothing to keep at a start: the defaults are a configuration (see fileshape).
+        log.warning(
+            "config file is empty; running on the environment and the defaults",
+            extra={"file": args.config},
+        )
+    # A reload reads every source again (the file, .env, the environment, secret files, the web
+    # config file); the command line stays as given.
+    return run(loaded, lambda: config.load(os.environ, flags, args.config), also)
 
 
-def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None = None) -> int:
+def run(
+    loaded: config.Loaded,
+    reload_source: Callable[[], config.Loaded] | None = None,
+    also_reload: Sequence[Reloadable] = (),
+) -> int:
     web = loaded.config.web
     try:
         # Certificates and hashes are checked before anything starts: a mistake is exit 2.
@@ -106,6 +125,11 @@ def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None
     except (OSError, config.ConfigError) as exc:
         log.error("cannot start the HTTP server", extra={"error": str(exc)})
         return 1
+    for prepare in also_reload:
+        exporter.also_reload(prepare)
+    if web.config_file is not None:
+        path = web.config_file  # its name is restart-only; its content is read on every reload
+        exporter.also_reload(lambda: httpd.prepare(webconfig.load(path)))
     exporter.start()
     _handle_signals(httpd, exporter)
     host, port = str(httpd.server_address[0]), httpd.server_address[1]

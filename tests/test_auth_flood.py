@@ -8,6 +8,8 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
@@ -76,80 +78,69 @@ def test_a_new_right_password_is_answered_during_a_flood(tmp_path: Path) -> None
     assert flooded[401] > 0 and set(flooded) <= {401, 429}, flooded
 
 
-def hold_turn(line: guard._Line, started: threading.Event, release: threading.Event) -> None:
-    with line.turn(10):
-        started.set()
-        release.wait(10)
+@contextmanager
+def held(line: guard._Line) -> Iterator[None]:
+    """Another caller's turn, under way until the block ends."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with line.turn(10):
+            started.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert started.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(5)
 
 
 def test_the_line_is_served_in_order_of_arrival() -> None:
     line = guard._Line(capacity=8)
-    started, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_turn, args=(line, started, release))
-    holder.start()
-    assert started.wait(5)
     served: list[int] = []
 
     def wait_in_line(n: int) -> None:
         with line.turn(10):
             served.append(n)
 
-    waiters = []
-    for n in range(5):
-        waiters.append(threading.Thread(target=wait_in_line, args=(n,)))
-        waiters[-1].start()
-        time.sleep(0.05)  # arrivals in this order
-    release.set()
-    for thread in [holder, *waiters]:
+    waiters = [threading.Thread(target=wait_in_line, args=(n,)) for n in range(5)]
+    with held(line):
+        for thread in waiters:
+            thread.start()
+            time.sleep(0.05)  # arrivals in this order
+    for thread in waiters:
         thread.join(5)
     assert served == [0, 1, 2, 3, 4]
 
 
 def test_no_turn_within_the_wait_is_busy_after_that_wait_only() -> None:
     line = guard._Line(capacity=8)
-    started, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_turn, args=(line, started, release))
-    holder.start()
-    assert started.wait(5)
-    try:
+    with held(line):
         began = time.monotonic()
         with pytest.raises(guard.BusyError), line.turn(0.3):
             pass
         assert 0.25 < time.monotonic() - began < 2
-    finally:
-        release.set()
-        holder.join(5)
     with line.turn(0.1):  # the one that gave up left the line
         pass
 
 
 def test_a_full_or_hopeless_line_turns_away_at_once() -> None:
-    line = guard._Line(capacity=1)
-    started, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_turn, args=(line, started, release))
-    holder.start()
-    assert started.wait(5)
-    began = time.monotonic()
-    with pytest.raises(guard.BusyError), line.turn(10):  # full
-        pass
-    release.set()
-    holder.join(5)
+    full = guard._Line(capacity=1)
+    with held(full):
+        began = time.monotonic()
+        with pytest.raises(guard.BusyError), full.turn(10):
+            pass
+        assert time.monotonic() - began < 0.05
     # Turns that took 0.2 s each: one ahead of a caller that may wait 0.1 s is one too many.
     slow = guard._Line(capacity=8)
     for _ in range(10):
         with slow.turn(1):
             time.sleep(0.2)
-    started.clear()
-    release.clear()
-    holder = threading.Thread(target=hold_turn, args=(slow, started, release))
-    holder.start()
-    assert started.wait(5)
-    try:
-        hopeless = time.monotonic()
+    with held(slow):
+        began = time.monotonic()
         with pytest.raises(guard.BusyError), slow.turn(0.1):
             pass
-        assert time.monotonic() - hopeless < 0.05
-    finally:
-        release.set()
-        holder.join(5)
-    assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 0.05

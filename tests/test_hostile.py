@@ -678,7 +678,7 @@ def pair(tmp_path: Path) -> dict[str, str]:
             {"client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "missing-ca.crt"},
             "missing-ca.crt: no such file",
         ),
-        ({"cert_file": ".", "key_file": "server.key"}, "Is a directory"),
+        ({"cert_file": ".", "key_file": "server.key"}, "not a regular file (a directory)"),
     ],
     ids=["cert", "key", "client-ca", "directory"],
 )

@@ -15,9 +15,10 @@ import http.client
 import io
 import logging
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ from typing import Any
 
 from pixcrawler_exporter import __version__
 from pixcrawler_exporter.web import http1, netio, origin
+from pixcrawler_exporter.web.front import Front
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
 
 # The endpoint API is re-exported (X as X): callers build routes and serve them through here.
@@ -283,21 +285,49 @@ class Server(ThreadingHTTPServer):
         web: WebConfig | None,
     ) -> None:
         self.limits = limits
-        self.tls = TLSContexts(web.tls) if web is not None and web.tls is not None else None
-        self.auth = BasicAuth(web.users) if web is not None and web.users else None
-        rate = web.rate_limit if web is not None else None
-        self.limiter = RateLimiter(rate.interval_seconds, rate.burst) if rate else None
-        self.extra_headers: Mapping[str, str] = dict(web.headers) if web is not None else {}
+        self._front = Front.build(web)
         self.requests = threading.BoundedSemaphore(limits.max_requests)
         self._connections = threading.BoundedSemaphore(limits.connections)
         self._routes = handler.routes
         self._overflow = netio.Overflow(
-            self._overflow_answer, self.tls.current if self.tls is not None else None
+            self._overflow_answer, self._tls_context if self.tls is not None else None
         )
         self._idle = threading.Condition()
         self._active = 0
         self.stopping = False
         super().__init__(address, handler)
+
+    # What the web config sets up; a request reads each once, so a reload's swap is safe.
+    @property
+    def tls(self) -> TLSContexts | None:
+        return self._front.tls
+
+    @property
+    def auth(self) -> BasicAuth | None:
+        return self._front.auth
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self._front.limiter
+
+    @property
+    def extra_headers(self) -> Mapping[str, str]:
+        return self._front.headers
+
+    def prepare(self, web: WebConfig | None) -> Callable[[], None]:
+        """Check a web config read again by a reload and set up what it asks for (ConfigError
+        when it cannot be used: the running one stays); the result puts it into use."""
+        front = Front.build(web, self._front)
+
+        def use() -> None:
+            self._front = front
+
+        return use
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self._front.tls
+        assert tls is not None  # TLS is on or off for the server's life
+        return tls.current()
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
@@ -348,7 +378,6 @@ class Server(ThreadingHTTPServer):
             self._connections.release()
 
     def _secure(self, sock: socket.socket, client_address: Any) -> socket.socket | None:
-        assert self.tls is not None
         deadline = netio.Deadline()
         deadline.arm(self.limits.handshake_timeout)
         secured = None
@@ -360,7 +389,7 @@ class Server(ThreadingHTTPServer):
                 return None
             if not first:
                 return None
-            secured = self.tls.current().wrap_socket(
+            secured = self._tls_context().wrap_socket(
                 sock, server_side=True, do_handshake_on_connect=False
             )
             secured.settimeout(deadline.left())

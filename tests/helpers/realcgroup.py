@@ -68,12 +68,16 @@ def new_cgroup(memory_limit: int, cpu: bool = True) -> Iterator[tuple[list[Path]
         yield made, f"/{name}"
     finally:
         for d in reversed(made):
-            for _ in range(50):  # a killed process leaves the cgroup a moment later
-                try:
-                    d.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            _remove(d)
+
+
+def _remove(cgroup: Path) -> None:
+    for _ in range(50):  # a killed process leaves the cgroup a moment later
+        try:
+            cgroup.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def joiner(dirs: Sequence[Path]) -> Callable[[], None]:
@@ -109,9 +113,4 @@ def pids_cgroup(limit: int) -> Iterator[list[Path]]:
         (d / "pids.max").write_text(str(limit))
         yield [d]
     finally:
-        for _ in range(50):  # a killed process leaves the cgroup a moment later
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _remove(d)
