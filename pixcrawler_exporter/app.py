@@ -224,20 +224,18 @@ class App:
             uses = [prepare() for prepare in self._also]
             loaded = _keep_restart_only(self._reload_source(), old.loaded)
             built = registry.build(loaded, old.built)
+            started = _start(built.new_since(old.built))
         except Exception as exc:  # noqa: BLE001 - any failure refuses the new configuration
             error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             old.reload_ok = False
             log.error("reload refused, the running configuration stays", extra={"error": error})
             return error
-        self._swap(old, _Generation(loaded, built, old))
+        self._swap(old, _Generation(loaded, built, old), started)
         for use in uses:
             use()
         return None
 
-    def _swap(self, old: _Generation, new: _Generation) -> None:
-        started = new.built.new_since(old.built)
-        for collector in started:
-            collector.start()
+    def _swap(self, old: _Generation, new: _Generation, started: list[Source]) -> None:
         kept = {id(c) for c in new.built.collectors}
         dropped = [c for c in old.built.collectors if id(c) not in kept]
 
@@ -275,6 +273,18 @@ class App:
                 log.exception("status evaluation failed")
             if self._stop.wait(self.config.poll_interval_seconds):
                 return
+
+
+def _start(collectors: list[Source]) -> list[Source]:
+    # A thread that cannot be started (a pids limit) refuses the reload like a bad setting.
+    try:
+        for collector in collectors:
+            collector.start()
+    except BaseException:
+        for collector in collectors:
+            collector.close()
+        raise
+    return collectors
 
 
 def _retire(release: Callable[[], None]) -> None:

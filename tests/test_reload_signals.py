@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pixcrawler_exporter import app
+from pixcrawler_exporter.collectors.temp_storage.settings import TempSettings
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.config.secretfile import read_secret
 from tests.conftest import Exporter, start_exporter, stop_process
@@ -133,3 +134,34 @@ def test_no_thread_to_read_a_secret_on_is_a_config_error(
     monkeypatch.setattr(threading.Thread, "start", no_threads)
     with pytest.raises(ConfigError, match=r"^database.password_file \(file c.yml\): cannot read"):
         read_secret(str(secret), "database.password_file", "file c.yml")
+
+
+def temp_dirs(exporter: app.App) -> tuple[str, ...]:
+    return tuple(exporter.config.source(TempSettings).dirs)
+
+
+def test_a_collector_that_finds_no_thread_refuses_the_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixcrawler_exporter import config
+    from pixcrawler_exporter.collect import registry
+
+    env = {"PIXCRAWLER_TEMP_DIRS": str(tmp_path)}
+
+    def load() -> config.Loaded:
+        return config.load(env, dotenv_path=tmp_path / "absent.env")
+
+    loaded = load()
+    exporter = app.App(loaded, registry.build(loaded), load)
+    try:
+        # New temp directories: a new temp collector, whose scan needs a thread of its own.
+        env["PIXCRAWLER_TEMP_DIRS"] = str(tmp_path / "elsewhere")
+        with monkeypatch.context() as patched:
+            patched.setattr(threading.Thread, "start", no_threads)
+            error = exporter.reload()
+        assert error == "RuntimeError: can't start new thread"
+        assert temp_dirs(exporter) == (str(tmp_path),)  # the running one stays
+        assert exporter.reload() is None  # and the next reload, with threads, goes ahead
+        assert temp_dirs(exporter) == (str(tmp_path / "elsewhere"),)
+    finally:
+        exporter.close()
