@@ -73,24 +73,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         sys.stdout.write(config.render(loaded))
         return 0
-    also: list[Reloadable] = []
+    shape = None
     if args.config is not None:
         try:
             shape = FileShape(args.config)
         except config.ConfigError as exc:  # changed since it was loaded a moment ago
             print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
             return 2
-        also.append(shape.prepare)
     logs.setup(loaded.config.log.level, loaded.config.log.format)
-    if args.config is not None and shape.empty:
+    if shape is not None and shape.empty:
         # Nothing to keep at a start: the defaults are a configuration (see fileshape).
         log.warning(
             "config file is empty; running on the environment and the defaults",
-            extra={"file": args.config},
+            extra={"file": shape.path},
         )
     # A reload reads every source again (the file, .env, the environment, secret files, the web
     # config file); the command line stays as given.
-    return run(loaded, lambda: config.load(os.environ, flags, args.config), also)
+    return run(
+        loaded,
+        lambda: config.load(os.environ, flags, args.config),
+        [shape.prepare] if shape is not None else [],
+    )
 
 
 def run(

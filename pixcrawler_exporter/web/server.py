@@ -226,8 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         limits = self.server.limits
         # The wait for a bcrypt comes out of the scrape's own deadline (see Request.timeout).
-        wait = scrape_timeout(self._fields, limits.scrape_timeout, limits.scrape_timeout_offset)
-        wait -= time.monotonic() - self._arrived
+        deadline = scrape_timeout(self._fields, limits.scrape_timeout, limits.scrape_timeout_offset)
+        wait = max(0.0, deadline - (time.monotonic() - self._arrived))
         try:
             return None if auth.check(self._fields.get("Authorization"), wait) else _UNAUTHORIZED
         except BusyError:
