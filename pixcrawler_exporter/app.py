@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 # Sections and settings a reload cannot change: the HTTP server is bound and its limits set, and
 # the cgroup found, once at start. A reload that changes one logs it and keeps the running value.
 RESTART_ONLY = ("web", "paths", "cgroup_path")
+# Something besides the configuration that a reload reads again (the web config file): called
+# first, it reads and checks, raising ConfigError to refuse the reload; what it returns puts the
+# result into use, called only once the whole reload has succeeded.
+Reloadable = Callable[[], Callable[[], None]]
+_RELOAD_BUSY = server.Response(
+    HTTPStatus.SERVICE_UNAVAILABLE,
+    b"A reload is under way; retry later\n",
+    headers={"Retry-After": "1"},
+)
 
 
 class _Generation:
@@ -71,8 +80,13 @@ class App:
         self._reloading = threading.Lock()
         self._draining: list[_Generation] = []  # replaced, with scrapes still under way
         self._reload_source = reload_source
+        self._also: list[Reloadable] = []
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="status-poll", daemon=True)
+
+    def also_reload(self, prepare: Reloadable) -> None:
+        """Have every reload also run ``prepare`` (see Reloadable)."""
+        self._also.append(prepare)
 
     @property
     def config(self) -> Config:
@@ -93,8 +107,7 @@ class App:
                     gen.on_idle = None
                     self._draining.remove(gen)
             if release is not None:
-                # Closing pools and stopping scans takes a moment this request must not wait.
-                threading.Thread(target=release, name="retire", daemon=True).start()
+                _retire(release)
 
     def metrics(self, timeout: float) -> Iterator[Metric]:
         with self._use() as gen:
@@ -134,7 +147,14 @@ class App:
         return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, doc)
 
     def reload_response(self, _request: server.Request) -> server.Response:
-        error = self.reload()
+        # Beyond the reload in flight, an answer at once: a queue of posters would hold the
+        # request slots that scrapes need.
+        if not self._reloading.acquire(blocking=False):
+            return _RELOAD_BUSY
+        try:
+            error = self._reload()
+        finally:
+            self._reloading.release()
         if error is None:
             return server.Response(HTTPStatus.OK, b"")
         body = f"failed to reload config: {error}\n".encode()
@@ -193,25 +213,29 @@ class App:
     def reload(self) -> str | None:
         """Load every configuration source again, build what changed, then swap; on any error
         the running configuration stays. Returns the error, None on success."""
+        with self._reloading:
+            return self._reload()
+
+    def _reload(self) -> str | None:
         if self._reload_source is None:
             return "no configuration source to reload from"
-        with self._reloading:
-            old = self._gen
-            try:
-                loaded = _keep_restart_only(self._reload_source(), old.loaded)
-                built = registry.build(loaded, old.built)
-            except Exception as exc:  # noqa: BLE001 - any failure refuses the new configuration
-                error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
-                old.reload_ok = False
-                log.error("reload refused, the running configuration stays", extra={"error": error})
-                return error
-            self._swap(old, _Generation(loaded, built, old))
+        old = self._gen
+        try:
+            uses = [prepare() for prepare in self._also]
+            loaded = _keep_restart_only(self._reload_source(), old.loaded)
+            built = registry.build(loaded, old.built)
+            started = _start(built.new_since(old.built))
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the new configuration
+            error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            old.reload_ok = False
+            log.error("reload refused, the running configuration stays", extra={"error": error})
+            return error
+        self._swap(old, _Generation(loaded, built, old), started)
+        for use in uses:
+            use()
         return None
 
-    def _swap(self, old: _Generation, new: _Generation) -> None:
-        started = new.built.new_since(old.built)
-        for collector in started:
-            collector.start()
+    def _swap(self, old: _Generation, new: _Generation, started: list[Source]) -> None:
         kept = {id(c) for c in new.built.collectors}
         dropped = [c for c in old.built.collectors if id(c) not in kept]
 
@@ -237,9 +261,7 @@ class App:
 
     def _timeout(self, request: server.Request) -> float:
         web = self.config.web
-        return server.scrape_timeout(
-            request.headers, web.scrape_timeout_seconds, web.scrape_timeout_offset_seconds
-        )
+        return request.timeout(web.scrape_timeout_seconds, web.scrape_timeout_offset_seconds)
 
     def _poll(self) -> None:
         # Statuses are evaluated (and changes logged) even when nobody scrapes.
@@ -251,6 +273,28 @@ class App:
                 log.exception("status evaluation failed")
             if self._stop.wait(self.config.poll_interval_seconds):
                 return
+
+
+def _start(collectors: list[Source]) -> list[Source]:
+    # A thread that cannot be started (a pids limit) refuses the reload like a bad setting.
+    try:
+        for collector in collectors:
+            collector.start()
+    except BaseException:
+        for collector in collectors:
+            collector.close()
+        raise
+    return collectors
+
+
+def _retire(release: Callable[[], None]) -> None:
+    # Closing pools and stopping scans takes a moment the request must not wait, unless no
+    # thread is to be had (a pids limit): then the request waits, which beats a leaked pool.
+    try:
+        threading.Thread(target=release, name="retire", daemon=True).start()
+    except RuntimeError as exc:
+        log.warning("no thread to retire the old configuration on", extra={"error": str(exc)})
+        release()
 
 
 def _keep_restart_only(new: Loaded, old: Loaded) -> Loaded:

@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from pixcrawler_exporter import __version__, config, logs
-from pixcrawler_exporter.app import App
+from pixcrawler_exporter.app import App, Reloadable
 from pixcrawler_exporter.collect import registry
+from pixcrawler_exporter.config.fileshape import FileShape
+from pixcrawler_exporter.trigger import Trigger
 from pixcrawler_exporter.web import server, webconfig
 
 log = logging.getLogger("pixcrawler_exporter")
@@ -71,13 +73,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         sys.stdout.write(config.render(loaded))
         return 0
+    shape = None
+    if args.config is not None:
+        try:
+            shape = FileShape(args.config)
+        except config.ConfigError as exc:  # changed since it was loaded a moment ago
+            print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
+            return 2
     logs.setup(loaded.config.log.level, loaded.config.log.format)
-    # A reload reads every source again (the file, .env, the environment, secret files); the
-    # command line stays as given.
-    return run(loaded, lambda: config.load(os.environ, flags, args.config))
+    if shape is not None and shape.empty:
+        # Nothing to keep at a start: the defaults are a configuration (see fileshape).
+        log.warning(
+            "config file is empty; running on the environment and the defaults",
+            extra={"file": shape.path},
+        )
+    # A reload reads every source again (the file, .env, the environment, secret files, the web
+    # config file); the command line stays as given.
+    return run(
+        loaded,
+        lambda: config.load(os.environ, flags, args.config),
+        [shape.prepare] if shape is not None else [],
+    )
 
 
-def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None = None) -> int:
+def run(
+    loaded: config.Loaded,
+    reload_source: Callable[[], config.Loaded] | None = None,
+    also_reload: Sequence[Reloadable] = (),
+) -> int:
     web = loaded.config.web
     try:
         # Certificates and hashes are checked before anything starts: a mistake is exit 2.
@@ -93,11 +116,23 @@ def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None
     exporter = App(loaded, built, reload_source)
     try:
         httpd = server.serve(
-            web.listen, exporter.routes(), web_config, server.Limits(max_requests=web.max_requests)
+            web.listen,
+            exporter.routes(),
+            web_config,
+            server.Limits(
+                max_requests=web.max_requests,
+                scrape_timeout=web.scrape_timeout_seconds,
+                scrape_timeout_offset=web.scrape_timeout_offset_seconds,
+            ),
         )
     except (OSError, config.ConfigError) as exc:
         log.error("cannot start the HTTP server", extra={"error": str(exc)})
         return 1
+    for prepare in also_reload:
+        exporter.also_reload(prepare)
+    if web.config_file is not None:
+        path = web.config_file  # its name is restart-only; its content is read on every reload
+        exporter.also_reload(lambda: httpd.prepare(webconfig.load(path)))
     exporter.start()
     _handle_signals(httpd, exporter)
     host, port = str(httpd.server_address[0]), httpd.server_address[1]
@@ -128,22 +163,27 @@ def run(loaded: config.Loaded, reload_source: Callable[[], config.Loaded] | None
 
 def _handle_signals(httpd: server.Server, exporter: App) -> None:
     stopping = threading.Event()
+    # Their threads start now: a signal handler must not need a thread (see trigger).
+    # shutdown() waits for serve_forever to return, so it must not run on that thread.
+    shutdown = Trigger("shutdown", httpd.shutdown)
+    reload = Trigger("reload", exporter.reload)
+    shutdown.start()
+    reload.start()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():
             return  # one shutdown, one log line
         stopping.set()
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        # shutdown() waits for serve_forever to return, so it must not run on that thread.
-        threading.Thread(target=httpd.shutdown, daemon=True).start()
+        shutdown.fire()
 
-    def reload(_signum: int, _frame: FrameType | None) -> None:
+    def hup(_signum: int, _frame: FrameType | None) -> None:
         # Loading and building take time the accepting (main) thread must not lose.
-        threading.Thread(target=exporter.reload, name="reload", daemon=True).start()
+        reload.fire()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    signal.signal(signal.SIGHUP, hup)
     # Python's default for these is to die without a word, which a stray signal must not do.
     for other in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(other, _ignore)

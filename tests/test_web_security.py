@@ -30,7 +30,7 @@ import yaml
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.web import guard, server, webconfig
 from tests.conftest import free_port, http_get, run_cli, spawn_exporter, stop_process
-from tests.helpers.web import serving
+from tests.helpers.web import served_cert, serving
 
 # Cost 4, bcrypt's minimum: the tests are about the protocol, not about bcrypt's slowness.
 PASSWORD = "s3cret pass:word"
@@ -222,26 +222,15 @@ def test_rotated_certificate_is_picked_up(
     ca: trustme.CA, certs: dict[str, str], tmp_path: Path
 ) -> None:
     web = tls_config(tmp_path, certs)
-
-    def served_cert(port: int) -> bytes:
-        ctx = client_context(ca)
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
-            cert = tls.getpeercert(binary_form=True)
-            assert cert is not None
-            return cert
-
     with running(web=web) as port:
-        before = served_cert(port)
+        before = served_cert(port, client_context(ca))
         leaf = ca.issue_cert("127.0.0.1")
         leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
         leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
         later = time.time() + 10  # a new mtime even on coarse-grained filesystems
         for name in ("server.crt", "server.key"):
             os.utime(tmp_path / name, (later, later))
-        after = served_cert(port)
+        after = served_cert(port, client_context(ca))
         assert after != before
         assert after == ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
 
@@ -284,11 +273,11 @@ def test_bcrypt_runs_once_per_credentials(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(bcrypt, "checkpw", counting)
     auth = guard.BasicAuth({"prometheus": HASH.encode()})
     right, wrong = basic("prometheus", PASSWORD), basic("prometheus", "nope")
-    assert all(auth.check(right["Authorization"]) for _ in range(20))
-    assert not any(auth.check(wrong["Authorization"]) for _ in range(20))
+    assert all(auth.check(right["Authorization"], 10) for _ in range(20))
+    assert not any(auth.check(wrong["Authorization"], 10) for _ in range(20))
     assert len(calls) == 2
     # An unknown user costs a bcrypt like a known one, so timing does not tell names apart.
-    assert not auth.check(basic("stranger", PASSWORD)["Authorization"])
+    assert not auth.check(basic("stranger", PASSWORD)["Authorization"], 10)
     assert len(calls) == 3
     # What is kept is keyed by an HMAC, never by the password.
     assert all(PASSWORD.encode() not in key for key in [*auth._granted, *auth._denied])

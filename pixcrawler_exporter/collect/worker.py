@@ -45,8 +45,9 @@ class Worker:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        thread.start()  # may fail (a pids limit): then not started, and stop() has nothing to join
+        self._thread = thread
 
     def stop(self, timeout: float) -> None:
         """Ask the work to stop and wait up to ``timeout`` seconds; a daemon thread still

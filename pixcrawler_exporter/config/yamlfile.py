@@ -7,8 +7,12 @@ from collections.abc import Hashable
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
+from pixcrawler_exporter.config.boundedfile import UnreadableError, read_bounded
 from pixcrawler_exporter.config.parsers import ConfigError
 
+# Far more than any configuration needs (a hundred custom queries are some 20 KB): a larger file
+# is a mistake, and reading it whole must not be how the exporter finds out.
+MAX_BYTES = 4 * 1024 * 1024
 # More digits than any setting needs (int64 has 19); beyond this a number is a mistake, and
 # beyond Python's 4300 int() raises an error that YAML does not place.
 MAX_DIGITS = 30
@@ -52,10 +56,10 @@ def read_yaml_mapping(path: str, what: str) -> dict[object, object]:
     """A YAML file whose top level is a mapping ({} when empty); ConfigError says what is wrong,
     with ``what`` naming the kind of file ("config file", "web config file")."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        text = read_bounded(path, MAX_BYTES).decode("utf-8")
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except UnreadableError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {path} is not UTF-8 text: {exc.reason}") from None
     except yaml.YAMLError as exc:

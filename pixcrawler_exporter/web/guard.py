@@ -9,20 +9,59 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 REALM = "pixcrawler-exporter"
 CHALLENGE = f'Basic realm="{REALM}"'
 # Verdicts kept, of each kind: enough for every client of one exporter.
 CACHE_SIZE = 1024
-# Requests that may be waiting for or running a bcrypt at once; beyond them a request with
-# credentials not seen before is turned away at once (BusyError), so a flood of made-up passwords
-# holds no connection thread for long and never a request slot.
-BCRYPT_QUEUE = 4
+# Requests that may wait in line for a bcrypt. The line is served first come, first served, one
+# bcrypt at a time, and no request waits longer than its own deadline: a right password not seen
+# before waits behind at most this many others (about 60 ms each at cost 10), never for a flood
+# to end. Connection threads (twice --web.max-requests) bound it in practice.
+BCRYPT_QUEUE = 64
 
 
 class BusyError(Exception):
-    """Credentials not seen before, and no room to check them now."""
+    """Credentials not seen before, and no turn for a bcrypt within the request's deadline."""
+
+
+class _Line:
+    """One at a time, in order of arrival, for as long as each may wait.
+
+    A newcomer who would wait past its deadline by the recent cost of a turn, or finds the line
+    full, is turned away at once rather than holding its connection thread for nothing.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()  # the head is the one whose turn it is
+        self._cost = 0.0  # seconds a turn took lately; learnt from the turns
+
+    @contextmanager
+    def turn(self, wait: float) -> Iterator[None]:
+        """Wait for this caller's turn, at most ``wait`` seconds; BusyError when none comes."""
+        me = object()
+        with self._cond:
+            ahead = len(self._waiting)
+            if ahead >= self._capacity or ahead * self._cost > wait:
+                raise BusyError
+            self._waiting.append(me)
+            if not self._cond.wait_for(lambda: self._waiting[0] is me, wait):
+                self._waiting.remove(me)
+                self._cond.notify_all()  # the one behind may be at the head now
+                raise BusyError
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting.popleft()
+                self._cost = 0.7 * self._cost + 0.3 * (time.monotonic() - started)
+                self._cond.notify_all()
 
 
 class BasicAuth:
@@ -45,15 +84,14 @@ class BasicAuth:
         self._granted: dict[bytes, None] = {}
         self._denied: dict[bytes, None] = {}
         self._cache_lock = threading.Lock()
-        self._queue = threading.BoundedSemaphore(BCRYPT_QUEUE)
         # bcrypt is CPU-bound: one at a time, so a burst of new credentials cannot eat every core.
-        self._bcrypt_lock = threading.Lock()
+        self._line = _Line(BCRYPT_QUEUE)
         # An unknown user still pays a bcrypt, against a real hash, so timing tells no names.
         self._decoy = next(iter(self._users.values()), b"")
 
-    def check(self, authorization: str | None) -> bool:
-        """Whether the credentials are right; raises BusyError when they would need a bcrypt and
-        ``BCRYPT_QUEUE`` requests are already waiting for one."""
+    def check(self, authorization: str | None, wait: float) -> bool:
+        """Whether the credentials are right. Credentials not seen before wait their turn for a
+        bcrypt, at most ``wait`` seconds (the request's deadline): BusyError when none comes."""
         parsed = _parse(authorization)
         if parsed is None:
             return False
@@ -66,12 +104,8 @@ class BasicAuth:
                 return True
             if key in self._denied:
                 return False
-        if not self._queue.acquire(blocking=False):
-            raise BusyError
-        try:
+        with self._line.turn(wait):
             verdict = self._verify(user, password)
-        finally:
-            self._queue.release()
         with self._cache_lock:
             cache = self._granted if verdict else self._denied
             if len(cache) >= CACHE_SIZE:
@@ -83,12 +117,11 @@ class BasicAuth:
         name = user.decode("utf-8", "replace")
         hashed = self._users.get(name)
         known = hashed is not None and hmac.compare_digest(name.encode(), user)
-        with self._bcrypt_lock:
-            try:
-                # checkpw compares in constant time.
-                ok = self._checkpw(password, hashed if hashed is not None else self._decoy)
-            except ValueError:  # longer than bcrypt's 72 bytes, or a NUL in it
-                ok = False
+        try:
+            # checkpw compares in constant time.
+            ok = self._checkpw(password, hashed if hashed is not None else self._decoy)
+        except ValueError:  # longer than bcrypt's 72 bytes, or a NUL in it
+            ok = False
         return known and ok
 
 

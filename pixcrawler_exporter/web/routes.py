@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import html
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -38,6 +39,14 @@ class Request:
     method: str
     path: str
     headers: Mapping[str, str]
+    # When its head had been read (time.monotonic()): time spent before the handler runs, in
+    # line for a bcrypt, counts against the scrape's deadline.
+    arrived: float = field(default_factory=time.monotonic)
+
+    def timeout(self, default: float, offset: float) -> float:
+        """What is left of the scrape's deadline (see :func:`scrape_timeout`)."""
+        full = scrape_timeout(self.headers, default, offset)
+        return max(MIN_SCRAPE_SECONDS, full - (time.monotonic() - self.arrived))
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ def metrics_route(
     shared = _SharedRenders()
 
     def handle(request: Request) -> Response:
-        timeout = scrape_timeout(request.headers, default_timeout, offset)
+        timeout = request.timeout(default_timeout, offset)
         chosen, content_type = negotiate(request.headers.get("Accept"))
         encoder = exposition.encoder(content_type, chosen)
         compress = http1.accepts(request.headers.get("Accept-Encoding"), "gzip")

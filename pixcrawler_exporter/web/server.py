@@ -15,15 +15,18 @@ import http.client
 import io
 import logging
 import socket
+import ssl
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pixcrawler_exporter import __version__
-from pixcrawler_exporter.web import http1, netio
+from pixcrawler_exporter.web import http1, netio, origin
+from pixcrawler_exporter.web.front import Front
 from pixcrawler_exporter.web.guard import CHALLENGE, BasicAuth, BusyError, RateLimiter
 
 # The endpoint API is re-exported (X as X): callers build routes and serve them through here.
@@ -64,6 +67,10 @@ class Limits:
     # A body on a GET or HEAD up to this size is read and dropped; a larger one, or one of
     # unknown length, is left unread and the connection closed after the answer.
     max_body_bytes: int = 65536
+    # A scrape's deadline without the scrape timeout header, and what is taken off the header's
+    # value (the web.scrape_timeout settings): how long credentials may wait for a bcrypt.
+    scrape_timeout: float = 10.0
+    scrape_timeout_offset: float = 0.5
 
     @property
     def connections(self) -> int:
@@ -81,7 +88,7 @@ _UNAUTHORIZED = Response(
 _RATE_LIMITED = Response(HTTPStatus.TOO_MANY_REQUESTS, b"Too many requests\n")
 _AUTH_BUSY = Response(
     HTTPStatus.TOO_MANY_REQUESTS,
-    b"Too many new credentials to check, retry later\n",
+    b"Too many new credentials to check within the deadline, retry later\n",
     headers={"Retry-After": "1"},
 )
 _NOT_FOUND = Response(HTTPStatus.NOT_FOUND, b"Not found\n")
@@ -109,6 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._fields = http1.Fields(())
         # Set when the connection closes with input left unread, which must be drained.
         self._unread = False
+        self._arrived = time.monotonic()
 
     def handle_one_request(self) -> None:
         self._deadline.arm(self.server.limits.request_timeout)
@@ -118,6 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             if head is None:
                 self.close_connection = True
                 return
+            self._arrived = time.monotonic()
             with self.server.in_flight():
                 self._respond(head)
         except http1.BadRequestError as bad:
@@ -187,6 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
         if route is not None and route.public:
             self._send(self._run(route, path), send_body)
             return
+        if self.command not in READ_ONLY and (why := origin.foreign(self._fields)) is not None:
+            # Before the rate limit and auth: a page elsewhere must not even spend a token.
+            body = f"Forbidden: a {self.command} from a page of another origin ({why})\n"
+            self._send(Response(HTTPStatus.FORBIDDEN, body.encode()), send_body)
+            return
         server = self.server
         if server.limiter is not None and not server.limiter.allow():
             self._send(_RATE_LIMITED, send_body)
@@ -210,13 +224,17 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.server.auth
         if auth is None:
             return None
+        limits = self.server.limits
+        # The wait for a bcrypt comes out of the scrape's own deadline (see Request.timeout).
+        deadline = scrape_timeout(self._fields, limits.scrape_timeout, limits.scrape_timeout_offset)
+        wait = max(0.0, deadline - (time.monotonic() - self._arrived))
         try:
-            return None if auth.check(self._fields.get("Authorization")) else _UNAUTHORIZED
+            return None if auth.check(self._fields.get("Authorization"), wait) else _UNAUTHORIZED
         except BusyError:
             return _AUTH_BUSY
 
     def _run(self, route: Route, path: str) -> Response:
-        request = Request(self.command, path, self._fields)
+        request = Request(self.command, path, self._fields, self._arrived)
         try:
             return route.handler(request)
         except Exception:
@@ -267,21 +285,49 @@ class Server(ThreadingHTTPServer):
         web: WebConfig | None,
     ) -> None:
         self.limits = limits
-        self.tls = TLSContexts(web.tls) if web is not None and web.tls is not None else None
-        self.auth = BasicAuth(web.users) if web is not None and web.users else None
-        rate = web.rate_limit if web is not None else None
-        self.limiter = RateLimiter(rate.interval_seconds, rate.burst) if rate else None
-        self.extra_headers: Mapping[str, str] = dict(web.headers) if web is not None else {}
+        self._front = Front.build(web)
         self.requests = threading.BoundedSemaphore(limits.max_requests)
         self._connections = threading.BoundedSemaphore(limits.connections)
         self._routes = handler.routes
         self._overflow = netio.Overflow(
-            self._overflow_answer, self.tls.current if self.tls is not None else None
+            self._overflow_answer, self._tls_context if self.tls is not None else None
         )
         self._idle = threading.Condition()
         self._active = 0
         self.stopping = False
         super().__init__(address, handler)
+
+    # What the web config sets up; a request reads each once, so a reload's swap is safe.
+    @property
+    def tls(self) -> TLSContexts | None:
+        return self._front.tls
+
+    @property
+    def auth(self) -> BasicAuth | None:
+        return self._front.auth
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self._front.limiter
+
+    @property
+    def extra_headers(self) -> Mapping[str, str]:
+        return self._front.headers
+
+    def prepare(self, web: WebConfig | None) -> Callable[[], None]:
+        """Check a web config read again by a reload and set up what it asks for (ConfigError
+        when it cannot be used: the running one stays); the result puts it into use."""
+        front = Front.build(web, self._front)
+
+        def use() -> None:
+            self._front = front
+
+        return use
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self._front.tls
+        assert tls is not None  # TLS is on or off for the server's life
+        return tls.current()
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
@@ -332,7 +378,6 @@ class Server(ThreadingHTTPServer):
             self._connections.release()
 
     def _secure(self, sock: socket.socket, client_address: Any) -> socket.socket | None:
-        assert self.tls is not None
         deadline = netio.Deadline()
         deadline.arm(self.limits.handshake_timeout)
         secured = None
@@ -344,7 +389,7 @@ class Server(ThreadingHTTPServer):
                 return None
             if not first:
                 return None
-            secured = self.tls.current().wrap_socket(
+            secured = self._tls_context().wrap_socket(
                 sock, server_side=True, do_handshake_on_connect=False
             )
             secured.settimeout(deadline.left())

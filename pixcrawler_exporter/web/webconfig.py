@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pixcrawler_exporter.config import ConfigError
+from pixcrawler_exporter.config.boundedfile import UnreadableError, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ KEYS: Mapping[str, tuple[str, ...]] = {
     "http_server_config": ("http2", "headers"),
     "rate_limit": ("interval", "burst"),
 }
+# A certificate chain, a key or a bundle of client CAs (the system's is some 200 KB).
+MAX_PEM_BYTES = 4 * 1024 * 1024
 # Only the variants the bcrypt package verifies: $2$ and $2x$ (crypt_blowfish's buggy one)
 # would load and then refuse every password.
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
@@ -405,13 +408,13 @@ def _duration(raw: Any, where: str) -> float:
 
 
 def _readable(where: str, source: str, *names: str | None) -> None:
-    # OpenSSL's errors do not say which file they are about ("None: no such file").
+    # OpenSSL's errors do not say which file they are about ("None: no such file"), and OpenSSL
+    # would wait for ever on a FIFO: each file is read first, bounded, to see that it can be.
     for name in filter(None, names):
         try:
-            open(name, "rb").close()  # opened only to see that it opens
-        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
-            missing = isinstance(exc, FileNotFoundError)
-            reason = "no such file" if missing else getattr(exc, "strerror", None) or exc
+            read_bounded(name, MAX_PEM_BYTES)
+        except UnreadableError as exc:
+            reason = "no such file" if exc.missing else str(exc)
             raise ConfigError(f"{where} in {source}: {name}: {reason}") from None
 
 

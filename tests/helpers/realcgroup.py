@@ -68,12 +68,16 @@ def new_cgroup(memory_limit: int, cpu: bool = True) -> Iterator[tuple[list[Path]
         yield made, f"/{name}"
     finally:
         for d in reversed(made):
-            for _ in range(50):  # a killed process leaves the cgroup a moment later
-                try:
-                    d.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            _remove(d)
+
+
+def _remove(cgroup: Path) -> None:
+    for _ in range(50):  # a killed process leaves the cgroup a moment later
+        try:
+            cgroup.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def joiner(dirs: Sequence[Path]) -> Callable[[], None]:
@@ -84,3 +88,29 @@ def joiner(dirs: Sequence[Path]) -> Callable[[], None]:
             (d / "cgroup.procs").write_text(str(os.getpid()))
 
     return join
+
+
+@contextlib.contextmanager
+def pids_cgroup(limit: int) -> Iterator[list[Path]]:
+    """A new cgroup allowing at most ``limit`` tasks (processes and threads): directories to join
+    (see :func:`joiner`). Needs root; skips where the pids controller is not to be had."""
+    need(os.geteuid() == 0, "creating cgroups needs root")
+    mounts = _cgroup_mounts()
+    d = Path()
+    try:
+        if "pids" in mounts:  # v1 or hybrid
+            d = mounts["pids"] / f"pixcrawler-test-{os.getpid()}-{next(_serial)}"
+        elif "cgroup2" in mounts:
+            root = mounts["cgroup2"]
+            (root / "cgroup.subtree_control").write_text("+pids")
+            d = root / f"pixcrawler-test-{os.getpid()}-{next(_serial)}"
+        else:
+            need(False, "no cgroup pids controller is mounted")
+        d.mkdir()
+    except OSError as exc:
+        need(False, f"this machine does not allow creating a pids cgroup: {exc}")
+    try:
+        (d / "pids.max").write_text(str(limit))
+        yield [d]
+    finally:
+        _remove(d)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,3 +26,14 @@ def serving(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def served_cert(port: int, ctx: ssl.SSLContext) -> bytes:
+    """The certificate a TLS server on the loopback ``port`` presents, DER-encoded."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        cert = tls.getpeercert(binary_form=True)
+        assert cert is not None
+        return cert
