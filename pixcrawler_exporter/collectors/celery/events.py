@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.errors import describe, scrub
+from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.celery.reading import EventsReading
 from pixcrawler_exporter.collectors.celery.tasks import TaskBook
 from pixcrawler_exporter.collectors.celery.workers import WorkerBook
@@ -54,8 +55,12 @@ class Listener:
         self.tasks = tasks
         self.secret = secret
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._next_backoff = BACKOFF_FIRST
+        # One session per run: it returns only when the connection failed (or on stop).
+        self._worker = Worker(
+            "celery-events", self._listen, 0.0, lambda exc: self._lost(describe(exc)), self._backoff
+        )
+        self._stopping = self._worker.stopping
         self._connected = False
         self._learnt = time.monotonic()  # when the stream was last known to be flowing
         self._events = 0
@@ -81,30 +86,19 @@ class Listener:
     # --- life --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="celery-events", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
 
-    def _run(self) -> None:
-        backoff = BACKOFF_FIRST
-        while not self._stopping.is_set():
-            began = time.monotonic()
-            try:
-                self._listen()
-            except Exception as exc:  # noqa: BLE001 - any failure is a reconnection
-                self._lost(describe(exc))
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - began > BACKOFF_MAX:
-                backoff = BACKOFF_FIRST  # it ran a good while: this is a new failure
-            # Jitter: exporters restarted together must not reconnect in step.
-            self._stopping.wait(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - not crypto
-            backoff = min(backoff * 2, BACKOFF_MAX)
+    def _backoff(self, _interval: float, took: float) -> float:
+        """The rest after a session that ended after ``took`` seconds: doubling from a second up
+        to a minute, back to a second after a session that lasted a good while."""
+        if took > BACKOFF_MAX:
+            self._next_backoff = BACKOFF_FIRST
+        rest, self._next_backoff = self._next_backoff, min(self._next_backoff * 2, BACKOFF_MAX)
+        # Jitter: exporters restarted together must not reconnect in step.
+        return rest * random.uniform(0.5, 1.0)  # noqa: S311 - not cryptography
 
     def _listen(self) -> None:
         from kombu.connection import Connection
