@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.errors import CollectorError
@@ -29,6 +29,7 @@ from pixcrawler_exporter.collectors.celery.reading import ReconcileReading
 if TYPE_CHECKING:
     import psycopg
     import redis
+    from psycopg.rows import TupleRow
 
     from pixcrawler_exporter.collectors.database.settings import DatabaseSettings
 
@@ -78,7 +79,7 @@ class Reconciler:
         self.db_url = db_url
         self.table = table
         self.timeout = timeout
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: psycopg.Connection[TupleRow] | None = None
         self._has_task_ids = True
         self._column: Changes[None, bool] = Changes(True)
 
@@ -124,7 +125,7 @@ class Reconciler:
             raise CollectorError(f"reconciling with the jobs table: {message}") from None
         return [_job(row, self._has_task_ids) for row in rows]
 
-    def _query(self, with_ids: bool) -> Sequence[tuple[Any, ...]]:
+    def _query(self, with_ids: bool) -> Sequence[TupleRow]:
         import psycopg
         from psycopg import sql
 
@@ -161,7 +162,7 @@ class Reconciler:
         return rows
 
 
-def _job(row: Sequence[Any], with_ids: bool) -> _Job:
+def _job(row: TupleRow, with_ids: bool) -> _Job:
     active, completed, failed = (int(v or 0) for v in row[:3])
     ids: tuple[str, ...] | None = None
     if with_ids:
