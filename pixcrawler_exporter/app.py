@@ -163,7 +163,7 @@ class App:
     def routes(self) -> dict[str, server.Route]:
         web = self.config.web
         routes = {
-            "/metrics": server.metrics_route(
+            web.telemetry_path: server.metrics_route(
                 self.metrics, web.scrape_timeout_seconds, web.scrape_timeout_offset_seconds
             ),
             "/status": server.Route(

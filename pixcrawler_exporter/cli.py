@@ -41,19 +41,54 @@ def parser() -> argparse.ArgumentParser:
         "and exit.",
     )
     for spec in config.specs():
-        flag = spec.meta.flag
-        if flag and isinstance(spec.default, bool):
+        flags = spec.meta.flags
+        if flags and isinstance(spec.default, bool):
             # '--collector.NAME' and '--no-collector.NAME', as node_exporter spells them.
             p.add_argument(
-                flag,
+                *flags,
                 dest=spec.key,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=spec.meta.help,
+                help=_help(spec),
             )
-        elif flag:
-            p.add_argument(flag, dest=spec.key, help=spec.meta.help)
+        elif flags:
+            metavar = spec.key.rsplit(".", 1)[-1].upper()
+            p.add_argument(*flags, dest=spec.key, metavar=metavar, help=_help(spec))
     return p
+
+
+def flag_names(argv: Sequence[str]) -> dict[str, str]:
+    """Setting key -> the flag typed for it, of its name and aliases (the last one wins, as
+    argparse's value does)."""
+    by_flag = {
+        name: spec.key
+        for spec in config.specs()
+        for flag in spec.meta.flags
+        for name in (flag, "--no-" + flag.removeprefix("--"))
+    }
+    typed: dict[str, str] = {}
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if name in by_flag:
+            typed[by_flag[name]] = name
+    return typed
+
+
+def _help(spec: config.Spec) -> str:
+    """The setting's help with its default and variable, as node_exporter's --help shows them."""
+    default = spec.default
+    shown = (
+        "unset"
+        if default is None
+        else str(default).lower()
+        if isinstance(default, bool)
+        else default
+    )
+    parts = [f"default: {shown}"]
+    if spec.meta.env:
+        parts.append(f"env: {', '.join(spec.meta.env)}")
+    # argparse formats help with '%': a literal one must be doubled.
+    return f"{spec.meta.help} ({'; '.join(parts)})".replace("%", "%%")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     given = vars(args)
     flags = {spec.key: given.get(spec.key) for spec in config.specs()}
+    typed = flag_names(argv)
     try:
-        loaded = config.load(os.environ, flags, args.config)
+        loaded = config.load(os.environ, flags, args.config, flag_names=typed)
     except config.ConfigError as exc:
         print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -91,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # config file); the command line stays as given.
     return run(
         loaded,
-        lambda: config.load(os.environ, flags, args.config),
+        lambda: config.load(os.environ, flags, args.config, flag_names=typed),
         [shape.prepare] if shape is not None else [],
     )
 

@@ -50,7 +50,7 @@ def test_precedence_flag_over_env_over_file_over_dotenv(tmp_path: Path) -> None:
         f"file {cfg_file}",
     )
     assert (cfg.log.level, loaded.sources["log.level"]) == ("error", "env PIXCRAWLER_LOG_LEVEL")
-    assert (cfg.web.listen, loaded.sources["web.listen"]) == (":9004", "flag --listen")
+    assert (cfg.web.listen, loaded.sources["web.listen"]) == (":9004", "flag --web.listen-address")
 
 
 def test_seed_database_url_is_accepted_and_redacted(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_print_config_is_yaml_that_config_accepts(tmp_path: Path) -> None:
     assert doc["mode"] == "azure"
     assert doc["collectors"]["network"] is False
     assert "mode: azure  # env PIXCRAWLER_MODE" in result.stdout
-    assert "network: false  # flag --collector.network" in result.stdout
+    assert "network: false  # flag --no-collector.network" in result.stdout
     # Feeding it back gives the same values.
     (tmp_path / "printed.yml").write_text(result.stdout)
     again = config.load(

@@ -20,7 +20,7 @@ from tests.conftest import REPO, need
 DEPLOY = REPO / "deploy" / "kubernetes"
 EXPORTER_IMAGE = "pixcrawler-exporter"
 # Variables the crawler's own containers use; only the exporter's are checked.
-CLUSTER_WIDE = {"database", "azure"}
+CLUSTER_WIDE = {"database", "celery", "azure"}
 
 
 def documents() -> list[dict[str, Any]]:
@@ -44,7 +44,7 @@ def enabled_collectors(container: dict[str, Any]) -> set[str]:
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     env["PIXCRAWLER_DB_URL"] = "postgresql://u@h/db"  # from a Secret in the cluster
     loaded = config.load(env, flags, dotenv_path="/nonexistent/.env")
-    return {name for name, on in vars(loaded.config.collectors).items() if on}
+    return {name for name, on in loaded.config.collectors.enabled().items() if on}
 
 
 def test_manifests_have_what_the_issue_lists() -> None:
@@ -76,7 +76,7 @@ def test_no_series_is_exported_twice() -> None:
     cluster_on, sidecar_on = enabled_collectors(cluster), enabled_collectors(sidecar)
     assert cluster_on == CLUSTER_WIDE
     assert not cluster_on & sidecar_on
-    assert cluster_on | sidecar_on == set(vars(config.Collectors()))
+    assert cluster_on | sidecar_on == set(config.Collectors().enabled())
     (deployment,) = [
         d
         for d in documents()

@@ -22,13 +22,7 @@ def config_table() -> str:
     ]
     for spec in config.specs():
         env = ", ".join(f"`{n}`" for n in spec.meta.env) or "—"
-        flag = spec.meta.flag or (
-            f"`--collector.{spec.key.split('.', 1)[1]}`"
-            if spec.key.startswith("collectors.")
-            else "—"
-        )
-        if flag != "—" and not flag.startswith("`"):
-            flag = f"`{flag}`"
+        flag = ", ".join(f"`{f}`" for f in spec.meta.flags) or "—"
         rows.append(
             f"| `{spec.key}` | {env} | {flag} | {_default(spec)} | {_cell(spec.meta.help)} |"
         )

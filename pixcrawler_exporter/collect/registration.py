@@ -76,7 +76,7 @@ class Registry:
         settings: type[SourceSettings] | None = None,
         settings_key: str | None = None,
     ) -> None:
-        if not name.isidentifier() or name != name.lower():
+        if not name.isidentifier() or name != name.lower() or name == "disable_defaults":
             raise ValueError(f"collector name {name!r} must be a lower-case identifier")
         if name in self._found:
             raise ValueError(f"collector {name!r} is registered twice")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pixcrawler_exporter import environment
 from pixcrawler_exporter.collect.registration import REGISTRY
-from pixcrawler_exporter.config.model import Config, specs
+from pixcrawler_exporter.config.model import DISABLE_DEFAULTS, Config, specs
 from pixcrawler_exporter.config.parsers import REDACTED, ConfigError
 from pixcrawler_exporter.config.settings import Provenance, Spec, build
 from pixcrawler_exporter.derive.resources import RESOURCES
@@ -34,10 +34,14 @@ def load(
     flags: Mapping[str, object] | None = None,
     config_file: str | None = None,
     dotenv_path: str | Path = ".env",
+    flag_names: Mapping[str, str] | None = None,
 ) -> Loaded:
-    """Build the effective configuration. Raises ConfigError with a message for people."""
+    """Build the effective configuration. Raises ConfigError with a message for people.
+
+    ``flag_names`` says which of a setting's flags was typed (``--listen`` for
+    ``--web.listen-address``), so that messages quote it; the first of its flags otherwise."""
     all_specs = list(specs())
-    given = _given(all_specs, environ, flags or {}, config_file, dotenv_path)
+    given = _given(all_specs, environ, flags or {}, config_file, dotenv_path, flag_names or {})
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     for spec in all_specs:
@@ -57,6 +61,13 @@ def load(
         if sources[spec.key] == "default" and running_in in by_env:
             values[spec.key] = by_env[running_in]
             sources[spec.key] = f"default for {running_in}"
+    if values[f"collectors.{DISABLE_DEFAULTS}"]:
+        # node_exporter's --collector.disable-defaults: off unless switched on by name.
+        switches = [s.key for s in all_specs if s.key.startswith("collectors.")]
+        for key in switches:
+            if key != f"collectors.{DISABLE_DEFAULTS}" and sources[key] == "default":
+                values[key] = False
+                sources[key] = "default, collectors.disable_defaults"
     config = _finish_sources(build(Config, values), sources)
     _check(config, sources)
     return Loaded(config, sources, detected)
@@ -75,6 +86,7 @@ def _given(
     flags: Mapping[str, object],
     config_file: str | None,
     dotenv_path: str | Path,
+    flag_names: Mapping[str, str],
 ) -> dict[str, _Given]:
     """The value given for each key, by precedence: flags > environment > file > .env."""
     given: dict[str, _Given] = {}
@@ -94,7 +106,7 @@ def _given(
     for spec in all_specs:
         flag_value = flags.get(spec.key)
         if flag_value is not None:
-            flag = spec.meta.flag or f"--{spec.key}"
+            flag = flag_names.get(spec.key) or spec.meta.flag or f"--{spec.key}"
             given[spec.key] = _Given(flag_value, f"flag {flag}", f"flag {flag}")
     return given
 

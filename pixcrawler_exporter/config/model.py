@@ -21,6 +21,7 @@ from pixcrawler_exporter.config.parsers import (
     listen_address,
     number,
     optional_text,
+    telemetry_path,
 )
 from pixcrawler_exporter.config.settings import SourceSettings, Spec, flat, setting, walk
 from pixcrawler_exporter.config.thresholds import Alerts, Thresholds
@@ -36,8 +37,16 @@ class Web:
         f":{DEFAULT_PORT}",
         listen_address,
         env="PIXCRAWLER_LISTEN",
-        flag="--listen",
+        # node_exporter's name first; --listen, this exporter's first spelling, still works.
+        flag=("--web.listen-address", "--listen"),
         help="Address the HTTP server listens on; ':PORT' means every interface.",
+    )
+    telemetry_path: str = setting(
+        "/metrics",
+        telemetry_path,
+        env="PIXCRAWLER_WEB_TELEMETRY_PATH",
+        flag="--web.telemetry-path",
+        help="Path under which the metrics are served.",
     )
     scrape_timeout_seconds: float = setting(
         10.0,
@@ -101,17 +110,33 @@ class Paths:
     )
 
 
+DISABLE_DEFAULTS = "disable_defaults"
+
+
 @dataclass(frozen=True)
 class CollectorSwitches:
     """``collectors.NAME``: one switch per collector registration (collect/registration.py), so
     adding a collector adds its key, flag and variable without an edit here."""
+
+    disable_defaults: bool = setting(
+        False,
+        boolean,
+        env="PIXCRAWLER_COLLECTOR_DISABLE_DEFAULTS",
+        flag="--collector.disable-defaults",
+        help="Every collector off unless switched on by name (--collector.NAME), as "
+        "node_exporter's flag.",
+    )
 
     def __getattr__(self, name: str) -> bool:
         # Only reached for a name that is not a registered collector; typed for the ones that are.
         raise AttributeError(name)
 
     def enabled(self) -> dict[str, bool]:
-        return {f.name: bool(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {
+            f.name: bool(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != DISABLE_DEFAULTS
+        }
 
 
 def _collector_switches() -> type[CollectorSwitches]:
@@ -170,16 +195,24 @@ Sources = _source_sections()
 class Log:
     level: str = setting(
         "info",
-        choice("debug", "info", "warning", "error"),
+        # The spellings other programs use for the same levels, in any case (LOG_LEVEL=WARN).
+        choice(
+            "debug",
+            "info",
+            "warning",
+            "error",
+            aliases={"warn": "warning", "err": "error", "critical": "error", "fatal": "error"},
+        ),
         env=("PIXCRAWLER_LOG_LEVEL", "LOG_LEVEL"),
-        flag="--log-level",
-        help="Lowest level logged (LOG_LEVEL as seed 004 spells it: DEBUG, INFO, ...).",
+        flag=("--log.level", "--log-level"),
+        help="Lowest level logged: debug, info, warning (or warn) or error, in any case "
+        "(LOG_LEVEL as seed 004 spells it: DEBUG, INFO, ...).",
     )
     format: str = setting(
         "text",
         choice("text", "json", aliases={"standard": "text"}),
         env=("PIXCRAWLER_LOG_FORMAT", "LOG_FORMAT"),
-        flag="--log-format",
+        flag=("--log.format", "--log-format"),
         help="'text' for people, 'json' for one JSON object per line (LOG_FORMAT=standard, "
         "seed 004's word, is text).",
     )

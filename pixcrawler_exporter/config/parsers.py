@@ -154,6 +154,19 @@ def listen_address(raw: object) -> str:
     return value
 
 
+def telemetry_path(raw: object) -> str:
+    """An absolute URL path other than the exporter's own pages, without a query."""
+    value = text(raw).strip()
+    accepted = "a path such as /metrics: starting with '/', without '?', '#' or spaces"
+    if not value.startswith("/") or any(c in value for c in "?# \t\r\n") or len(value) > 200:
+        raise ValueError(accepted)
+    if value.rstrip("/") in {"", "/status", "/health", "/-/healthy", "/-/reload"}:
+        raise ValueError(
+            f"{accepted}, and not one of the other pages (/, /status, /health, /-/...)"
+        )
+    return value
+
+
 def patterns(raw: object) -> tuple[str, ...]:
     """Shell-style file name patterns: a YAML list, or comma-separated text."""
     items = raw.split(",") if isinstance(raw, str) else raw

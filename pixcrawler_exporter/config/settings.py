@@ -34,19 +34,23 @@ class SettingMeta:
     default: object
     parse: Parser[object]
     env: tuple[str, ...]
-    flag: str | None
+    flags: tuple[str, ...]  # the first is the name shown; the others are aliases
     help: str
     secret: bool
     env_parse: Parser[object]
     # Defaults that differ by where the exporter runs (seed 000); ``default`` elsewhere.
     by_environment: Mapping[str, object]
 
+    @property
+    def flag(self) -> str | None:
+        return self.flags[0] if self.flags else None
+
 
 class Options(TypedDict, Generic[T], total=False):
     """How a setting is given and shown, besides its default and parser."""
 
     env: str | tuple[str, ...]
-    flag: str | None
+    flag: str | tuple[str, ...] | None
     help: Required[str]
     secret: bool
     env_parse: Parser[T] | None  # for text from variables, .env and flags; ``parse`` if unset
@@ -56,17 +60,20 @@ class Options(TypedDict, Generic[T], total=False):
 def declare(default: T, parse: Parser[T], **options: Unpack[Options[T]]) -> SettingMeta:
     if isinstance(default, list | dict):
         raise TypeError("use a tuple for list defaults")
-    env = options.get("env", ())
     return SettingMeta(
         default,
         parse,
-        (env,) if isinstance(env, str) else env,
-        options.get("flag"),
+        _names(options.get("env")),
+        _names(options.get("flag")),
         options["help"],
         options.get("secret", False),
         options.get("env_parse") or parse,
         options.get("by_environment") or {},
     )
+
+
+def _names(given: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    return (given,) if isinstance(given, str) else given or ()
 
 
 def setting(default: T, parse: Parser[T], **options: Unpack[Options[T]]) -> T:
