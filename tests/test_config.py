@@ -377,6 +377,52 @@ def test_print_config_round_trips_the_rules_section(tmp_path: Path) -> None:
     assert "for: 90m" in printed.stdout
 
 
+def test_print_config_loads_back_with_its_secrets_given_again(tmp_path: Path) -> None:
+    """A database URL, Azure with a client secret, thresholds and rules: what --print-config
+    prints loads back with --config, its secrets (printed as comments, never their values) given
+    again by their variables, into the same configuration; without them it loads too."""
+    given = tmp_path / "given.yml"
+    given.write_text(
+        "mode: azure\n"
+        "database:\n"
+        "  statement_timeout_seconds: 1.5\n"
+        "  names: {table: jobs, active_chunks: active}\n"
+        "azure:\n"
+        "  resource_id: /subscriptions/0/resourceGroups/rg/providers/Microsoft.Web/serverfarms/p\n"
+        "  tenant_id: tenant\n"
+        "  client_id: client\n"
+        "thresholds:\n"
+        "  memory: {warning: 0.7, critical: 0.85}\n"
+        "  chunks: {warning: 20, critical: 30}\n"
+        "rules:\n"
+        '  selector: \'job="crawler", namespace=~"crawl-.*"\'\n'
+        "  group_label: cluster\n"
+        "  alerts: {PixCrawlerChunkFailuresSpike: {disable: true}}\n"
+    )
+    secrets = {
+        "PIXCRAWLER_DB_URL": "postgresql://crawler:hunter2@db:5432/pix?sslmode=require",
+        "AZURE_CLIENT_SECRET": "s3cr3t: with # and 'quotes'",
+    }
+    printed = run_cli(tmp_path, "--config", str(given), "--print-config", env=secrets)
+    assert printed.returncode == 0, printed.stderr
+    assert "hunter2" not in printed.stdout and "s3cr3t" not in printed.stdout
+    assert "  # url: <redacted>  # env PIXCRAWLER_DB_URL" in printed.stdout
+    (tmp_path / "printed.yml").write_text(printed.stdout)
+
+    def loaded(path: Path, environ: dict[str, str]) -> config.Config:
+        return config.load(environ, {}, str(path), dotenv_path=tmp_path / ".env").config
+
+    assert loaded(tmp_path / "printed.yml", secrets) == loaded(given, secrets)
+    again = run_cli(tmp_path, "--config", "printed.yml", "--print-config", env=secrets)
+    assert again.returncode == 0, again.stderr
+    assert yaml.safe_load(again.stdout) == yaml.safe_load(printed.stdout)
+    assert "  # url: <redacted>  # env PIXCRAWLER_DB_URL" in again.stdout
+    bare = loaded(tmp_path / "printed.yml", {})  # no secrets: no database, Azure's identity
+    assert bare.source(DatabaseSettings).url is None
+    assert bare.source(AzureSettings).client_secret is None
+    assert bare.rules == loaded(given, {}).rules
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -277,6 +277,12 @@ def test_huge_scrape_timeouts_on_real_endpoints(
         (b"GET /small http/1.1\r\nHost: x\r\n\r\n", 400),
         (b"GET /small HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (b"GET /small HTTP/0.9\r\nHost: x\r\n\r\n", 505),
+        (b"GET http://u:p@x/small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET http:///small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET ftp://x/small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET http://a,b/small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"\r\n" * 4097 + b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"\r\nGET /small HTTP/1.1\r\n\r\n", 400),  # no Host still, after an empty line
     ],
     ids=[
         "no-colon",
@@ -302,6 +308,12 @@ def test_huge_scrape_timeouts_on_real_endpoints(
         "lower-case-version",
         "http2",
         "http09-spelled",
+        "absolute-userinfo",
+        "absolute-no-host",
+        "absolute-ftp",
+        "absolute-host-list",
+        "only-empty-lines",
+        "empty-line-no-host",
     ],
 )
 def test_malformed_heads_get_an_answer_and_a_close_at_once(
@@ -325,13 +337,50 @@ def test_malformed_heads_get_an_answer_and_a_close_at_once(
         b"GET /small HTTP/1.1\r\nHost: [::1]:9100\r\n\r\n",
         b"GET /small HTTP/1.1\r\nHost:\r\n\r\n",  # empty Host is allowed
         b"GET /small HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\n\r\n",  # obs-text
+        # RFC 9112 section 2.2: a server SHOULD ignore at least one empty line before the
+        # request line; section 3.2.2: it MUST accept the absolute-form.
+        b"\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\r\n\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://127.0.0.1:9100/small HTTP/1.1\r\nHost: 127.0.0.1:9100\r\n\r\n",
+        b"GET HTTPS://[::1]/small?x=1 HTTP/1.1\r\nHost: [::1]\r\n\r\n",
     ],
-    ids=["http10", "bare-lf", "odd-but-valid", "ipv6-host", "empty-host", "obs-text"],
+    ids=[
+        "http10",
+        "bare-lf",
+        "odd-but-valid",
+        "ipv6-host",
+        "empty-host",
+        "obs-text",
+        "empty-line-first",
+        "empty-lines-first",
+        "absolute-form",
+        "absolute-form-https-query",
+    ],
 )
 def test_valid_heads_still_served(request_bytes: bytes) -> None:
     with running() as port:
         answer, _ = exchange(port, request_bytes)
         assert statuses(answer) == [200] and answer.endswith(b"small\n"), answer
+
+
+def test_an_empty_line_after_a_body_does_not_end_the_connection() -> None:
+    # A client that ends a body with an extra CRLF: the next request on the connection is served.
+    with running() as port:
+        first = b"GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab\r\n"
+        answer, _ = exchange(port, first + b"GET http://x/small HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(answer) == [200, 200], answer
+
+
+def test_the_exporter_serves_metrics_to_an_absolute_form_after_an_empty_line(
+    exporter_factory: Callable[..., Exporter],
+) -> None:
+    exp = exporter_factory()
+    authority = exp.url.removeprefix("http://").encode()
+    port = int(authority.rsplit(b":", 1)[1])
+    head = b"\r\nGET http://" + authority + b"/metrics HTTP/1.1\r\nHost: " + authority
+    answer, _ = exchange(port, head + b"\r\nConnection: close\r\n\r\n", quiet=3, limit=15)
+    assert statuses(answer) == [200], answer[:300]
+    assert b"pixcrawler_exporter_collector_success" in answer
 
 
 def test_headers_after_an_odd_one_are_not_dropped() -> None:

@@ -241,9 +241,9 @@ def test_metrics_exposition_is_exact(
         "# TYPE pixcrawler_temp_storage_files gauge\n"
         'pixcrawler_temp_storage_files{directory="/tmp/pix"} 3.0\n'
         'pixcrawler_temp_storage_files{directory="/data/pix"} 1.0\n'
-        "# HELP pixcrawler_temp_storage_error 1 when the last scan could not open the configured "
-        "directory (missing, not a directory, not permitted): its usage is unknown, so its "
-        "bytes are absent and the collector fails; 0 when it could.\n"
+        "# HELP pixcrawler_temp_storage_error 1 when the configured directory cannot be opened "
+        "(missing, deleted or moved away, not a directory, not permitted): its usage is "
+        "unknown, so its bytes are absent and the collector fails; 0 when it can.\n"
         "# TYPE pixcrawler_temp_storage_error gauge\n"
         'pixcrawler_temp_storage_error{directory="/tmp/pix"} 0.0\n'
         'pixcrawler_temp_storage_error{directory="/data/pix"} 0.0\n'

@@ -20,6 +20,7 @@ from pixcrawler_exporter.collectors.temp_storage.collector import (
     TempStorageCollector,
 )
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
+from tests.conftest import Exporter, sample
 from tests.helpers.temp import IMAGES, wait_for, write
 
 Make = Callable[..., TempStorageCollector]
@@ -232,3 +233,88 @@ def test_oldest_file_age_follows_events(watched: Make, tmp_path: Path) -> None:
     old.unlink()  # the crashed worker's chunk is cleaned up: only the fresh file is left
     wait_for(lambda: collector.read().oldest_file_age[str(tmp_path)] < 600, timeout=3)
     assert collector.scans == 1  # told by events, not by another scan
+
+
+def _temp_figures(
+    exp: Exporter, directory: Path
+) -> tuple[float | None, float | None, float | None]:
+    """bytes, error and the collector's success, scraped over HTTP."""
+    samples = exp.scrape()
+    return (
+        sample(samples, "pixcrawler_temp_storage_bytes", directory=str(directory)),
+        sample(samples, "pixcrawler_temp_storage_error", directory=str(directory)),
+        sample(samples, "pixcrawler_exporter_collector_success", collector="temp_storage"),
+    )
+
+
+def _scraped_until(
+    exp: Exporter, directory: Path, want: tuple[float | None, float | None, float | None]
+) -> float:
+    """Seconds until a scrape shows ``want`` (at most 3: the next scan is an hour away)."""
+    started = time.monotonic()
+    while (got := _temp_figures(exp, directory)) != want:
+        assert time.monotonic() - started < 3, f"{got} != {want}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved away"])
+def test_a_configured_directory_that_goes_is_unknown_at_once_and_followed_when_back(
+    tmp_path: Path, exporter_factory: Callable[..., Exporter], how: str
+) -> None:
+    root, aside = tmp_path / "crawler-temp", tmp_path / "aside"
+    write(root / "job" / "a.jpg", 1000)
+    exp = exporter_factory(
+        env={"PIXCRAWLER_TEMP_DIRS": str(root), "PIXCRAWLER_TEMP_SCAN_INTERVAL_SECONDS": "3600"}
+    )
+    assert _temp_figures(exp, root) == (1000, 0, 1)
+    assert sample(exp.scrape(), "pixcrawler_temp_storage_mode", directory=str(root), mode="events")
+
+    if how == "deleted":
+        shutil.rmtree(root)
+    else:
+        root.rename(aside)
+    # Unknown, not the 1000 bytes counted before nor an empty directory: the collector fails.
+    _scraped_until(exp, root, (None, 1, 0))
+    if how == "moved away":
+        write(aside / "job" / "b.jpg", 5)  # no longer the configured directory: not counted
+        time.sleep(0.3)
+        assert _temp_figures(exp, root) == (None, 1, 0)
+
+    write(root / "c.jpg", 77)  # made again (a cleanup job's rm -rf, then the crawler's mkdir)
+    _scraped_until(exp, root, (77, 0, 1))
+    write(root / "job" / "d.jpg", 3)  # and followed by events again, below it too
+    _scraped_until(exp, root, (80, 0, 1))
+    assert sample(exp.scrape(), "pixcrawler_temp_storage_scan_errors_total") == 0  # no new scan
+
+
+def test_a_symlink_as_the_configured_directory_is_followed_by_events(
+    watched: Make, tmp_path: Path
+) -> None:
+    real, link = tmp_path / "real", tmp_path / "link"
+    write(real / "a.jpg", 4)
+    link.symlink_to(real)
+    collector = watched(link)
+    reading = collector.read()
+    assert reading.unreadable == {}
+    assert reading.modes == {str(link): "events"}
+    assert usage(collector, link) == DirectoryUsage(4, 1)
+    write(real / "sub" / "b.jpg", 6)
+    settles_at(collector, link)
+    assert usage(collector, link) == DirectoryUsage(10, 2)
+
+
+def test_a_directory_replaced_at_once_is_followed_not_the_one_moved_away(
+    watched: Make, tmp_path: Path
+) -> None:
+    root, aside = tmp_path / "temp", tmp_path / "aside"
+    write(root / "job" / "a.jpg", 1)
+    collector = watched(root)
+    root.rename(aside)
+    write(root / "job" / "b.jpg", 20)  # a new tree in its place before the events are read
+    settles_at(collector, root)
+    write(aside / "job" / "c.jpg", 300)  # the old tree, no longer configured
+    write(root / "job" / "d.jpg", 4000)  # the new one, followed by events
+    settles_at(collector, root)
+    assert usage(collector, root) == DirectoryUsage(4020, 2)
+    assert collector.read().watches == 2

@@ -89,13 +89,19 @@ class Built:
         again) the ones that were on but not configured."""
         now, before = config.collectors.enabled(), self.config.collectors.enabled()
         running = {c.name: c for c in self.collectors}
-        same = (
-            r
-            for r in REGISTRY.registrations()
-            if now[r.name] and before[r.name]
-            if r.load().settings(config) == r.load().settings(self.config)
-        )
-        return {r.name: running.get(r.name) for r in same}
+        same: dict[str, Source | None] = {}
+        for r in REGISTRY.registrations():
+            if not (now[r.name] and before[r.name]):
+                continue
+            if r.name not in running and r.missing is not None and r.missing(self.config):
+                # Left out for a missing source: compared by that reason, without loading the
+                # class, whose module was never imported (psycopg: about 13 MB on the first
+                # reload, which is what made RSS look as if it grew with every reload).
+                if r.missing(config) == r.missing(self.config):
+                    same[r.name] = None
+            elif r.load().settings(config) == r.load().settings(self.config):
+                same[r.name] = running.get(r.name)
+        return same
 
 
 def build(loaded: Loaded, previous: Built | None = None) -> Built:

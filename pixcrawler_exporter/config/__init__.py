@@ -2,9 +2,10 @@
 
 Split by job: ``parsers`` (one value), ``settings`` (how a setting and a source's section are
 declared), ``model``, ``capacity``, ``thresholds`` and ``alerting`` (the exporter's own
-sections), ``loading`` (sources and precedence), ``printing`` (``--print-config``). Each source
-declares its own section in its collector's package. This module is the package's public face:
-code outside ``config`` imports these names from here.
+sections), ``promql`` (what Prometheus parses of the rules settings), ``loading`` (sources and
+precedence), ``printing`` (``--print-config``). Each source declares its own section in its
+collector's package. This module is the package's public face: code outside ``config`` imports
+these names from here.
 
 The names are loaded on first use (PEP 562): a source's package imports ``config.settings`` and
 ``config.parsers`` while it registers, and the model, which lists every registration, must not

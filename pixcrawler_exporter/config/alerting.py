@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pixcrawler_exporter.config import promql
 from pixcrawler_exporter.config.parsers import number
 from pixcrawler_exporter.config.settings import setting
 
@@ -14,13 +15,17 @@ SEVERITIES = ("info", "warning", "critical")
 _NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 _MATCHER = re.compile(rf'\s*({_NAME})\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_MATCHERS_SHAPE = 'label matchers such as job="pixcrawler", namespace=~"crawl-.*"'
+# Words PromQL's grammar does not take as a label in by (...): promtool refuses the rendered
+# fleet rules' sum by (without) ("unexpected <without> in grouping opts"); inf and nan are numbers.
+_NOT_GROUPING_LABELS = frozenset({"without", "inf", "nan"})
 
 
 def label_matchers(raw: object) -> str:
     """PromQL label matchers, e.g. ``job="pixcrawler", namespace=~"crawl-.*"``, normalised to
     ``name="value"`` joined by ``, `` (braces around them are accepted); empty selects all."""
     if not isinstance(raw, str):
-        raise ValueError('label matchers such as job="pixcrawler", namespace=~"crawl-.*"')
+        raise ValueError(_MATCHERS_SHAPE)
     text = raw.strip()
     if text.startswith("{") and text.endswith("}"):
         text = text[1:-1].strip()
@@ -28,10 +33,25 @@ def label_matchers(raw: object) -> str:
     while pos < len(text):
         m = _MATCHER.match(text, pos)
         if m is None:
-            raise ValueError('label matchers such as job="pixcrawler", namespace=~"crawl-.*"')
+            raise ValueError(_MATCHERS_SHAPE)
+        if (why := _refused(m.group(1), m.group(2), m.group(3))) is not None:
+            raise ValueError(f"{_MATCHERS_SHAPE}; {m.group(1)}{m.group(2)}: {why}")
         found.append(f'{m.group(1)}{m.group(2)}"{m.group(3)}"')
         pos = m.end()
     return ", ".join(found)
+
+
+def _refused(name: str, op: str, quoted: str) -> str | None:
+    """Why Prometheus would refuse the matcher in the rendered rules, or None."""
+    if name == "__name__":
+        return "each rule selects its own metric name (__name__ would be set twice)"
+    try:
+        value = promql.unquote(quoted)
+        if op in ("=~", "!~"):
+            promql.check_regex(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def split_matchers(selector: str) -> list[tuple[str, str]]:
@@ -46,18 +66,28 @@ def label_name(raw: object) -> str | None:
         return None
     if not isinstance(raw, str) or not re.fullmatch(_NAME, raw):
         raise ValueError("a Prometheus label name such as cluster")
+    if raw.lower() in _NOT_GROUPING_LABELS:
+        raise ValueError(
+            "a Prometheus label name such as cluster, other than without, inf and nan "
+            "(PromQL does not take them in by (...))"
+        )
     return raw
 
 
 def duration_seconds(raw: object) -> int:
-    """``for:`` as Prometheus writes it (``90s``, ``5m``, ``1h30m``) or whole seconds."""
+    """``for:`` as Prometheus writes it (``90s``, ``5m``, ``1h30m``) or whole seconds, at most
+    the longest duration Prometheus holds."""
+    shape = f"a duration such as 0s, 90s, 5m or 1h30m, at most {promql.MAX_DURATION_SECONDS}s"
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return raw
-    m = _DURATION.fullmatch(raw) if isinstance(raw, str) and raw else None
-    if m is None:
-        raise ValueError("a duration such as 0s, 90s, 5m or 1h30m")
-    hours, minutes, seconds = (int(g or 0) for g in m.groups())
-    return hours * 3600 + minutes * 60 + seconds
+        total = raw
+    elif m := _DURATION.fullmatch(raw) if isinstance(raw, str) and raw else None:
+        hours, minutes, seconds = (int(g or 0) for g in m.groups())
+        total = hours * 3600 + minutes * 60 + seconds
+    else:
+        raise ValueError(shape)
+    if total > promql.MAX_DURATION_SECONDS:
+        raise ValueError(f"{shape} (about 292 years: Prometheus's longest)")
+    return total
 
 
 def duration(seconds: int) -> str:
@@ -104,7 +134,10 @@ def alert_overrides(raw: object) -> Mapping[str, AlertOverride] | None:
             raise ValueError(f"{shape}, severity one of {', '.join(SEVERITIES)} (at {name})")
         if not isinstance(disable, bool):
             raise ValueError(f"{shape}, disable true or false (at {name})")
-        delay = duration_seconds(given["for"]) if "for" in given else None
+        try:
+            delay = duration_seconds(given["for"]) if "for" in given else None
+        except ValueError as exc:
+            raise ValueError(f"{exc} (at {name}.for)") from None
         out[name] = AlertOverride(severity, delay, disable)
     return out
 

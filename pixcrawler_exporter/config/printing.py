@@ -1,4 +1,10 @@
-"""``--print-config``: the effective configuration as YAML that ``--config`` accepts back."""
+"""``--print-config``: the effective configuration as YAML that ``--config`` accepts back.
+
+A secret that is set is printed as a comment, never its value: a ``<redacted>`` in its place
+would load back as the secret itself (a wrong Azure client secret) or as a value the setting
+refuses (a database URL). Loading the output back therefore needs the secrets given again, by
+their variables or secret files, as they were given to the exporter in the first place.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +36,14 @@ def render(loaded: Loaded) -> str:
             lines.append("  " * depth + f"{sections[depth]}:")
         open_sections = sections
         value = lookup(loaded.config, spec.key)
-        shown = yaml.safe_dump(
-            REDACTED if spec.meta.secret and value is not None else _plain(value),
-            default_flow_style=True,
-            width=10**6,
-        )
+        indent, source = "  " * len(sections), loaded.sources[spec.key]
+        if spec.meta.secret and value is not None:
+            again = spec.meta.env[0] if spec.meta.env else spec.key
+            lines.append(f"{indent}# {name}: {REDACTED}  # {source}; a secret: give {again}")
+            continue
+        shown = yaml.safe_dump(_plain(value), default_flow_style=True, width=10**6)
         shown = shown.removesuffix("\n").removesuffix("\n...")
-        lines.append("  " * len(sections) + f"{name}: {shown}  # {loaded.sources[spec.key]}")
+        lines.append(f"{indent}{name}: {shown}  # {source}")
     return "\n".join(lines) + "\n"
 
 

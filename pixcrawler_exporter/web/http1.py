@@ -25,6 +25,8 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 # uri-host [":" port]: an IP literal or a reg-name (without the comma that would mean two).
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+;=]*)(:[0-9]*)?")
+# absolute-form: scheme "://" authority, then the path and query the origin-form would carry.
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 # http.client's own limit; Prometheus sends fewer than ten.
 MAX_FIELDS = 100
@@ -81,8 +83,24 @@ class Head:
     keep_alive: bool
 
 
+def read_request_line(readline: Callable[[int], bytes], limit: int) -> bytes:
+    """The request line, past the empty lines a client may send before it (RFC 9112 section
+    2.2: a server SHOULD ignore at least one, as one after a body is a common client slip);
+    b"" at the end of input. Those empty lines count against ``limit`` bytes, as the request line
+    does: a line longer than that is returned cut at ``limit + 1`` bytes for the caller to
+    refuse."""
+    skipped = 0
+    while (raw := readline(limit + 1)) in (b"\r\n", b"\n"):
+        skipped += len(raw)
+        if skipped > limit:
+            raise BadRequestError(HTTPStatus.BAD_REQUEST, "only empty lines")
+    return raw
+
+
 def parse_request_line(raw: bytes) -> RequestLine:
-    """``method SP target SP HTTP/x.y``; anything else (HTTP/0.9's two words too) is a 400."""
+    """``method SP target SP HTTP/x.y``; anything else (HTTP/0.9's two words too) is a 400. A
+    target in absolute-form (``http://host:port/metrics``, RFC 9112 section 3.2.2: a server
+    MUST accept it) is given as the origin-form it names (``/metrics``)."""
     parts = _line(raw).split(b" ")
     if len(parts) != 3:
         raise BadRequestError(HTTPStatus.BAD_REQUEST, "malformed request line")
@@ -93,7 +111,20 @@ def parse_request_line(raw: bytes) -> RequestLine:
     major, minor = int(matched[1]), int(matched[2])
     if major != 1:
         raise BadRequestError(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.x is served")
-    return RequestLine(method.decode("ascii"), target.decode("ascii"), (major, minor))
+    return RequestLine(method.decode("ascii"), _origin_form(target), (major, minor))
+
+
+def _origin_form(target: bytes) -> str:
+    absolute = _ABSOLUTE.fullmatch(target)
+    if absolute is None:
+        return target.decode("ascii")
+    scheme, authority, rest = (part.decode("ascii") for part in absolute.groups())
+    host = _HOST.fullmatch(authority)
+    # RFC 9110 section 4.2: an http(s) URI has a host, and a recipient treats userinfo (which
+    # _HOST leaves out) as an error.
+    if scheme.lower() not in ("http", "https") or host is None or not host[1]:
+        raise BadRequestError(HTTPStatus.BAD_REQUEST, "invalid absolute-form request target")
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def read_fields(readline: Callable[[], bytes]) -> Fields:

@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_head(self) -> http1.Head | None:
         limits = self.server.limits
         self.requestline = ""
-        raw = self.rfile.readline(limits.max_request_line + 1)
+        raw = http1.read_request_line(self.rfile.readline, limits.max_request_line)
         if not raw:
             return None
         self.requestline = raw.rstrip(b"\r\n").decode("latin-1")

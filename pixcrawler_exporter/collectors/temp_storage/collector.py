@@ -81,9 +81,9 @@ IN_MEMORY = Desc(
 )
 UNREADABLE = Desc(
     "pixcrawler_temp_storage_error",
-    "1 when the last scan could not open the configured directory (missing, not a directory, "
-    "not permitted): its usage is unknown, so its bytes are absent and the collector fails; "
-    "0 when it could.",
+    "1 when the configured directory cannot be opened (missing, deleted or moved away, not a "
+    "directory, not permitted): its usage is unknown, so its bytes are absent and the "
+    "collector fails; 0 when it can.",
     "gauge",
     ("directory",),
 )
@@ -107,6 +107,10 @@ WATCHES = Desc(
 MODES = ("events", "scan")
 # Events of a burst that arrive within this are taken together.
 BATCH_SECONDS = 0.1
+# The longest wait for events: close() is seen within it, and a configured directory that cannot
+# be opened (deleted, not created yet) is tried again as often, so it is followed soon once it is
+# there (see watch.py).
+TICK_SECONDS = 0.5
 # Following events may take at most this share of the time; a storm of them is listed less often.
 MAX_BUSY_SHARE = 0.1
 
@@ -362,7 +366,9 @@ class TempStorageCollector(Collector[TempStorageReading]):
         """Apply events until ``until``."""
         stopping = self._worker.stopping
         while not stopping.is_set() and (left := until - time.monotonic()) > 0:
-            events = watcher.read(min(left, 0.5))  # short: close() is seen soon
+            events = watcher.read(min(left, TICK_SECONDS))
+            if watcher.reopen():
+                self._publish(watcher)
             if not events:
                 continue
             stopping.wait(BATCH_SECONDS)

@@ -11,12 +11,21 @@ A tree falls back to scanning alone when inotify cannot serve it: the filesystem
 changes made elsewhere (network shares, FUSE), or the kernel refuses more watches. A queue that
 overflowed has lost events: every tree in event mode is then listed again in full. The same full
 listing reconciles every tree at each scan interval.
+
+A configured directory that is deleted or moved away is unknown at once (its watch reports
+DELETE_SELF or MOVE_SELF): everything below it is forgotten, as if it had never been opened. One
+that cannot be opened is tried again by path (:meth:`Watcher.reopen`) twice a second while
+events are followed, so a directory made again is followed within that, not at the next scan. A
+retry rather than a watch on the parent directory: the parent may be gone too, and a parent such
+as /tmp would wake the exporter for every file anyone writes there; an open() that fails twice a
+second per missing directory costs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -49,6 +58,9 @@ MASK = (
     | flags.DONT_FOLLOW
     | flags.EXCL_UNLINK
 )
+# The configured directory itself may be a symlink (/tmp often is): its watch follows it, as its
+# opening does. Below it, a symlink is never followed.
+ROOT_MASK = MASK & ~flags.DONT_FOLLOW
 
 
 class WatchesExhaustedError(Exception):
@@ -58,6 +70,7 @@ class WatchesExhaustedError(Exception):
 @dataclass
 class _Dir:
     wd: int
+    ino: int  # a directory replaced at the same path is another one: its watch is not ours
     bytes: int = 0
     files: int = 0
     oldest: float = math.inf  # mtime of its oldest matching file
@@ -145,8 +158,11 @@ class Tree:
                 self.drop(path)  # a mount point below the tree is another filesystem's
                 return
             d = self.dirs.get(path)
+            if d is not None and d.ino != st.st_ino:
+                self.drop(path)  # replaced (moved away, another made in its place): start afresh
+                d = None
             if d is None:
-                d = self.dirs[path] = _Dir(self._watch(path))
+                d = self.dirs[path] = _Dir(self._watch(path, is_root), st.st_ino)
             subdirs: list[tuple[str, int]] = []
             size, count, too_deep, oldest = list_directory(
                 fd, path, self.match, st.st_dev, subdirs if self.recursive else None
@@ -170,9 +186,9 @@ class Tree:
             pending.append(os.path.join(path, new))
         d.children = names
 
-    def _watch(self, path: str) -> int:
+    def _watch(self, path: str, is_root: bool) -> int:
         try:
-            wd = int(self.inotify.add_watch(path, MASK))
+            wd = int(self.inotify.add_watch(path, ROOT_MASK if is_root else MASK))
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise WatchesExhaustedError(self.root, path) from exc
@@ -181,7 +197,13 @@ class Tree:
         return wd
 
     def _failed(self, path: str, exc: OSError, is_root: bool) -> None:
-        if exc.errno in GONE and not is_root:
+        if is_root:
+            # Deleted, moved away or no longer readable: its usage is unknown, not what was
+            # counted before nor 0, as a scan that cannot open it says (``opened`` is False).
+            self.drop(path)
+            self.errors[path] = describe_error(path, exc)
+            return
+        if exc.errno in GONE:
             self.drop(path)  # removed or replaced since its parent was listed: nothing to count
             return
         # Unreadable: left out of the counts and named, as a scan does.
@@ -214,6 +236,18 @@ class Watcher:
     @property
     def watches(self) -> int:
         return sum(t.watches for t in self.trees.values())
+
+    def reopen(self) -> bool:
+        """Try again to open the configured directories that could not be: whether any of them
+        changed (opened now, or failing for another reason)."""
+        changed = False
+        for tree in [t for t in self.trees.values() if not t.opened]:
+            before = tree.errors.get(tree.root)
+            kept = self._try(functools.partial(tree.relist, tree.root))
+            changed |= not kept or tree.opened or tree.errors.get(tree.root) != before
+        if changed:
+            self._index()
+        return changed
 
     def rebuild(self) -> list[str]:
         """List every tree again in full; the roots that fell back to scanning."""
