@@ -233,6 +233,9 @@ class App:
         self._swap(old, _Generation(loaded, built, old), started)
         for use in uses:
             use()
+        for warning in loaded.warnings:
+            if warning not in old.loaded.warnings:  # each said once, not on every reload
+                log.warning(warning)
         return None
 
     def _swap(self, old: _Generation, new: _Generation, started: list[Source]) -> None:

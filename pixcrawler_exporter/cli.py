@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pixcrawler-exporter: configuration error: {exc}", file=sys.stderr)
             return 2
     logs.setup(loaded.config.log.level, loaded.config.log.format)
+    for warning in loaded.warnings:
+        log.warning(warning)
     if shape is not None and shape.empty:
         # Nothing to keep at a start: the defaults are a configuration (see fileshape).
         log.warning(

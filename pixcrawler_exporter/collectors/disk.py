@@ -36,7 +36,7 @@ class DiskSettings(SourceSettings):
         (default_temp_dir(), "/"),
         path_list,
         env="PIXCRAWLER_DISK_PATHS",
-        help="Paths whose filesystems are reported (':'-separated in the variable).",
+        help="Paths whose filesystems are reported (separated by ':' or ',' in the variable).",
     )
     timeout_seconds: float = setting(
         2.0,

@@ -22,6 +22,9 @@ class Loaded:
     config: Config
     sources: Mapping[str, str]  # dotted key -> where its value came from
     detected_environment: str  # what detection found, whatever the setting says
+    # What was given that is probably a mistake but not an error: logged at start and on
+    # reload (a misspelt PIXCRAWLER_ variable, another program's variable for a setting).
+    warnings: tuple[str, ...] = ()
 
     @property
     def environment(self) -> str:
@@ -41,7 +44,10 @@ def load(
     ``flag_names`` says which of a setting's flags was typed (``--listen`` for
     ``--web.listen-address``), so that messages quote it; the first of its flags otherwise."""
     all_specs = list(specs())
-    given = _given(all_specs, environ, flags or {}, config_file, dotenv_path, flag_names or {})
+    dotenv = _dotenv(dotenv_path)
+    given = _given(
+        all_specs, environ, flags or {}, config_file, dotenv, dotenv_path, flag_names or {}
+    )
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     for spec in all_specs:
@@ -70,7 +76,45 @@ def load(
                 sources[key] = "default, collectors.disable_defaults"
     config = _finish_sources(build(Config, values), sources)
     _check(config, sources)
-    return Loaded(config, sources, detected)
+    warnings = (
+        *_unknown_variables(all_specs, environ, dotenv, dotenv_path),
+        *_elsewhere(all_specs, environ, given),
+    )
+    return Loaded(config, sources, detected, warnings)
+
+
+def _unknown_variables(
+    all_specs: Sequence[Spec],
+    environ: Mapping[str, str],
+    dotenv: Mapping[str, str],
+    dotenv_path: str | Path,
+) -> list[str]:
+    """A PIXCRAWLER_ variable no setting reads, close to one that a setting does: a typo that
+    would otherwise leave the setting at its default without a word. Only a warning: the
+    crawler's own PIXCRAWLER_ variables often share the exporter's environment."""
+    known = {name for spec in all_specs for name in spec.meta.env}
+    found = []
+    for names, where in ((environ, "environment variable"), (dotenv, f"{dotenv_path}:")):
+        for name in sorted(n for n in names if n.startswith("PIXCRAWLER_") and n not in known):
+            match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+            if match:
+                found.append(f"{where} {name} is not a setting; did you mean {match[0]}?")
+    return found
+
+
+def _elsewhere(
+    all_specs: Sequence[Spec], environ: Mapping[str, str], given: Mapping[str, _Given]
+) -> list[str]:
+    """Another program's variable for a setting (the crawler's DATABASE_URL) set while the
+    setting is not: say which variable the exporter reads, rather than quietly running without."""
+    return [
+        f"{other} is set but the exporter does not read it; for {spec.key} set "
+        f"{spec.meta.env[0]} (it may be the same value)"
+        for spec in all_specs
+        if spec.key not in given
+        for other in spec.meta.elsewhere
+        if other in environ
+    ]
 
 
 @dataclass(frozen=True)
@@ -85,12 +129,13 @@ def _given(
     environ: Mapping[str, str],
     flags: Mapping[str, object],
     config_file: str | None,
+    dotenv: Mapping[str, str],
     dotenv_path: str | Path,
     flag_names: Mapping[str, str],
 ) -> dict[str, _Given]:
     """The value given for each key, by precedence: flags > environment > file > .env."""
     given: dict[str, _Given] = {}
-    for key, text in _dotenv(dotenv_path).items():
+    for key, text in dotenv.items():
         for spec in all_specs:
             if key in spec.meta.env:
                 given[spec.key] = _Given(text, ".env", f"{key} in {dotenv_path}")
@@ -140,8 +185,20 @@ def _parse(spec: Spec, given: _Given) -> object:
     try:
         return parse(given.value)
     except ValueError as exc:
-        shown = REDACTED if spec.meta.secret else _short(repr(given.value))
+        shown = _secret_shown(given.value) if spec.meta.secret else _short(repr(given.value))
         raise ConfigError(f"{given.where}: {shown} is not valid; expected {exc}") from None
+
+
+def _secret_shown(value: object) -> str:
+    """A secret setting's value in a message: a URL that cannot hold a password is shown as
+    written, so that its typo can be seen; anything else is redacted. A password sits between a
+    ':' and the last '@' (whatever characters it holds), or in a password parameter."""
+    if isinstance(value, str) and "://" not in value:
+        return f"{REDACTED} (no scheme:// in it)"
+    if not isinstance(value, str) or "password" in value.lower():
+        return REDACTED
+    before_host = value.partition("://")[2].rpartition("@")[0]
+    return REDACTED if ":" in before_host else _short(repr(value))
 
 
 def _finish_sources(config: Config, sources: Mapping[str, str]) -> Config:

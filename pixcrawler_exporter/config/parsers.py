@@ -4,6 +4,7 @@ YAML value) and raises ValueError whose message says what is accepted."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -78,6 +79,21 @@ def percent(low: float, high: float) -> Parser[float]:
     return parse
 
 
+def ratio(raw: object) -> float:
+    """A ratio from 0 to 1, as YAML takes thresholds; a percent written there (80 for 80 %)
+    gets the ratio to write instead, as the percent variables' ratio gets the percent."""
+    inner = number(0, 1)
+    try:
+        return inner(raw)
+    except ValueError:
+        value = raw if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+        if value is not None and 1 < value <= 100:
+            raise ValueError(
+                f"a ratio from 0 to 1, not a percent: write {value / 100:g} for {value:g}%"
+            ) from None
+        raise
+
+
 def optional_number(low: float, high: float) -> Parser[float | None]:
     inner = number(low, high)
     return lambda raw: None if raw is None or raw == "" else inner(raw)
@@ -119,13 +135,16 @@ def optional_text(raw: object) -> str | None:
 
 
 def path_list(raw: object) -> tuple[str, ...]:
-    """A list of absolute paths: a YAML list, or text separated by ':' (like $PATH)."""
-    items = raw.split(":") if isinstance(raw, str) else raw
+    """A list of absolute paths: a YAML list, or text separated by ':' (like $PATH) or ','
+    (as every other list in a variable is: /tmp,/var/tmp would otherwise be one directory)."""
+    items = re.split("[:,]", raw) if isinstance(raw, str) else raw
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError("a list of absolute paths (separated by ':' in a variable)")
+        raise ValueError("a list of absolute paths (separated by ':' or ',' in a variable)")
     paths = tuple(i for i in (s.strip() for s in items) if i)
     if not paths or not all(p.startswith("/") for p in paths):
-        raise ValueError("a non-empty list of absolute paths (separated by ':' in a variable)")
+        raise ValueError(
+            "a non-empty list of absolute paths (separated by ':' or ',' in a variable)"
+        )
     return paths
 
 

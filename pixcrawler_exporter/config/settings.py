@@ -40,6 +40,9 @@ class SettingMeta:
     env_parse: Parser[object]
     # Defaults that differ by where the exporter runs (seed 000); ``default`` elsewhere.
     by_environment: Mapping[str, object]
+    # Other programs' variables for the same thing (the crawler's DATABASE_URL): not read, but
+    # one set while the setting is not gets a warning naming the variable to set.
+    elsewhere: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str | None:
@@ -55,6 +58,7 @@ class Options(TypedDict, Generic[T], total=False):
     secret: bool
     env_parse: Parser[T] | None  # for text from variables, .env and flags; ``parse`` if unset
     by_environment: Mapping[str, T] | None
+    elsewhere: str | tuple[str, ...]
 
 
 def declare(default: T, parse: Parser[T], **options: Unpack[Options[T]]) -> SettingMeta:
@@ -69,6 +73,7 @@ def declare(default: T, parse: Parser[T], **options: Unpack[Options[T]]) -> Sett
         options.get("secret", False),
         options.get("env_parse") or parse,
         options.get("by_environment") or {},
+        _names(options.get("elsewhere")),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pixcrawler_exporter.config.parsers import Parser, integer, number, percent
+from pixcrawler_exporter.config.parsers import Parser, integer, percent, ratio
 from pixcrawler_exporter.config.settings import SettingMeta, declare, section, setting
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -25,7 +25,7 @@ def _pair(
     if resource == "chunks":
         parse = env_parse = integer(0, 10**6)
     else:
-        parse, env_parse = number(0, 1), percent(0, 1)
+        parse, env_parse = ratio, percent(0, 1)
     what = (
         ": active chunks, in every form."
         if resource == "chunks"
@@ -98,7 +98,7 @@ class Alerts:
     )
     fill_floor: float = setting(
         0.5,
-        number(0, 1),
+        ratio,
         env="PIXCRAWLER_ALERT_FILL_FLOOR_PERCENT",
         env_parse=percent(0, 1),
         help="The filling-up alerts wait until usage is at least this (0-1; percent in the "

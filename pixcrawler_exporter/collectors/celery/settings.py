@@ -90,6 +90,7 @@ class CelerySettings(SourceSettings):
         None,
         redis_url,
         env="PIXCRAWLER_CELERY_BROKER_URL",
+        elsewhere=("CELERY_BROKER_URL", "BROKER_URL"),
         secret=True,
         help="The Celery broker's Redis URL, as the workers' broker_url; unset turns the celery "
         "collector off.",

@@ -36,6 +36,10 @@ def database_url(raw: object) -> str | None:
         raise ValueError("a URL such as postgresql://user:password@host:5432/pixcrawler")
     url = f"postgresql://{rest}"
     dsn.redact_url(url)  # libpq must read it, and read it as its redacted form says
+    # libpq takes any text as a port here and fails only when it connects, retried for ever.
+    for port in dsn.options(url).get("port", "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"a URL whose port is a number from 1 to 65535, not {port!r}")
     return url
 
 
@@ -45,6 +49,8 @@ class DatabaseSettings(SourceSettings):
         None,
         database_url,
         env="PIXCRAWLER_DB_URL",
+        # The crawler's own, with its own (often read-write) user: not taken silently.
+        elsewhere="DATABASE_URL",
         secret=True,
         help="PostgreSQL URL; unset turns the database collector off.",
     )

@@ -15,7 +15,8 @@ class TempSettings(SourceSettings):
         (default_temp_dir(),),
         path_list,
         env="PIXCRAWLER_TEMP_DIRS",
-        help="Directories holding the crawler's temp files (':'-separated in the variable).",
+        help="Directories holding the crawler's temp files (separated by ':' or ',' in the "
+        "variable).",
     )
     patterns: tuple[str, ...] = setting(
         ("*.jpg", "*.jpeg", "*.png", "*.webp", "*.gif"),
