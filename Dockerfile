@@ -43,5 +43,5 @@ EXPOSE 8395
 # Finds the exporter's process and probes the address and scheme it serves with, from its own
 # arguments and the environment; only that process's answer counts (README, Docker).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-m", "pixcrawler_exporter.web.healthcheck"]
+    CMD ["pixcrawler-exporter", "healthcheck"]
 ENTRYPOINT ["pixcrawler-exporter"]

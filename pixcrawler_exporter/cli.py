@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for PixCrawler: container-correct resources, temp "
         "storage and chunk capacity.",
         epilog="'pixcrawler-exporter rules [--config FILE]' prints the Prometheus alerting rules "
-        "rendered from the configured thresholds.",
+        "rendered from the configured thresholds; 'pixcrawler-exporter healthcheck [URL]' exits "
+        "0 when the exporter running here answers (a container's health check).",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--config", metavar="FILE", help="YAML configuration file.")
@@ -97,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pixcrawler_exporter.artifacts import rules  # PyYAML: not in a serving process
 
         return rules.main(argv[1:], os.environ)
+    if argv and argv[0] == "healthcheck":
+        from pixcrawler_exporter.web import healthcheck
+
+        return healthcheck.main(argv[1:])
     args = parser().parse_args(argv)
     given = vars(args)
     flags = {spec.key: given.get(spec.key) for spec in config.specs()}

@@ -123,6 +123,10 @@ def test_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return full
 
 
+# A helper, not a test: modules that import it must not have pytest collect it.
+test_env.__test__ = False  # type: ignore[attr-defined]
+
+
 def spawn_exporter(
     tmp_path: Path,
     args: Sequence[str] = (),

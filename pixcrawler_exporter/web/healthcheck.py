@@ -1,4 +1,7 @@
-"""``python -m pixcrawler_exporter.web.healthcheck [URL]``: exit 0 when *this* exporter is live.
+"""``pixcrawler-exporter healthcheck [URL]``: exit 0 when *this* exporter is live.
+
+Also run as ``python -m pixcrawler_exporter.web.healthcheck`` and, as README first documented
+it, ``python -m pixcrawler_exporter.healthcheck``.
 
 The image's HEALTHCHECK: slim images have no curl. It finds the exporter's process (the
 container's main process: PID 1, or a child of PID 1 when an init such as ``docker run --init``
@@ -53,8 +56,8 @@ def exporter_args(cmdline: Sequence[str]) -> tuple[str, ...] | None:
             i = cmdline.index("-m", 1)
             if cmdline[i + 1] == "pixcrawler_exporter":
                 found = cmdline[i + 2 :]
-    if found is None or (found and found[0] == "rules"):
-        return None  # not the exporter, or its short-lived `rules` command
+    if found is None or (found and found[0] in ("rules", "healthcheck")):
+        return None  # not the exporter, or one of its short-lived commands
     return tuple(found)
 
 
@@ -147,6 +150,9 @@ def check(url: str, tokens: Collection[str]) -> tuple[bool, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(__doc__.split("\n\n", 1)[0], file=sys.stderr)
+        return 0
     exporters = list(visible_exporters())
     own = main_process(exporters)
     expected = [own] if own is not None else exporters
