@@ -18,6 +18,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter import __version__, config
 from pixcrawler_exporter.app import App
+from pixcrawler_exporter.artifacts.links import DASHBOARD_URL, RUNBOOK_URL
 from pixcrawler_exporter.collect import registry
 from pixcrawler_exporter.collect.contract import Collector, CollectorError, Source
 from pixcrawler_exporter.collectors import cgroup
@@ -191,7 +192,11 @@ def test_collectors_health_escaped_and_nothing_external(served: Served) -> None:
     database = page.split('id="collector-database"', 1)[1].split("</tr>", 1)[0]
     assert "\u2714 OK" in database and "read fine" in database
     assert re.search(r'<td class="num">\d+\.\d ms</td>', database)
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|@import|url\(""", page, re.I)
+    # Nothing is fetched from elsewhere; the only links out are the runbook and the dashboard,
+    # followed by a reader's click.
+    assert not re.search(r"""src\s*=\s*["']?\s*(https?:)?//|@import|url\(|<link""", page, re.I)
+    outside = re.findall(r"""<a href="((?:https?:)?//[^"]*)\"""", page)
+    assert outside == [RUNBOOK_URL, DASHBOARD_URL]
     for path in ("/metrics", "/status", "/health", "/-/healthy"):
         assert f'<a href="{path}">{path}</a>' in page
     assert f"version {__version__}" in page
@@ -285,3 +290,27 @@ def test_chromium_renders_a_real_exporter_and_a_screenshot_is_kept(
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1280, 900)
     assert len(png) > 30_000  # a blank page compresses to a few kB
     print(f"landing page screenshot: {shot}")
+
+
+def test_labels_say_what_the_figure_is_and_unknown_is_never_ok(
+    exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    # No database: active chunks are unknown, so the page cannot say all is well.
+    exp = exporter_factory(env={"PIXCRAWLER_TEMP_DIRS": str(tmp_path)})
+    page = exp.get("/")[2].decode()
+    memory = page.split('id="resource-memory"', 1)[1].split("</tr>", 1)[0]
+    assert "cannot reclaim" in memory and "working set" not in memory
+    assert '<span id="status-overall" class="badge unknown">? UNKNOWN</span>' in page
+    assert "<title>UNKNOWN" in page
+    # Each collector that is off, with what turns it on.
+    database = page.split('id="off-database"', 1)[1].split("</tr>", 1)[0]
+    assert "needs a setting: database.url (PIXCRAWLER_DB_URL) is not set" in database
+    azure = page.split('id="off-azure"', 1)[1].split("</tr>", 1)[0]
+    assert "mode is not azure (PIXCRAWLER_MODE=azure)" in azure
+    assert 'id="off-celery"' in page and 'id="off-memory"' not in page
+    off = exporter_factory("--no-collector.network", env={"PIXCRAWLER_TEMP_DIRS": str(tmp_path)})
+    network = off.get("/")[2].decode().split('id="off-network"', 1)[1].split("</tr>", 1)[0]
+    assert "<code>--collector.network</code>" in network
+    assert "<code>PIXCRAWLER_COLLECTOR_NETWORK=true</code>" in network
+    assert f'<a href="{RUNBOOK_URL}">Runbook</a>' in page
+    assert f'<a href="{DASHBOARD_URL}">Grafana dashboard</a>' in page

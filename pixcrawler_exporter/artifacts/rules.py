@@ -34,12 +34,12 @@ from pixcrawler_exporter.artifacts.alerting import (
 from pixcrawler_exporter.artifacts.alerting import alert as _alert
 from pixcrawler_exporter.artifacts.alerting import number as _number
 from pixcrawler_exporter.artifacts.alerting import quote as _quote
+from pixcrawler_exporter.artifacts.links import RUNBOOK_URL as RUNBOOK_URL
 from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive.resources import Resource
 
 DEFAULT_JOB = "pixcrawler"
-RUNBOOK_URL = "https://github.com/pixcrawler/pixcrawler-exporter/blob/main/docs/runbook.md"
 
 # Recording rules shared by alerts and the Grafana dashboard (grafana/dashboard.py uses the names),
 # each recorded in the group of the alerts that read it.

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 
+from pixcrawler_exporter.artifacts.links import DASHBOARD_URL, RUNBOOK_URL
+from pixcrawler_exporter.collect.registration import REGISTRY
 from pixcrawler_exporter.collect.scraper import Outcome, Snapshot
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive.resources import RESOURCES, Resource
@@ -37,7 +39,11 @@ _LOOK: dict[Status | None, tuple[str, str, str]] = {
 }
 _NAMES: dict[Resource, tuple[str, str]] = {
     "disk": ("Disk", "fullest filesystem of disk.paths"),
-    "memory": ("Memory", "working set over the memory limit"),
+    "memory": (
+        "Memory",
+        "memory the kernel cannot reclaim (anonymous, unevictable, plus temp files on tmpfs) "
+        "over the memory limit; page cache is not counted",
+    ),
     "cpu": ("CPU", "CPU seconds per second over the limit in cores"),
     "temp_storage": ("Temp storage", "counted temp bytes over max_temp_storage_mb"),
     "chunks": ("Active chunks", "chunks the database counts as running"),
@@ -112,7 +118,7 @@ def render(facts: Facts, snapshot: Snapshot, config: Config, page: Page) -> byte
     head = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_word(_overall(facts))} \u00b7 PixCrawler exporter</title>"
+        f"<title>{_word(_shown_overall(facts))} \u00b7 PixCrawler exporter</title>"
         f"<style>{_STYLE}</style></head>\n"
     )
     header = (
@@ -125,14 +131,19 @@ def render(facts: Facts, snapshot: Snapshot, config: Config, page: Page) -> byte
     main = (
         f'<main>\n<div class="cards">{_overall_card(facts, snapshot.outcomes)}'
         f"{_capacity_card(facts)}</div>\n"
-        f"{_resources(facts, config)}\n{_collectors(snapshot.outcomes)}\n{_links(page)}\n</main>"
+        f"{_resources(facts, config)}\n{_collectors(snapshot.outcomes)}\n{_off(snapshot, config)}"
+        f"\n{_links(page)}\n</main>"
     )
     return f"{head}<body>\n{header}{main}\n</body></html>\n".encode()
 
 
-def _overall(facts: Facts) -> Status | None:
+def _shown_overall(facts: Facts) -> Status | None:
+    """The page's overall word: the worst known status, but never OK while a resource is
+    unknown (pixcrawler_resource_status{resource="overall"} is the worst known alone)."""
     overall = facts.evaluations.get("overall")
-    return overall.status if overall is not None else None
+    worst = overall.status if overall is not None else None
+    unknown = any(facts.evaluations[r].status is None for r in RESOURCES)
+    return None if worst in (None, Status.OK) and unknown else worst
 
 
 def _overall_card(facts: Facts, outcomes: Mapping[str, Outcome]) -> str:
@@ -153,10 +164,11 @@ def _overall_card(facts: Facts, outcomes: Mapping[str, Outcome]) -> str:
     )
     return (
         '<section id="overall"><h2>Overall status</h2>'
-        f'<div class="big">{_badge(_overall(facts), "status-overall")}</div>'
+        f'<div class="big">{_badge(_shown_overall(facts), "status-overall")}</div>'
         f'<dl id="summary">{"".join(rows)}</dl>'
-        '<p class="note">The worst status of the resources whose value is known; the alert '
-        "rules and <code>/status</code> evaluate the same figures.</p></section>"
+        '<p class="note">The worst status of the resources, UNKNOWN rather than OK while one '
+        "is unknown; the alert rules and <code>/status</code> evaluate the same figures.</p>"
+        "</section>"
     )
 
 
@@ -236,10 +248,42 @@ def _collectors(outcomes: Mapping[str, Outcome]) -> str:
     )
 
 
+def _off(snapshot: Snapshot, config: Config) -> str:
+    """Each collector not running, and what turns it on: its switch, or the setting it lacks."""
+    switches = config.collectors.enabled()
+    rows = []
+    for r in REGISTRY.registrations():
+        if r.name in snapshot.outcomes:
+            continue
+        if not switches[r.name]:
+            how = (
+                f"switched off: <code>--collector.{_e(r.name)}</code> or "
+                f"<code>PIXCRAWLER_COLLECTOR_{_e(r.name.upper())}=true</code> turns it on"
+            )
+        else:
+            reason = r.missing(config) if r.missing is not None else None
+            how = f"needs a setting: {_e(reason)}" if reason else "not configured (see the log)"
+        rows.append(
+            f'<tr id="off-{_e(r.name)}" class="unknown"><td>{_e(r.name)}</td>'
+            f"<td>{_e(r.help)}</td><td>{how}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        '<section id="off"><h2>Collectors that are off</h2><table><tr><th>Collector</th>'
+        f"<th>Reads</th><th>How to turn it on</th></tr>{''.join(rows)}</table></section>"
+    )
+
+
 def _links(page: Page) -> str:
     items = "".join(
         f'<li><a href="{_e(path)}">{_e(path)}</a>: {_e(text)}</li>'
         for path, text in page.links.items()
+    )
+    items += (
+        f'<li><a href="{RUNBOOK_URL}">Runbook</a>: what each alert means and what to do</li>'
+        f'<li><a href="{DASHBOARD_URL}">Grafana dashboard</a>: import it for these figures '
+        "over time</li>"
     )
     return f'<footer id="links"><ul>{items}</ul></footer>'
 
