@@ -108,9 +108,9 @@ def configured_url(args: Sequence[str], env: Mapping[str, str]) -> str:
 
     Raises ConfigError.
     """
-    from pixcrawler_exporter import cli  # the exporter's own parser: flags mean the same here
+    from pixcrawler_exporter.config.flags import parser as exporter_parser
 
-    parser = cli.parser()
+    parser = exporter_parser()  # the exporter's own: flags mean the same here
     parser.exit_on_error = False
     try:
         given, _ = parser.parse_known_args(list(args))

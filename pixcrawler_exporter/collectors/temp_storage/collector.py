@@ -9,6 +9,7 @@ its figure is fresh within a second; the scan then only reconciles.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -213,6 +214,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
         limit_bytes: int | None,
         first_scan_wait: float = 5.0,
         watch: bool = False,
+        missing_ok: bool = False,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
@@ -225,6 +227,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self.limit_bytes = limit_bytes
         self.first_scan_wait = first_scan_wait
         self.watch = watch
+        self.missing_ok = missing_ok
         self.scans = 0  # completed scans, for tests and /status
         self._reading: TempStorageReading | None = None
         self._scanned = threading.Event()
@@ -239,6 +242,10 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self._watcher: Watcher | None = None
         self._watcher_lock = threading.Lock()
         self._following = False
+        # Directories opened at least once: with missing_ok (the default directory) one missing
+        # before that has not been made yet and counts as empty; one missing after is gone.
+        self._seen: set[str] = set()
+        self._absent: Changes[str, bool] = Changes(False)
 
     @classmethod
     def settings(cls, config: Config) -> object:
@@ -251,7 +258,13 @@ class TempStorageCollector(Collector[TempStorageReading]):
         temp = context.config.source(TempSettings)
         limit = capacity.temp_limit_bytes(context.config.capacity)
         return cls(
-            temp.dirs, temp.patterns, temp.recursive, temp.scan_interval_seconds, limit, watch=True
+            temp.dirs,
+            temp.patterns,
+            temp.recursive,
+            temp.scan_interval_seconds,
+            limit,
+            watch=True,
+            missing_ok=temp.missing_ok,
         )
 
     def start(self) -> None:
@@ -401,7 +414,11 @@ class TempStorageCollector(Collector[TempStorageReading]):
         for directory in self.dirs:
             state = self._collect(directory, watcher)
             if state.opened:
+                self._seen.add(directory)
                 usage[directory] = state.usage
+            elif self._not_made_yet(directory, state):
+                usage[directory] = DirectoryUsage(0, 0)
+                continue
             else:
                 unreadable[directory] = state.errors[0] if state.errors else "not read yet"
             if state.errors:
@@ -425,6 +442,20 @@ class TempStorageCollector(Collector[TempStorageReading]):
             else {},
             watches=watcher.watches if watcher is not None else 0,
         )
+
+    def _not_made_yet(self, directory: str, state: _DirState) -> bool:
+        absent = (
+            self.missing_ok
+            and state is not _NOT_SCANNED
+            and directory not in self._seen
+            and not os.path.lexists(directory)
+        )
+        if self._absent.update(directory, absent) is not None and absent:
+            log.info(
+                "temp directory does not exist yet: counted as empty until it does",
+                extra={"directory": directory},
+            )
+        return absent
 
     def _close_watcher(self) -> None:
         with self._watcher_lock:
@@ -452,11 +483,20 @@ def _watcher(dirs: Sequence[str], patterns: Sequence[str], recursive: bool) -> W
     from pixcrawler_exporter.collectors.temp_storage import watch
 
     try:
-        followed = [d for d in dirs if procfs.is_local(d)]
+        # A directory not made yet is followed where its parent is local: its watch is made
+        # when it appears (watch.py retries a missing root).
+        followed = [d for d in dirs if procfs.is_local(_existing(d))]
         return watch.Watcher(followed, matcher(patterns), recursive) if followed else None
     except OSError as exc:  # no inotify instance to be had (fs.inotify.max_user_instances)
         log.warning("cannot follow temp directories by inotify", extra={"error": str(exc)})
         return None
+
+
+def _existing(path: str) -> str:
+    """``path``, or its nearest ancestor that exists."""
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def _scan_failed(exc: Exception) -> None:
