@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
@@ -20,9 +21,13 @@ from pixcrawler_exporter.trigger import Trigger
 from pixcrawler_exporter.web import server, webconfig
 
 log = logging.getLogger("pixcrawler_exporter")
-# After SIGTERM, requests being answered get this long to finish; their own deadlines are
-# usually shorter. Kubernetes waits 30 s before SIGKILL, Docker 10 s.
+# The process is gone this long after SIGTERM at most, whatever a source is doing: Kubernetes
+# waits 30 s before SIGKILL, Docker 10 s. The server notices the signal within POLL_SECONDS;
+# requests being answered then get until CLOSE_SECONDS before the bound to finish (their own
+# deadlines are usually shorter), and closing the collectors gets the rest.
 SHUTDOWN_GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.5
+CLOSE_SECONDS = 1.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,16 +130,30 @@ def run(
         },
     )
     try:
-        httpd.serve_forever()
+        httpd.serve_forever(POLL_SECONDS)
     finally:
-        httpd.server_close()
-        # The scrapes being answered get their answers; idle connections are not waited for.
-        if not httpd.drain(SHUTDOWN_GRACE_SECONDS):
-            log.warning(
-                "requests cut short by the shutdown", extra={"waited": SHUTDOWN_GRACE_SECONDS}
-            )
-        exporter.close()
+        _shut_down(httpd, exporter, time.monotonic() + SHUTDOWN_GRACE_SECONDS - POLL_SECONDS)
     return 0
+
+
+def _shut_down(httpd: server.Server, exporter: App, deadline: float) -> None:
+    """Answer the requests under way and close the collectors, by ``deadline`` whatever they are
+    doing: nothing left running then holds the exit (request and collector threads are daemons),
+    so a read stuck on a frozen database is dropped with the process instead of keeping it."""
+    httpd.server_close()
+    # The scrapes being answered get their answers; idle connections are not waited for.
+    drain = max(0.0, deadline - CLOSE_SECONDS - time.monotonic())
+    if not httpd.drain(drain):
+        log.warning("requests cut short by the shutdown", extra={"waited": round(drain, 2)})
+    closing = threading.Thread(target=exporter.close, name="close", daemon=True)
+    try:
+        closing.start()
+    except RuntimeError as exc:  # no thread to be had: the exit closes every socket anyway
+        log.warning("collectors not closed", extra={"error": str(exc)})
+        return
+    closing.join(max(0.0, deadline - time.monotonic()))
+    if closing.is_alive():
+        log.warning("closing the collectors cut short by the shutdown")
 
 
 def _handle_signals(httpd: server.Server, exporter: App) -> None:

@@ -14,9 +14,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,17 @@ class PostgresServer:
         )
         return int(rows[0][0])
 
+    def backend_pids(self, application: str = "pixcrawler-exporter") -> list[int]:
+        """The server processes serving ``application``'s connections (the exporter's sets it)."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def reset_statements(self) -> None:
         need(self.stat_statements, "pg_stat_statements is not installed with the server")
         self.execute("SELECT pg_stat_statements_reset()")
@@ -245,3 +258,17 @@ def crawl_jobs(postgres: PostgresServer) -> PostgresServer:
     """The session's server with an empty ``crawl_jobs`` table."""
     postgres.execute(CRAWL_JOBS_TABLE)
     return postgres
+
+
+@contextmanager
+def stopped(pids: Sequence[int]) -> Iterator[None]:
+    """The processes stopped (SIGSTOP) and continued on the way out: a server that is frozen,
+    as a host whose storage stalls or a PgBouncer that queues looks to a client, while its kernel
+    still acknowledges every packet."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)

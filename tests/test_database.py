@@ -324,17 +324,14 @@ def test_null_values_give_no_sample_and_null_labels_the_empty_one(
 # --- faults ------------------------------------------------------------------------------------
 
 
-def wait_for_pooled_connection(collector: DatabaseCollector) -> None:
-    deadline = time.monotonic() + 5
-    while collector._pool.get_stats()["pool_available"] == 0:
-        assert time.monotonic() < deadline, "the pool never made a connection"
-        time.sleep(0.02)
+def assert_kept(collector: DatabaseCollector) -> None:
+    assert collector._kept is not None, "no connection was kept after a successful read"
 
 
 def test_server_stopped_and_started(jobs: PostgresServer, make: Factory) -> None:
     collector = make()
     assert collector.read().up
-    wait_for_pooled_connection(collector)  # so the restart also breaks a pooled connection
+    assert_kept(collector)  # so the restart also breaks a kept connection
     assert collector.read().up
 
     jobs.stop()
@@ -356,8 +353,91 @@ def test_server_stopped_and_started(jobs: PostgresServer, make: Factory) -> None
     _, samples = render(collector, reading)
     assert sample(samples, "pixcrawler_database_up") == 1
     assert errors_total(samples, "connect") == 2  # a counter: it keeps its count
-    wait_for_pooled_connection(collector)
+    assert_kept(collector)
     assert collector.read().active_chunks == ACTIVE
+
+
+def within(seconds: float, read: Callable[[], DatabaseReading]) -> DatabaseReading:
+    """``read()``, failing the test (not hanging it) when it has not returned in ``seconds``."""
+    result: list[DatabaseReading] = []
+    reader = threading.Thread(target=lambda: result.append(read()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert result, f"the read did not return within {seconds}s"
+    return result[0]
+
+
+def test_a_frozen_backend_is_cut_at_the_deadline_and_replaced(
+    jobs: PostgresServer, make: Factory
+) -> None:
+    from tests.pg import stopped  # here: the module is pytest's plugin, rewritten on its own
+
+    collector = make()
+    assert collector.read().up
+    frozen = jobs.backend_pids()
+    assert frozen, "no connection kept between reads"
+    with stopped(frozen):
+        start = time.monotonic()
+        reading = within(5, lambda: collector.read(deadline=start + 1.0))
+        took = time.monotonic() - start
+        # Before the deadline, by the margin the scraper needs to find the reading.
+        assert 0.85 <= took < 1.0, took
+        assert not reading.up and reading.reason == "timeout"
+        assert reading.error is not None and "connection dropped" in reading.error
+        _, samples = render(collector, reading)
+        assert sample(samples, "pixcrawler_database_up") == 0
+        assert errors_total(samples, "timeout") == 1
+        # The next read connects afresh: the stopped backend is not waited on again.
+        start = time.monotonic()
+        reading = within(5, lambda: collector.read(deadline=start + 1.0))
+        assert reading.up and reading.active_chunks == ACTIVE
+        assert time.monotonic() - start < 0.5
+        assert set(jobs.backend_pids()) - set(frozen)
+
+
+def test_a_frozen_backend_is_given_up_on_a_second_after_the_statement_timeout(
+    jobs: PostgresServer, make: Factory
+) -> None:
+    # The server cancels a statement at its timeout; no answer by then means it stopped.
+    from tests.pg import stopped
+
+    collector = make(statement_timeout=0.5)
+    assert collector.read().up
+    with stopped(jobs.backend_pids()):
+        start = time.monotonic()
+        reading = within(15, lambda: collector.read(deadline=start + 10))
+        took = time.monotonic() - start
+    assert 1.4 <= took < 2.5, took  # 0.5 s + the server's second to say so, not 10 s
+    assert reading.reason == "timeout"
+    assert reading.error is not None and "a statement unanswered past its timeout" in reading.error
+
+
+def test_close_cuts_a_read_under_way_and_late_renders_down(
+    jobs: PostgresServer, make: Factory
+) -> None:
+    from tests.pg import stopped
+
+    collector = make()
+    assert collector.read().up
+    result: list[DatabaseReading] = []
+    with stopped(jobs.backend_pids()):
+        reader = threading.Thread(
+            target=lambda: result.append(collector.read(deadline=time.monotonic() + 30))
+        )
+        reader.start()
+        time.sleep(0.3)
+        start = time.monotonic()
+        collector.close()  # a shutdown: the read ends now, not in 30 s
+        reader.join(5)
+        assert not reader.is_alive() and time.monotonic() - start < 1.0
+    assert not result[0].up
+    # A scrape that joined a collection opened with a later deadline: down, never absent.
+    late = collector.late("did not finish within the scrape deadline of 2.00s")
+    assert isinstance(late.reading, DatabaseReading) and late.reading.reason == "timeout"
+    _, samples = render(collector, late.reading)
+    assert sample(samples, "pixcrawler_database_up") == 0
+    assert late.error == "did not finish within the scrape deadline of 2.00s"
+    assert names(samples) == {"pixcrawler_database_up", "pixcrawler_database_errors_total"}
 
 
 def test_server_stopped_during_a_query(postgres: PostgresServer, make: Factory) -> None:
@@ -504,7 +584,7 @@ def test_one_log_line_per_change_of_state(
 def test_password_appears_nowhere(
     jobs: PostgresServer, make: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # every logger, psycopg's pool included
+    caplog.set_level(logging.DEBUG)  # every logger, psycopg's included
     wrong = "wrong-pw-48c2aa"
     seen: list[str] = []
     good = make()

@@ -48,6 +48,8 @@ ISSUE_ALERTS = {
     "PixCrawlerDiskFillingUp": None,
     "PixCrawlerTempScanStale": None,
     "PixCrawlerTempScanErrors": None,
+    # Issue 21: a database that hangs, or any unknown input, leaves the capacity answer unknown.
+    "PixCrawlerCapacityUnknown": "warning",
 }
 
 

@@ -243,6 +243,8 @@ def test_status_document_shape(exporter_factory: Callable[..., Exporter]) -> Non
     assert sample(samples, "pixcrawler_chunks_effective_max") == 35
     assert sample(samples, "pixcrawler_chunks_available") is None
     assert sample(samples, "pixcrawler_can_start_chunk") is None
+    # And never will be without a database: not "unknown" for ever, which would page.
+    assert sample(samples, "pixcrawler_can_start_chunk_known") is None
 
 
 def test_status_utilization_is_percent_as_seed_003(tmp_path: Path) -> None:

@@ -278,6 +278,19 @@ def _capacity_group(cfg: Config) -> Group:
                 f"chunk, for {FOR} (can_start_chunk {{{{ $value }}}}): new chunks wait.",
             ),
             _alert(
+                "PixCrawlerCapacityUnknown",
+                # pixcrawler_can_start_chunk is absent while unknown, so the alert above cannot
+                # fire then; an orchestrator asking is left without an answer, whatever the cause.
+                "pixcrawler_can_start_chunk_known == 0",
+                600,
+                "warning",
+                f"Whether a chunk can start on {INSTANCE} is unknown",
+                f"{INSTANCE} has not known for {FOR} whether one more chunk can start "
+                "(can_start_chunk_known {{ $value }}): active chunks, temp usage or the memory "
+                "left cannot be read, so pixcrawler_can_start_chunk is absent and the capacity "
+                "alerts cannot fire.",
+            ),
+            _alert(
                 "PixCrawlerChunkFailuresSpike",
                 f"{FAILED_CHUNKS_10M} > {FAILED_CHUNKS_PER_10M}",
                 0,
@@ -297,13 +310,18 @@ def _database_group() -> Group:
         [
             _alert(
                 "PixCrawlerDatabaseDown",
-                "pixcrawler_database_up == 0",
+                # The second arm is a database collector that failed without any reading: an
+                # exporter from before database_up was always present left it out when the
+                # database hung, and nothing else would fire.
+                "pixcrawler_database_up == 0 or (min without (collector) "
+                '(pixcrawler_exporter_collector_success{collector="database"}) == 0 '
+                "unless pixcrawler_database_up)",
                 300,
                 "critical",
                 f"{INSTANCE} cannot read the PixCrawler database",
-                f"Every collection from PostgreSQL by {INSTANCE} failed for {FOR} (database_up "
-                "{{ $value }}): active chunks are unknown, and so is capacity. "
-                "pixcrawler_database_errors_total says why.",
+                f"Every collection from PostgreSQL by {INSTANCE} failed or went unanswered for "
+                f"{FOR} (database_up {{{{ $value }}}}): active chunks are unknown, and so is "
+                "capacity. pixcrawler_database_errors_total says why.",
             ),
         ],
     )

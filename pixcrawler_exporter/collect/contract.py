@@ -97,6 +97,12 @@ class Source(ABC):
     def take(self, deadline: float) -> Taken:
         """Read by ``deadline`` (a ``time.monotonic()`` value); raise on failure."""
 
+    def late(self, error: str) -> Taken | None:
+        """What a scrape renders when this source's read did not finish by its deadline (a
+        scrape that joined a collection opened with a later deadline): nothing by default. A
+        source whose "up" figure must never vanish renders itself down, with ``error``."""
+        return None
+
     def describe(self) -> Iterable[Metric]:
         # Registering with client_python calls this instead of collect(), so it must not read.
         return [d.family() for d in self.descs]

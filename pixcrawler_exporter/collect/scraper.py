@@ -6,9 +6,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from prometheus_client.core import Metric
@@ -16,6 +17,7 @@ from prometheus_client.core import Metric
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Source
 from pixcrawler_exporter.collect.errors import describe
+from pixcrawler_exporter.collect.lane import Lane
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +75,16 @@ class Scraper:
 
     Scrapes that arrive while a collection is under way join it instead of reading every source
     again. Collectors marked ``inline`` are read by the scrape that opens the collection, on its
-    own thread, after the others have been handed to the pool. A collector still running when a
-    scrape's deadline passes is reported failed for that scrape; its read goes on in its own
-    thread, and later collections wait on that same read rather than starting another, so a hung
-    source holds one thread, not one per scrape.
+    own thread, after the others have been handed to their threads (a :class:`Lane` each, which
+    never holds the process's exit). A collector still running when a scrape's deadline passes
+    is reported failed for that scrape (rendered as its :meth:`Source.late` says); its read goes
+    on in its own thread, and later collections wait on that same read rather than starting
+    another, so a hung source holds one thread, not one per scrape.
     """
 
     def __init__(self, collectors: Sequence[Source], previous: Scraper | None = None) -> None:
         self.collectors = list(collectors)
-        pooled = sum(1 for c in self.collectors if not c.inline)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, pooled), thread_name_prefix="collector")
+        self._lanes = {c.name: Lane(f"collector-{c.name}") for c in self.collectors if not c.inline}
         self._lock = threading.Lock()
         self._open: _Collection | None = None
         self._running: dict[str, Future[Outcome]] = {}
@@ -105,21 +107,19 @@ class Scraper:
             if self._open is collection:
                 # The first scrape to answer closes the collection: later scrapes read afresh.
                 self._open = None
-        outcomes = {
-            name: future.result() if future.done() else self._late(name, collection, timeout)
-            for name, future in collection.futures.items()
-        }
+        outcomes = {c.name: self._outcome(c, collection, timeout) for c in self.collectors}
         self._log_changes(outcomes)
         return Snapshot(outcomes, collection.timestamp)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.retire()
         for collector in self.collectors:
             collector.close()
 
     def retire(self) -> None:
         """Stop taking work after a reload; reads under way finish, collectors stay open."""
-        self._pool.shutdown(wait=False)
+        for lane in self._lanes.values():
+            lane.close()
 
     def _take_over(self, previous: Scraper) -> None:
         # After a reload, a collector kept from the previous configuration keeps its read under
@@ -141,7 +141,9 @@ class Scraper:
                     running = Future()
                     inline.append(collector)
                 else:
-                    running = self._pool.submit(self._read, collector, deadline)
+                    running = self._lanes[collector.name].submit(
+                        partial(self._read, collector, deadline)
+                    )
                 self._running[collector.name] = running
             futures[collector.name] = running
         return _Collection(futures, inline)
@@ -170,13 +172,19 @@ class Scraper:
         return Outcome(collector.name, taken.reading, taken.error, took, taken.render)
 
     @staticmethod
-    def _late(name: str, collection: _Collection, timeout: float) -> Outcome:
-        return Outcome(
-            name,
-            None,
-            f"did not finish within the scrape deadline of {timeout:.2f}s",
-            time.monotonic() - collection.started,
-        )
+    def _outcome(collector: Source, collection: _Collection, timeout: float) -> Outcome:
+        future = collection.futures[collector.name]
+        if future.done():
+            try:
+                return future.result()
+            except Exception as exc:  # noqa: BLE001 - no thread for the read, or it was cancelled
+                return Outcome(collector.name, None, describe(exc), 0.0)
+        error = f"did not finish within the scrape deadline of {timeout:.2f}s"
+        took = time.monotonic() - collection.started
+        late = collector.late(error)
+        if late is None:
+            return Outcome(collector.name, None, error, took)
+        return Outcome(collector.name, late.reading, error, took, late.render)
 
     def _log_changes(self, outcomes: Mapping[str, Outcome]) -> None:
         with self._lock:

@@ -7,9 +7,10 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.lane import Lane
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import procfs
@@ -101,7 +103,9 @@ class DiskCollector(Collector[DiskReading]):
         self.paths = list(paths)
         self.rootfs = rootfs
         self.timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=len(self.paths), thread_name_prefix="statvfs")
+        # One thread per path, started at its first read off the scrape's thread; a daemon, so
+        # a statvfs that never returns does not hold the process's exit either.
+        self._lanes = {path: Lane("statvfs") for path in self.paths}
         self._pending: dict[str, Future[DiskUsage]] = {}
         self._local: dict[str, bool] = {}
         self._failing: Changes[str, bool] = Changes(False)
@@ -126,7 +130,7 @@ class DiskCollector(Collector[DiskReading]):
                     self._local[path] = procfs.is_local(self._where(path))
                 future = self._pending.get(path)
                 if not self._local[path] and (future is None or future.done()):
-                    self._pending[path] = self._pool.submit(self._statvfs, path)
+                    self._pending[path] = self._lanes[path].submit(partial(self._statvfs, path))
             futures = {p: f for p, f in self._pending.items() if not self._local[p]}
         usage: dict[str, DiskUsage] = {}
         errors: dict[str, str] = {}
@@ -176,7 +180,8 @@ class DiskCollector(Collector[DiskReading]):
         yield from (size, available, ratio, error)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for lane in self._lanes.values():
+            lane.close()
 
 
 register(

@@ -23,6 +23,8 @@ class Capacity:
     available: int | None
     utilization: float | None  # active / effective max, 0-1 and above when over-committed
     can_start: bool | None  # None while active chunks or temp usage is unknown
+    # False where can_start can never be known: a source it rests on is not collected here.
+    answerable: bool = True
 
 
 def chunk_bytes(cfg: CapacityConfig) -> float:
@@ -39,15 +41,19 @@ def capacity(
     active: int | None,
     temp_used_bytes: int | None,
     memory_room_bytes: float | None = math.inf,
+    answerable: bool = True,
 ) -> Capacity:
     """``memory_room_bytes``: memory left for temp files where they are in RAM (tmpfs), infinite
-    where they are on disk, None when they are in RAM and the memory left is unknown."""
+    where they are on disk, None when they are in RAM and the memory left is unknown.
+    ``answerable``: whether the sources the answer rests on are collected at all."""
     by_storage = math.floor(
         cfg.max_temp_storage_mb / cfg.estimated_image_size_mb / cfg.chunk_size_images
     )
     effective = min(cfg.max_concurrent_chunks, by_storage)
     if active is None:
-        return Capacity(cfg.max_concurrent_chunks, by_storage, effective, None, None, None, None)
+        return Capacity(
+            cfg.max_concurrent_chunks, by_storage, effective, None, None, None, None, answerable
+        )
     available = max(0, effective - active)
     # With no room for even one chunk the pool is full whatever is active.
     utilization = active / effective if effective else 1.0
@@ -56,7 +62,14 @@ def capacity(
         room = min(temp_limit_bytes(cfg) - temp_used_bytes, memory_room_bytes)
         can_start = available > 0 and room >= chunk_bytes(cfg)
     return Capacity(
-        cfg.max_concurrent_chunks, by_storage, effective, active, available, utilization, can_start
+        cfg.max_concurrent_chunks,
+        by_storage,
+        effective,
+        active,
+        available,
+        utilization,
+        can_start,
+        answerable,
     )
 
 
@@ -86,7 +99,23 @@ CAN_START = Desc(
     "1 when a chunk slot is free and temp storage (and memory, where temp files are on tmpfs) "
     "has room for one more chunk, else 0; absent while active chunks or temp usage is unknown.",
 )
-DESCS = (MAX_CONCURRENT, MAX_BY_STORAGE, EFFECTIVE_MAX, AVAILABLE, UTILIZATION, CAN_START)
+# Unknown is neither yes nor no: a made-up 0 or 1 would lie, and an absent series alone cannot be
+# told from a target that is gone or a query that is wrong.
+CAN_START_KNOWN = Desc(
+    "pixcrawler_can_start_chunk_known",
+    "1 while pixcrawler_can_start_chunk is known, 0 while it is unknown (and absent): active "
+    "chunks (the database), temp usage or, with temp files in RAM, the memory left cannot be "
+    "read. Absent where it can never be known: the database or temp storage collector is off.",
+)
+DESCS = (
+    MAX_CONCURRENT,
+    MAX_BY_STORAGE,
+    EFFECTIVE_MAX,
+    AVAILABLE,
+    UTILIZATION,
+    CAN_START,
+    CAN_START_KNOWN,
+)
 
 
 def families(c: Capacity) -> Iterator[Metric]:
@@ -99,3 +128,5 @@ def families(c: Capacity) -> Iterator[Metric]:
         yield UTILIZATION.value(c.utilization)
     if c.can_start is not None:
         yield CAN_START.value(1 if c.can_start else 0)
+    if c.answerable:
+        yield CAN_START_KNOWN.value(0 if c.can_start is None else 1)

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # A CPU rate over less than this is mostly noise; the previous rate is kept instead.
 MIN_CPU_INTERVAL_SECONDS = 1.0
+# The collectors whose readings the capacity answer rests on. Where one is off (the database in a
+# per-pod sidecar, temp storage in the cluster-wide exporter) the answer can never be known, and
+# saying "unknown" for ever would only page.
+CAPACITY_SOURCES = ("database", "temp_storage")
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,11 @@ class StatusTracker:
             self._log_changes(evaluations)
         temp_bytes = temp.total_bytes if temp is not None else None
         cap = capacity.capacity(
-            self.config.capacity, active, temp_bytes, _memory_room(memory, temp)
+            self.config.capacity,
+            active,
+            temp_bytes,
+            _memory_room(memory, temp),
+            all(name in snapshot.outcomes for name in CAPACITY_SOURCES),
         )
         return Facts(
             values,
