@@ -115,8 +115,9 @@ def test_200_chunks_for_two_workers_the_queue_depth_is_exact_and_drains(
                 5 * REFRESH + 2,
             )
             steps += 1
-            # Each frozen worker holds its one chunk (prefetch 1, acks late).
-            assert unacked == 2
+            # Each frozen worker holds at most its one chunk (prefetch 1, acks late); one caught
+            # between two chunks holds none.
+            assert unacked <= 2
             assert sample(s, "pixcrawler_celery_unacked_oldest_age_seconds") is not None
         finally:
             for w in workers:
