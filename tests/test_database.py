@@ -478,9 +478,23 @@ def test_missing_table_or_column(
     reading = collector.read()
     assert not reading.up and reading.reason == "missing_object"
     assert reading.error is not None and missing in reading.error
+    # The message points at the setting that names the table and its columns.
+    assert reading.error.endswith(
+        "(database.names names the preset's table, schema and columns; database.preset the "
+        "preset, 'none' for database.queries alone)"
+    )
     _, samples = render(collector, reading)
     assert errors_total(samples, "missing_object") == 1
     assert "pixcrawler_chunks_active" not in names(samples)
+
+
+def test_a_huge_text_value_is_named_not_echoed(jobs: PostgresServer, make: Factory) -> None:
+    # Issue 21: a custom query's 2 MB text went whole into /health, the page and the log.
+    big = Query("pixcrawler_big", "Big.", "SELECT repeat('x', 2000000) AS v", ("v",))
+    reading = make([big]).read()
+    assert reading.reason == "query" and reading.error is not None
+    assert len(reading.error) < 300, len(reading.error)
+    assert "(2000002 characters) is not a number" in reading.error
 
 
 def test_missing_database(postgres: PostgresServer, make: Factory) -> None:

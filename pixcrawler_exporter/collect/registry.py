@@ -63,12 +63,23 @@ def builtin_descs() -> list[tuple[str, Desc]]:
     return found + [("derived", d) for d in (*thresholds.DESCS, *capacity.DESCS)]
 
 
+# The series names a family of each type exposes besides its own (OpenMetrics adds _created).
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gauge": (),
+}
+
+
 def builtin_names() -> frozenset[str]:
-    """Names a custom query's metric may not take: each built-in metric's, and a counter's
-    family name without ``_total``, which client_python would report twice just the same."""
-    return frozenset(
-        name for _, d in builtin_descs() for name in (d.name, d.name.removesuffix("_total"))
-    )
+    """Names a custom query's metric may not take: each built-in family's and every series name
+    it exposes (a counter's _total and _created, a histogram's _bucket, _count, _sum, _created),
+    which client_python would refuse at start or write twice into OpenMetrics."""
+    names: set[str] = set()
+    for _, d in builtin_descs():
+        family = d.name.removesuffix("_total") if d.type == "counter" else d.name
+        names |= {d.name, family, *(family + s for s in SERIES_SUFFIXES.get(d.type, ()))}
+    return frozenset(names)
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
         statement_timeout: float,
         connect_timeout: float,
         min_interval: float,
+        custom: frozenset[str] = frozenset(),
     ) -> None:
         self.queries = tuple(queries)
         self.query_descs = {
@@ -189,6 +190,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self.min_interval = min_interval
+        self.custom = custom  # metrics of database.queries; the others are the preset's
         self._url = url
         self._errors = dict.fromkeys(REASONS, 0)
         self._lane = Lane("database")  # the I/O, which reads wait for until their deadline
@@ -231,6 +233,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
             db.statement_timeout_seconds,
             db.connect_timeout_seconds,
             db.min_interval_seconds,
+            frozenset(q.metric for q in db.queries),
         )
 
     def read_until(self, deadline: float) -> DatabaseReading:
@@ -395,10 +398,22 @@ class DatabaseCollector(Collector[DatabaseReading]):
                     reason, message = _classify(exc, "query")
                     if reason == "timeout":
                         message += f" (statement timeout {timeout:g}s)"
+                    elif reason == "missing_object":
+                        message += self._names_hint(query)
                     raise _ReadError(reason, f"query for {query.metric}: {message}") from None
                 results[query.metric] = _samples(query, cur)
             attempt.step(self.statement_timeout)  # COMMIT
         return results
+
+    def _names_hint(self, query: Query) -> str:
+        """Which setting names what the query did not find: a table or column of a preset is
+        named by database.names, one of a query of your own by that query."""
+        if query.metric in self.custom:
+            return f" (database.queries: the query for {query.metric})"
+        return (
+            " (database.names names the preset's table, schema and columns; database.preset "
+            "the preset, 'none' for database.queries alone)"
+        )
 
     def _time_left(self, limit: float, deadline: float) -> float:
         left = deadline - time.monotonic()
@@ -483,7 +498,12 @@ def _samples(query: Query, cur: psycopg.Cursor[TupleRow]) -> tuple[Sample, ...]:
 def _number(value: object, where: str) -> float:
     if isinstance(value, int | float | Decimal):
         return float(value)
-    raise _ReadError("query", f"{where}: {type(value).__name__} {value!r} is not a number")
+    # A text column can hold megabytes: its start is enough to recognise it in /health and the
+    # log, where the whole would be echoed on every scrape.
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = f"{shown[:60]}... ({len(shown)} characters)"
+    raise _ReadError("query", f"{where}: {type(value).__name__} {shown} is not a number")
 
 
 _AUTH = re.compile(r"authentication|password|pg_hba\.conf|role .* does not exist", re.IGNORECASE)
