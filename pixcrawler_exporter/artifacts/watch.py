@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from pixcrawler_exporter.artifacts.alerting import (
+    AGE,
     FOR,
     INSTANCE,
     PERCENT,
@@ -18,7 +19,6 @@ from pixcrawler_exporter.artifacts.alerting import (
 from pixcrawler_exporter.collectors.temp_storage.settings import TempSettings
 from pixcrawler_exporter.config import Config
 
-AGE = "{{ $value | humanizeDuration }}"
 # The scan sleeps at least as long as it took, so one interval late is normal; five is not.
 SCAN_STALE_INTERVALS = 5
 SCAN_MIN_STALE_SECONDS = 600

@@ -69,7 +69,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Alerts:
-    """What the rules alert on beyond the thresholds: work left behind and storage filling up."""
+    """What the rules alert on beyond the thresholds: work left behind, storage filling up and
+    the work pipeline."""
 
     stuck_chunk_age_seconds: int = setting(
         7200,
@@ -103,4 +104,38 @@ class Alerts:
         env_parse=percent(0, 1),
         help="The filling-up alerts wait until usage is at least this (0-1; percent in the "
         "variable), so a burst on an empty volume does not page.",
+    )
+    # The work pipeline's alerts (artifacts/pipeline.py).
+    chunk_duration_seconds: int = setting(
+        1800,
+        integer(10, 7 * 86400),
+        env="PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS",
+        help="The longest a chunk can take: PixCrawlerChunksUnaccounted fires when the database "
+        "and Celery disagree for longer (a prefetched chunk is seen by neither while the one "
+        "before it runs).",
+    )
+    queue_wait_seconds: int = setting(
+        1800,
+        # The queue-wait histogram's largest finite bucket is 3600 s: a quantile beyond it
+        # reads as 3600, so a higher threshold could never be reached.
+        integer(1, 3600),
+        env="PIXCRAWLER_ALERT_QUEUE_WAIT_SECONDS",
+        help="PixCrawlerCeleryQueueWaitHigh: 9 in 10 tasks waited at least this long in the "
+        "queue before starting (needs celery.task_events and task-sent events).",
+    )
+    redis_memory_ratio: float = setting(
+        0.9,
+        ratio,
+        env="PIXCRAWLER_ALERT_REDIS_MEMORY_PERCENT",
+        env_parse=percent(0, 1),
+        help="PixCrawlerRedisMemoryHigh: the broker's Redis uses at least this share of its "
+        "maxmemory (0-1; percent in the variable).",
+    )
+    task_failure_ratio: float = setting(
+        0.1,
+        ratio,
+        env="PIXCRAWLER_ALERT_TASK_FAILURE_PERCENT",
+        env_parse=percent(0, 1),
+        help="PixCrawlerCeleryTaskFailures: at least this share of a task's runs ended failed "
+        "over 15m (0-1; percent in the variable; needs celery.task_events).",
     )
