@@ -212,3 +212,14 @@ def test_a_broker_url_without_the_celery_extra_says_what_to_install(tmp_path: Pa
     assert run.returncode == 2, run.stderr
     assert "pip install 'pixcrawler-exporter[celery]'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_configuration_loads_again_once_the_clients_are_imported(tmp_path: Path) -> None:
+    """A reload checks the clients are installed after the collector imported them; kombu's
+    module in sys.modules has no __spec__, and find_spec() raised ValueError on it, so every
+    reload with the collector on was refused."""
+    import kombu.connection  # what building the collector imports
+
+    assert kombu.connection
+    url = "redis://redis:6379/0"
+    assert load(tmp_path, PIXCRAWLER_CELERY_BROKER_URL=url).broker_url == url
