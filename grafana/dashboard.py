@@ -563,6 +563,179 @@ def database_row(cfg: Config) -> Row:
     )
 
 
+def _quantiles(metric: str, legend: str) -> list[Target]:
+    """The median and 90th percentile per task from a histogram of the celery collector."""
+    bucket = sel(f"{metric}_bucket")
+    return [
+        Target(
+            f"histogram_quantile({q}, rate({bucket}[$__rate_interval]))",
+            f"{{{{instance}}}} {{{{task}}}} {legend} p{round(q * 100)}",
+        )
+        for q in (0.5, 0.9)
+    ]
+
+
+def pipeline_row(cfg: Config) -> Row:
+    """The celery collector: the broker's queues, the workers, the tasks, Redis, and the
+    database against Celery."""
+    return Row(
+        "Work pipeline",
+        [
+            Panel(
+                "Queue depth",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_celery_queue_messages"), "{{instance}} {{queue}}")],
+                "Messages waiting in each watched queue (celery.queues), priority sub-queues "
+                "summed.",
+                width=8,
+            ),
+            Panel(
+                "Unacknowledged messages",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_celery_unacked_messages"))],
+                "Messages taken by a worker and not acknowledged: running chunks (acks late), "
+                "prefetched ones, and those of a worker that died.",
+                width=8,
+            ),
+            Panel(
+                "Oldest unacknowledged against the visibility timeout",
+                "timeseries",
+                "s",
+                [
+                    Target(sel("pixcrawler_celery_unacked_oldest_age_seconds"), "{{instance}} age"),
+                    Target(
+                        sel("pixcrawler_celery_visibility_timeout_seconds"),
+                        "{{instance}} visibility timeout",
+                    ),
+                ],
+                "Past the visibility timeout a message is delivered again; "
+                "PixCrawlerCeleryUnackedPastVisibilityTimeout fires when it stays there.",
+                width=8,
+            ),
+            Panel(
+                "Workers online and tasks running",
+                "timeseries",
+                "none",
+                [
+                    Target(sel("pixcrawler_celery_workers_online"), "{{instance}} workers online"),
+                    Target(sel("pixcrawler_celery_tasks_running"), "{{instance}} tasks running"),
+                ],
+                "Workers with a heartbeat within two intervals, and the tasks their last "
+                "heartbeats say they run.",
+                width=8,
+            ),
+            Panel(
+                "Heartbeat age per worker",
+                "timeseries",
+                "s",
+                [
+                    Target(
+                        sel("pixcrawler_celery_worker_heartbeat_age_seconds"),
+                        "{{instance}} {{worker}}",
+                    )
+                ],
+                "Seconds since each worker's last heartbeat; past two intervals it is offline.",
+                width=8,
+            ),
+            Panel(
+                "Broker and event stream",
+                "state-timeline",
+                "none",
+                [
+                    Target(sel("pixcrawler_redis_up"), "{{instance}} broker"),
+                    Target(sel("pixcrawler_celery_events_up"), "{{instance}} events"),
+                ],
+                "Whether the broker's Redis answers and the workers' events are followed.",
+                width=8,
+                mappings=UP_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+            Panel(
+                "Task outcomes",
+                "timeseries",
+                "ops",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_celery_tasks_total')}[$__rate_interval])",
+                        "{{instance}} {{task}} {{outcome}}",
+                    )
+                ],
+                "Task runs ending per second by outcome (celery.task_events).",
+                width=8,
+            ),
+            Panel(
+                "Task run time",
+                "timeseries",
+                "s",
+                _quantiles("pixcrawler_celery_task_runtime_seconds", "run time"),
+                "Median and 90th percentile of the run time of tasks that ended "
+                "(celery.task_events).",
+                width=8,
+            ),
+            Panel(
+                "Time waiting in the queue",
+                "timeseries",
+                "s",
+                _quantiles("pixcrawler_celery_task_queue_wait_seconds", "wait"),
+                "From a task being sent to it starting; PixCrawlerCeleryQueueWaitHigh fires on "
+                "the 90th percentile at the line.",
+                width=8,
+                thresholds=[(GREEN, None), (ORANGE, cfg.alerts.queue_wait_seconds)],
+                show_thresholds=True,
+            ),
+            Panel(
+                "Database against Celery",
+                "timeseries",
+                "none",
+                [
+                    Target(
+                        sel("pixcrawler_celery_reconcile_active_chunks"),
+                        "{{instance}} active in the database",
+                    ),
+                    Target(
+                        sel("pixcrawler_celery_chunks_unaccounted"),
+                        "{{instance}} not held by a live worker",
+                    ),
+                    Target(
+                        sel("pixcrawler_celery_chunks_stuck"),
+                        "{{instance}} task ended, still active",
+                    ),
+                ],
+                "The database's active chunks, those no queue or online worker holds, and "
+                "those whose task already ended: PixCrawlerChunksUnaccounted fires when either "
+                "stays above 0 longer than a chunk can take.",
+                width=8,
+            ),
+            Panel(
+                "Redis memory against maxmemory",
+                "timeseries",
+                "bytes",
+                [
+                    Target(sel("pixcrawler_redis_memory_used_bytes"), "{{instance}} used"),
+                    Target(sel("pixcrawler_redis_memory_max_bytes"), "{{instance}} maxmemory"),
+                ],
+                "Memory the broker's Redis has allocated against its maxmemory (no line: no "
+                "limit).",
+                width=8,
+            ),
+            Panel(
+                "Redis evicted keys",
+                "timeseries",
+                "none",
+                [
+                    Target(
+                        f"increase({sel('pixcrawler_redis_evicted_keys_total')}[$__rate_interval])"
+                    )
+                ],
+                "Keys evicted to stay under maxmemory: on a broker, lost messages or results.",
+                width=8,
+            ),
+        ],
+    )
+
+
 def azure_row(cfg: Config) -> Row:
     """Azure Monitor's platform metrics and the exporter's requests."""
     return Row(
@@ -694,6 +867,7 @@ def rows(cfg: Config) -> list[Row]:
         container_row(cfg),
         temp_storage_row(cfg),
         database_row(cfg),
+        pipeline_row(cfg),
         azure_row(cfg),
         health_row(cfg),
     ]
@@ -868,7 +1042,7 @@ def dashboard(cfg: Config | None = None) -> dict[str, Any]:
         "uid": UID,
         "title": TITLE,
         "description": "pixcrawler-exporter: container-correct resources against their limits, "
-        "temp storage, chunk capacity, the crawl database and Azure Monitor.",
+        "temp storage, chunk capacity, the crawl database, the work pipeline and Azure Monitor.",
         "tags": ["pixcrawler", "prometheus"],
         "timezone": "browser",
         "editable": True,

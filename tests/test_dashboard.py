@@ -27,6 +27,7 @@ ROWS = [
     "Container resources",
     "Temp storage",
     "Database and jobs",
+    "Work pipeline",
     "Azure",
     "Exporter health",
 ]
@@ -42,16 +43,22 @@ def declared_metrics() -> set[str]:
     """Every metric name the exporter's code declares: each module's Desc objects (module level
     and collectors' ``descs``), and the metrics of the default database queries."""
     found: set[str] = set()
+
+    def add(desc: Desc) -> None:
+        found.add(desc.name)
+        if desc.type == "histogram":  # the series a histogram is exposed as
+            found.update(f"{desc.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+
     for info in pkgutil.walk_packages(pixcrawler_exporter.__path__, "pixcrawler_exporter."):
         if info.name.endswith("__main__"):
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
             if isinstance(value, Desc):
-                found.add(value.name)
+                add(value)
             for desc in getattr(value, "descs", ()) if isinstance(value, type) else ():
                 if isinstance(desc, Desc):
-                    found.add(desc.name)
+                    add(desc)
     for preset in queries.PRESETS:
         found |= {q.metric for q in queries.default_queries(preset)}
     return found

@@ -12,6 +12,9 @@ from pixcrawler_exporter.artifacts import rules
 if TYPE_CHECKING:
     from tests.conftest import Exporter
 
+# The celery collector's panels: only a stack with a broker and workers fills them.
+PIPELINE_ROW = "Work pipeline"
+
 PROMQL_KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
     "and", "or", "unless", "inf", "nan",
@@ -25,6 +28,20 @@ def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from p.get("panels", [])
         else:
             yield p
+
+
+def row_panels(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The panels under each row's title, in order (rows are laid out open, each followed by its
+    panels)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    current: list[dict[str, Any]] = []
+    for p in doc["panels"]:
+        if p["type"] == "row":
+            current = found.setdefault(p["title"], [])
+            current.extend(p.get("panels", []))
+        else:
+            current.append(p)
+    return found
 
 
 def source_metrics(expr: str) -> set[str]:
