@@ -68,7 +68,7 @@ UP_MAPPINGS = [
 ]
 
 
-def sel(metric: str, **labels: str) -> str:
+def sel(metric: str, /, **labels: str) -> str:
     """``metric{job="$job", instance=~"$instance", ...}``."""
     extra = "".join(f', {k}="{v}"' for k, v in labels.items())
     return f"{metric}{{{SCOPE}{extra}}}"
@@ -575,18 +575,25 @@ def azure_row(cfg: Config) -> Row:
                 [
                     Target(
                         sel("pixcrawler_azure_metric"),
-                        "{{instance}} {{resource}} {{metric}} {{aggregation}} ({{unit}})",
+                        "{{instance}} {{resource}} {{azure_instance}} {{metric}} "
+                        "{{aggregation}} ({{unit}})",
                     )
                 ],
-                "Platform metrics as Azure Monitor reports them; the unit label says each "
-                "one's unit.",
+                "Platform metrics as Azure Monitor reports them, App Service metrics per "
+                "instance; the unit label says each one's unit.",
                 width=WIDTH,
             ),
+            *azure_instance_panels(cfg),
             Panel(
                 "Azure metric age",
                 "timeseries",
                 "s",
-                [Target(sel("pixcrawler_azure_metric_age_seconds"), "{{resource}} {{metric}}")],
+                [
+                    Target(
+                        sel("pixcrawler_azure_metric_age_seconds"),
+                        "{{resource}} {{azure_instance}} {{metric}}",
+                    )
+                ],
                 "How old each metric's latest value is; platform metrics arrive minutes late.",
                 width=8,
             ),
@@ -623,6 +630,30 @@ def azure_row(cfg: Config) -> Row:
             ),
         ],
     )
+
+
+_PLAN_PERCENTAGES: tuple[tuple[str, str, Resource], ...] = (
+    ("memory", "MemoryPercentage", "memory"),
+    ("CPU", "CpuPercentage", "cpu"),
+)
+
+
+def azure_instance_panels(cfg: Config) -> list[Panel]:
+    """The App Service plan's memory and CPU on each of its instances, against the thresholds:
+    the memory and CPU statuses (and their alerts) follow the busiest one."""
+    return [
+        ratio_series(
+            cfg,
+            f"Plan {what} per instance",
+            f"{sel('pixcrawler_azure_metric', metric=name)} / 100",
+            resource,
+            f"The App Service plan's {name} on each instance (Azure Monitor's Instance "
+            f"dimension). In mode azure the {what} status is the busiest instance's, not "
+            "their average.",
+            "{{instance}} {{resource}} {{azure_instance}}",
+        )
+        for what, name, resource in _PLAN_PERCENTAGES
+    ]
 
 
 def health_row(cfg: Config) -> Row:

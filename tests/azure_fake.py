@@ -9,10 +9,16 @@ flow, ``POST /subscriptions/{sub}/metrics:getBatch`` (``{"values": [{"resourceid
 Resource Manager's ``GET {resource id}?api-version=...`` for the resources registered with
 :meth:`FakeAzure.add_resource` (``location``, and a site's ``properties.serverFarmId``).
 
+Metrics have App Service instances: asked with ``filter=Instance eq '*'`` the answer holds one
+time series per instance (at most ``top``, 10 unless given), each naming its instance in
+``metadatavalues``; asked without, one series aggregated over the instances as Azure does (the
+average of an average metric: 40, 45 and 95 % read 60 %).
+
 Like the real services it answers what does not exist with an error: a plan's metrics asked of a
-site (App Service keeps CpuPercentage and MemoryPercentage on the plan), an unknown resource
-from ARM. Like Log Analytics it serves a query's answer from a cache for 2 minutes (with an
-``Age`` header) unless the request says ``Cache-Control: no-cache`` or ``no-store``.
+site (App Service keeps CpuPercentage and MemoryPercentage on the plan), a split by Instance of a
+metric without that dimension, an unknown resource from ARM. Like Log Analytics it serves a
+query's answer from a cache for 2 minutes (with an ``Age`` header) unless the request says
+``Cache-Control: no-cache`` or ``no-store``.
 
 The CA is made with trustme; a test points ``REQUESTS_CA_BUNDLE`` and ``SSL_CERT_FILE`` at
 :attr:`FakeAzure.ca_file` so both MSAL and azure-core trust the server.
@@ -52,7 +58,14 @@ UNITS = {
     "Http5xx": "Count",
     "HttpResponseTime": "Seconds",
     "FileSystemUsage": "Bytes",
+    "BytesReceived": "Bytes",
+    "HttpQueueLength": "Count",
 }
+# Metrics Azure keeps without an Instance dimension (a 400 when split by it).
+NO_INSTANCE_DIMENSION = frozenset({"FileSystemUsage", "InstanceCount"})
+# The one instance a resource has unless a test gives it others (set_instances).
+DEFAULT_INSTANCE = "pl0sdlwk000001"
+INSTANCE_FILTER = "Instance eq '*'"
 
 # Faults a test can switch on, per API ("metrics" or "logs"):
 #   throttle     429 with Retry-After
@@ -107,6 +120,8 @@ class FakeAzure:
     error_message: str = "boom"  # what the "error" fault's 500 says
     # (resource id lower-cased or "*", metric name) -> newest value; older points differ from it.
     values: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (resource id lower-cased or "*", metric name) -> {instance: newest value}.
+    instances: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     # KQL text -> the tables answered for it.
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Resource id lower-cased -> what ARM answers for it.
@@ -154,6 +169,11 @@ class FakeAzure:
     def set_value(self, metric: str, value: float, resource: str = "*") -> None:
         with self._lock:
             self.values[(resource.lower(), metric)] = value
+
+    def set_instances(self, metric: str, values: Mapping[str, float], resource: str = "*") -> None:
+        """The metric's newest value on each instance, by instance name."""
+        with self._lock:
+            self.instances[(resource.lower(), metric)] = dict(values)
 
     def add_resource(
         self, rid: str, location: str = "West Europe", server_farm_id: str | None = None
@@ -206,28 +226,55 @@ class FakeAzure:
                     return self.values[key]
         return 42.0
 
+    def _instances(self, resource: str, metric: str) -> dict[str, float]:
+        with self._lock:
+            for key in ((resource.lower(), metric), ("*", metric)):
+                if key in self.instances:
+                    return dict(self.instances[key])
+        return {DEFAULT_INSTANCE: self._value(resource, metric)}
+
     def metrics_answer(self, query: Mapping[str, list[str]], body: Any) -> dict[str, Any]:
         names = query["metricnames"][0].split(",")
         asked = query.get("aggregation", ["average"])[0]
         aggregations = [a.strip().lower() for a in asked.split(",")]
+        split = "filter" in query
+        top = int(query.get("top", ["10"])[0])
         start = _parse_time(query["starttime"][0])
         end = _parse_time(query["endtime"][0])
         minute = end.replace(second=0, microsecond=0)
         # The newest grain has no data yet, as in Azure (metrics arrive late); older ones carry
         # other values, so a client that picks the wrong point reads the wrong number.
         stamps = [minute - timedelta(minutes=k) for k in (3, 2, 1)]
+
+        def series(newest: dict[str, float], instance: str | None) -> dict[str, Any]:
+            data: list[dict[str, Any]] = []
+            for i, ts in enumerate(stamps):
+                point: dict[str, Any] = {"timeStamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                if i < 2:
+                    point.update({a: newest[a] if i == 1 else newest[a] + 7 for a in aggregations})
+                data.append(point)
+            metadata = (
+                []
+                if instance is None
+                else [
+                    {"name": {"value": "instance", "localizedValue": "instance"}, "value": instance}
+                ]
+            )
+            return {"metadatavalues": metadata, "data": data}
+
         values = []
         for rid in body["resourceids"]:
             metrics = []
             for name in names:
-                newest = self._value(rid, name)
-                data: list[dict[str, Any]] = []
-                for i, ts in enumerate(stamps):
-                    point: dict[str, Any] = {"timeStamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                    if i < 2:
-                        v = newest if i == 1 else newest + 7
-                        point.update({a: v for a in aggregations})
-                    data.append(point)
+                per_instance = self._instances(rid, name)
+                if split:
+                    timeseries = [
+                        series(dict.fromkeys(aggregations, v), instance)
+                        for instance, v in list(per_instance.items())[:top]
+                    ]
+                else:
+                    combined = {a: _combine(a, list(per_instance.values())) for a in aggregations}
+                    timeseries = [series(combined, None)]
                 metrics.append(
                     {
                         "id": f"{rid}/providers/Microsoft.Insights/metrics/{name}",
@@ -236,7 +283,7 @@ class FakeAzure:
                         "displayDescription": f"{name} of the resource.",
                         "errorCode": "Success",
                         "unit": UNITS.get(name, "Count"),
-                        "timeseries": [{"metadatavalues": [], "data": data}],
+                        "timeseries": timeseries,
                     }
                 )
             values.append(
@@ -280,8 +327,17 @@ class FakeAzure:
 
     @staticmethod
     def unsupported(query: Mapping[str, list[str]], body: Any) -> str | None:
-        """Azure Monitor's 400 for a plan's metric asked of a site, else None."""
+        """Azure Monitor's 400 for a plan's metric asked of a site, or for a split by a dimension
+        a metric does not have, else None."""
         names = set(query["metricnames"][0].split(","))
+        if "filter" in query:
+            if query["filter"][0].lower() != INSTANCE_FILTER.lower():
+                return f"Invalid filter: {query['filter'][0]}"
+            for metric in sorted(names & NO_INSTANCE_DIMENSION):
+                return (
+                    f"Metric: {metric} does not support requested dimension combination: "
+                    "instance, supported ones are: "
+                )
         for rid in body["resourceids"]:
             kind = rid.lower().split("/providers/", 1)[-1]
             if kind.startswith("microsoft.web/sites/") and names & PLAN_ONLY_METRICS:
@@ -470,6 +526,17 @@ class FakeAzure:
         if age is not None:
             headers["Age"] = str(int(age))
         return 200, headers, json.dumps(answer).encode()
+
+
+def _combine(aggregation: str, values: list[float]) -> float:
+    """One value over the instances, as Azure aggregates a series that is not split."""
+    if aggregation in ("total", "count"):
+        return sum(values)
+    if aggregation == "maximum":
+        return max(values)
+    if aggregation == "minimum":
+        return min(values)
+    return sum(values) / len(values)
 
 
 def _parse_time(text: str) -> datetime:

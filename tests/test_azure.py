@@ -41,6 +41,7 @@ from tests.azure_fake import (
     FakeAzure,
     resource_id,
 )
+from tests.azure_fake import DEFAULT_INSTANCE as INSTANCE
 from tests.conftest import Exporter, parse_samples, sample
 from tests.helpers.azure import FOUR, PLAN, fake, make, wait_for  # noqa: F401 - fixtures
 
@@ -84,7 +85,6 @@ def test_resource_defaults_by_type_and_natural_aggregations() -> None:
         "Requests": "Total",
         "Http5xx": "Total",
         "HttpResponseTime": "Average",
-        "FileSystemUsage": "Average",
     }
     (custom,) = parse_resources(
         [
@@ -216,6 +216,9 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert first.query["metricnamespace"] == ["Microsoft.Web/serverfarms"]
     assert fake.count("token") == 1  # the token is cached across refreshes
 
+    assert first.query["filter"] == ["Instance eq '*'"]  # per instance, in the same call
+    assert first.query["top"] == [str(100 * len(FOUR))]  # not the API's default of 10
+
     reading = collector.read()
     assert reading.up and reading.error is None
     # The newest non-null point: the fake's last grain is empty and older ones differ.
@@ -223,9 +226,9 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert reading.percent("CpuPercentage") == 12.25
     assert len(reading.values) == 24
     samples = parse_samples(render(collector, reading))
-    labels = {"resource": plans[0], "metric": "CpuTime"}
+    labels = {"resource": plans[0], "metric": "BytesReceived", "azure_instance": INSTANCE}
     assert (
-        sample(samples, "pixcrawler_azure_metric", aggregation="Total", unit="Seconds", **labels)
+        sample(samples, "pixcrawler_azure_metric", aggregation="Total", unit="Bytes", **labels)
         == 42.0
     )
     age = sample(samples, "pixcrawler_azure_metric_age_seconds", **labels)
@@ -487,7 +490,7 @@ def test_exporter_process_scrapes_azure_without_calling_it_per_scrape(
         time.sleep(max(0.0, start + (i + 1) * 0.05 - time.monotonic()))
     elapsed = time.monotonic() - start
     assert fake.count("metrics") - before <= math.floor(elapsed / 5) + 1
-    labels = {"resource": PLAN, "metric": "MemoryPercentage"}
+    labels = {"resource": PLAN, "metric": "MemoryPercentage", "azure_instance": INSTANCE}
     assert (
         sample(samples, "pixcrawler_azure_metric", aggregation="Average", unit="Percent", **labels)
         == 61.0

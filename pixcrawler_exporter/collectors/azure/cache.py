@@ -18,7 +18,9 @@ class Cache:
         self._order = plan.order
         self._queries: Sequence[LogQuery] = plan.queries
         self._lock = threading.Lock()
-        self._values: dict[tuple[str, str], AzureValue] = {}
+        # (resource id, metric name), lower-cased -> its value of each instance (one value for
+        # a metric not split by instance).
+        self._values: dict[tuple[str, str], tuple[AzureValue, ...]] = {}
         self._logs: dict[str, tuple[float, tuple[LogValue, ...]]] = {}
         self._up = False
         self._last_success: float | None = None
@@ -39,8 +41,8 @@ class Cache:
         oldest = now - self.max_age
         with self._lock:
             values = sorted(
-                (v for v in self._values.values() if v.fetched >= oldest),
-                key=lambda v: (self._order.get(v.resource.lower(), 0), v.metric),
+                (v for vs in self._values.values() for v in vs if v.fetched >= oldest),
+                key=lambda v: (self._order.get(v.resource.lower(), 0), v.metric, v.instance),
             )
             logs = tuple(
                 lv
@@ -69,8 +71,12 @@ class Cache:
                 self._ratelimit.update(remaining)
 
     def store_batch(self, batch: Batch, found: Sequence[AzureValue]) -> None:
-        """A batch's answer replaces what the batch asked for, whether Azure had a point or not."""
-        fetched = {(v.resource.lower(), v.metric.lower()): v for v in found}
+        """A batch's answer replaces what the batch asked for, whether Azure had a point or not:
+        an instance that is gone (recycled, scaled in) goes with it."""
+        fetched: dict[tuple[str, str], tuple[AzureValue, ...]] = {}
+        for v in found:
+            key = (v.resource.lower(), v.metric.lower())
+            fetched[key] = (*fetched.get(key, ()), v)
         asked = {n.lower() for n in batch.metric_names}
         with self._lock:
             for res in batch.resources:

@@ -38,6 +38,7 @@ from pixcrawler_exporter.collectors.azure.gate import Gate
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES, CallFailedError
 from pixcrawler_exporter.collectors.azure.plan import (
+    MAX_INSTANCES,
     PUBLIC_METRICS_ENDPOINT,
     Batch,
     configured,
@@ -57,19 +58,23 @@ __all__ = ["AzureCollector", "AzureReading"]
 
 log = logging.getLogger(__name__)
 
+# Not "instance": Prometheus's own target label, which would rename this one exported_instance.
+INSTANCE_LABEL = "azure_instance"
 METRIC = Desc(
     "pixcrawler_azure_metric",
     "Newest value of an Azure Monitor platform metric in the lookback window, in its unit as "
-    "Azure reports it (percent metrics 0-100).",
+    "Azure reports it (percent metrics 0-100); App Service metrics per instance (azure_instance, "
+    f"at most {MAX_INSTANCES} per resource and metric, the busiest), others with azure_instance "
+    "empty.",
     "gauge",
-    ("resource", "metric", "aggregation", "unit"),
+    ("resource", "metric", "aggregation", "unit", INSTANCE_LABEL),
 )
 METRIC_AGE = Desc(
     "pixcrawler_azure_metric_age_seconds",
     "Seconds since the time grain of the value in pixcrawler_azure_metric began (Azure's "
     "ingestion delay included).",
     "gauge",
-    ("resource", "metric"),
+    ("resource", "metric", INSTANCE_LABEL),
 )
 UP = Desc(
     "pixcrawler_azure_up",
@@ -182,8 +187,8 @@ class AzureCollector(Collector[AzureReading]):
     def metrics(self, reading: AzureReading) -> Iterable[Metric]:
         metric, age, up, last, requests, ratelimit, logs = (d.family() for d in self.descs)
         for v in reading.values:
-            add(metric, v.value, v.resource, v.metric, v.aggregation, v.unit)
-            add(age, max(0.0, reading.time - v.timestamp), v.resource, v.metric)
+            add(metric, v.value, v.resource, v.metric, v.aggregation, v.unit, v.instance)
+            add(age, max(0.0, reading.time - v.timestamp), v.resource, v.metric, v.instance)
         add(up, 1 if reading.up else 0)
         if reading.last_success is not None:
             add(last, reading.last_success)
