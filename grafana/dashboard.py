@@ -177,7 +177,7 @@ def overview_row(cfg: Config) -> Row:
                 steps(cfg, "memory"),
                 "The memory status's figure, as /status and the alerts have it: memory the "
                 "kernel cannot reclaim over the effective limit (mode azure: the plan's "
-                "MemoryPercentage).",
+                "MemoryPercentage on its busiest instance).",
             ),
             stat(
                 "CPU",
@@ -185,7 +185,7 @@ def overview_row(cfg: Config) -> Row:
                 "percentunit",
                 steps(cfg, "cpu"),
                 "The CPU status's figure: CPU used against the CPU limit in cores between two "
-                "collections (mode azure: the plan's CpuPercentage).",
+                "collections (mode azure: the plan's CpuPercentage on its busiest instance).",
             ),
             stat(
                 "Disk (fullest path)",
