@@ -14,6 +14,10 @@ time series per instance (at most ``top``, 10 unless given), each naming its ins
 ``metadatavalues``; asked without, one series aggregated over the instances as Azure does (the
 average of an average metric: 40, 45 and 95 % read 60 %).
 
+A query is answered from :attr:`FakeAzure.tables` when a test put its text there; one over a
+workspace's Application Insights table (``AppEvents``, ...) is run over the rows given with
+:meth:`FakeAzure.add_log_rows` by the little KQL of ``tests/helpers/kql.py``.
+
 Like the real services it answers what does not exist with an error: a plan's metrics asked of a
 site (App Service keeps CpuPercentage and MemoryPercentage on the plan), a split by Instance of a
 metric without that dimension, an unknown resource from ARM. Like Log Analytics it serves a
@@ -41,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import trustme
+
+from tests.helpers import kql
 
 TENANT = "00000000-0000-0000-0000-00000000ten7"
 CLIENT_ID = "11111111-1111-1111-1111-1111111client"
@@ -123,6 +129,8 @@ class FakeAzure:
     # (resource id lower-cased or "*", metric name) -> {instance: newest value}.
     instances: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     # KQL text -> the tables answered for it.
+    # Workspace table (AppEvents, ...) -> its records, which KQL over that table runs on.
+    log_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Resource id lower-cased -> what ARM answers for it.
     arm: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -174,6 +182,16 @@ class FakeAzure:
         """The metric's newest value on each instance, by instance name."""
         with self._lock:
             self.instances[(resource.lower(), metric)] = dict(values)
+
+    def add_log_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Records of a workspace table; a column the table does not have is a test's mistake."""
+        schema = kql.SCHEMAS[table]
+        for row in rows:
+            assert set(row) <= set(schema), (
+                f"{table} has no column {sorted(set(row) - set(schema))}"
+            )
+        with self._lock:
+            self.log_rows.setdefault(table, []).extend(rows)
 
     def add_resource(
         self, rid: str, location: str = "West Europe", server_farm_id: str | None = None
@@ -308,6 +326,11 @@ class FakeAzure:
             if cached is not None and not bypass and now - cached[0] < LOGS_CACHE_SECONDS:
                 return {"tables": cached[1]}, now - cached[0]
             tables = self.tables.get(body["query"])
+            if tables is None and kql.table_of(body["query"]) in {
+                *kql.SCHEMAS,
+                *kql.CLASSIC_TABLES,
+            }:
+                tables = [kql.run(body["query"], self.log_rows)]  # KqlError: a 400
             if tables is None:
                 tables = [{"name": "PrimaryResult", "columns": [], "rows": []}]
             self._logs_cache[body["query"]] = (now, tables)
@@ -522,7 +545,18 @@ class FakeAzure:
                 err = {"error": {"code": "BadRequest", "message": problem}}
                 return 400, headers, json.dumps(err).encode()
             return 200, headers, json.dumps(self.metrics_answer(query, body)).encode()
-        answer, age = self.logs_answer(body, request_headers.get("cache-control", ""))
+        try:
+            answer, age = self.logs_answer(body, request_headers.get("cache-control", ""))
+        except kql.KqlError as exc:
+            # Log Analytics' answer to a query it cannot run.
+            err = {
+                "error": {
+                    "code": "BadArgumentError",
+                    "message": "The request had some invalid properties",
+                    "innererror": {"code": "SemanticError", "message": str(exc)},
+                }
+            }
+            return 400, headers, json.dumps(err).encode()
         if age is not None:
             headers["Age"] = str(int(age))
         return 200, headers, json.dumps(answer).encode()

@@ -155,12 +155,14 @@ def test_yaml_config_round_trips_through_print_config(tmp_path: Path) -> None:
                 {"name": "failed_jobs", "query": "customEvents | count", "timespan": "30m"},
                 {"name": "all", "query": "q", "timespan": None, "label_columns": ["role"]},
             ],
+            "log_presets": ["job_completed", "blob_failures"],
         },
     }
     (tmp_path / "c.yml").write_text(yaml.safe_dump(doc))
     loaded = config.load({}, config_file=str(tmp_path / "c.yml"), dotenv_path=tmp_path / ".env")
     azure = loaded.config.source(AzureSettings)
     assert len(azure.resources) == 2 and [q.timespan for q in azure.log_queries] == [1800, 0]
+    assert azure.log_presets == ("job_completed", "blob_failures")
     # Only the azure section: other sections' round trips are their own tests' business.
     printed = yaml.safe_load(config.render(loaded))
     (tmp_path / "printed.yml").write_text(yaml.safe_dump({"azure": printed["azure"]}))

@@ -23,6 +23,7 @@ from pixcrawler_exporter.collectors.azure.model import (
     by_instance,
     default_resource,
 )
+from pixcrawler_exporter.collectors.azure.presets import LogPreset, presets
 from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
 # Batch API limits (metrics:getBatch): resource ids per call; metric names per call as for the
@@ -70,11 +71,17 @@ class Plan:
     batches: tuple[Batch, ...]
     queries: tuple[LogQuery, ...]
     problems: tuple[str, ...]  # reported as the refresh's failure, every refresh
+    presets: tuple[LogPreset, ...] = ()
 
     @property
     def calls_per_refresh(self) -> int:
         """Calls one refresh makes when nothing fails (README's budget formula)."""
-        return len(self.batches) + len(self.queries)
+        return len(self.batches) + len(self.queries) + len(self.presets)
+
+    @property
+    def asks_logs(self) -> bool:
+        """Whether a refresh queries Log Analytics (a log query or preset)."""
+        return bool(self.queries or self.presets)
 
     @property
     def order(self) -> dict[str, int]:
@@ -96,14 +103,18 @@ def plan(cfg: AzureSettings, resolved: Sequence[AzureResource] | None = None) ->
     resources = list(resolved) if resolved is not None else configured(cfg)
     batches, problems = plan_batches(resources, cfg.metrics_endpoint)
     queries = cfg.log_queries if cfg.workspace_id else ()
-    if cfg.log_queries and not cfg.workspace_id:
-        problems.append("azure.log_queries are set but azure.workspace_id is not")
-    if not resources and not cfg.log_queries:
+    shipped = presets(cfg.log_presets) if cfg.workspace_id else ()
+    for key, asked in (("log_queries", cfg.log_queries), ("log_presets", cfg.log_presets)):
+        if asked and not cfg.workspace_id:
+            problems.append(
+                f"azure.{key} are set but azure.workspace_id (PIXCRAWLER_AZURE_WORKSPACE_ID) is not"
+            )
+    if not resources and not cfg.log_queries and not cfg.log_presets:
         problems.append(
-            "nothing to read: set PIXCRAWLER_AZURE_RESOURCE_ID, azure.resources or "
-            "azure.log_queries"
+            "nothing to read: set PIXCRAWLER_AZURE_RESOURCE_ID, azure.resources, "
+            "azure.log_queries or azure.log_presets"
         )
-    return Plan(tuple(resources), tuple(batches), queries, tuple(problems))
+    return Plan(tuple(resources), tuple(batches), queries, tuple(problems), shipped)
 
 
 def plan_batches(

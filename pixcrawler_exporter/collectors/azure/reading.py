@@ -38,6 +38,7 @@ class AzureReading:
     ratelimit_remaining: Mapping[str, float]
     error: str | None  # None unless the last refresh failed: the collector is then reported failed
     time: float
+    preset_values: tuple[LogValue, ...] = ()  # one per log preset, ``query`` its name
 
     def services(self) -> Mapping[str, str | None]:
         return {"azure": self.error}
