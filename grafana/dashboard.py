@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.collectors.azure import presets
 from pixcrawler_exporter.config import Config, Rules, load, split_matchers
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -618,6 +619,7 @@ def azure_row(cfg: Config) -> Row:
                 "Requests to Azure Monitor per second by outcome.",
                 width=8,
             ),
+            azure_presets_panel(),
             Panel(
                 "Azure reachable",
                 "state-timeline",
@@ -654,6 +656,20 @@ def azure_instance_panels(cfg: Config) -> list[Panel]:
         )
         for what, name, resource in _PLAN_PERCENTAGES
     ]
+
+
+def azure_presets_panel() -> Panel:
+    """Seed 002's App Insights telemetry, from the log presets that are turned on."""
+    return Panel(
+        "App Insights telemetry (last hour)",
+        "timeseries",
+        "short",
+        [Target(sel(p.metric), f"{{{{instance}}}} {p.name}") for p in presets.LOG_PRESETS],
+        "Seed 002's jobs completed, images processed, exceptions and failed Azure Blob calls "
+        "in the last hour, counted by ItemCount so that sampling does not hide nine in ten; "
+        "only the presets azure.log_presets turns on have data.",
+        width=WIDTH,
+    )
 
 
 def health_row(cfg: Config) -> Row:

@@ -20,8 +20,8 @@ from pixcrawler_exporter.collectors.azure.plan import plan
 from pixcrawler_exporter.collectors.azure.presets import LOG_PRESETS
 from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 from tests.azure_fake import WORKSPACE, FakeAzure
-from tests.conftest import parse_samples, sample
-from tests.helpers.azure import fake, make, wait_for  # noqa: F401 - fixtures
+from tests.conftest import Exporter, parse_samples, sample
+from tests.helpers.azure import PLAN, fake, make, wait_for  # noqa: F401 - fixtures
 from tests.test_azure import render
 
 ALL = tuple(p.name for p in LOG_PRESETS)
@@ -147,3 +147,26 @@ def test_presets_without_a_workspace_are_reported_not_dropped() -> None:
     assert planned.presets == ()
     assert any("azure.log_presets" in p and "workspace_id" in p for p in planned.problems)
     assert not any(p.startswith("nothing to read") for p in planned.problems)
+
+
+@pytest.mark.slow
+def test_an_exporter_turned_on_by_the_variable_exports_the_presets(
+    fake: FakeAzure, exporter_factory: Callable[..., Exporter]
+) -> None:
+    fake.add_log_rows("AppEvents", [{"Name": "job_completed", "ItemCount": SAMPLED}] * 10)
+    env = {
+        **fake.exporter_env(PLAN),
+        "PIXCRAWLER_AZURE_WORKSPACE_ID": WORKSPACE,
+        "PIXCRAWLER_AZURE_LOGS_ENDPOINT": fake.url,
+        "PIXCRAWLER_AZURE_LOG_PRESETS": "job_completed,exceptions",
+    }
+    exporter = exporter_factory(env=env)
+    wait_for(
+        "the presets exported",
+        lambda: sample(exporter.scrape(), "pixcrawler_azure_jobs_completed") == 100,
+        timeout=15,
+    )
+    samples = exporter.scrape()
+    assert sample(samples, "pixcrawler_azure_exceptions") == 0
+    assert sample(samples, "pixcrawler_azure_blob_failures") is None
+    assert sample(samples, "pixcrawler_azure_up") == 1
