@@ -11,8 +11,8 @@ an endpoint naming it) must be configured.
 
 The parts: ``plan`` (what to ask), ``client`` (credential and SDK clients), ``gate`` (retries and
 Retry-After), ``parse`` (answers into values, failures into outcomes), ``cache`` (what the scrape
-reads). A failed call keeps the values it would have replaced, which age out after
-``max_age_seconds``.
+reads), ``presets`` (seed 002's shipped log queries, each exported as a gauge of its own). A
+failed call keeps the values it would have replaced, which age out after ``max_age_seconds``.
 """
 
 from __future__ import annotations
