@@ -127,7 +127,8 @@ def test_one_instance_near_its_limit_raises_the_memory_status_and_alert_figure(
     def status() -> dict[str, Any]:
         return json.loads(exporter.get("/status")[2])  # type: ignore[no-any-return]
 
-    wait_for("the first refresh", lambda: status()["metrics"]["memory_pct"] is not None, 15)
+    # Until Azure's first answer the container's own figure stands (far below 60 %).
+    wait_for("the plan's figure", lambda: status()["metrics"]["memory_pct"] >= 60, 20)
     doc = status()
     assert doc["metrics"]["memory_pct"] == 95.0 and doc["statuses"]["memory"] == "ALERT"
     assert doc["statuses"]["cpu"] == "OK"

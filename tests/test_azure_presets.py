@@ -164,7 +164,7 @@ def test_an_exporter_turned_on_by_the_variable_exports_the_presets(
     wait_for(
         "the presets exported",
         lambda: sample(exporter.scrape(), "pixcrawler_azure_jobs_completed") == 100,
-        timeout=15,
+        timeout=20,
     )
     samples = exporter.scrape()
     assert sample(samples, "pixcrawler_azure_exceptions") == 0
