@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.collectors.azure import presets
 from pixcrawler_exporter.config import Config, Rules, load, split_matchers
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -68,7 +69,7 @@ UP_MAPPINGS = [
 ]
 
 
-def sel(metric: str, **labels: str) -> str:
+def sel(metric: str, /, **labels: str) -> str:
     """``metric{job="$job", instance=~"$instance", ...}``."""
     extra = "".join(f', {k}="{v}"' for k, v in labels.items())
     return f"{metric}{{{SCOPE}{extra}}}"
@@ -177,7 +178,7 @@ def overview_row(cfg: Config) -> Row:
                 steps(cfg, "memory"),
                 "The memory status's figure, as /status and the alerts have it: memory the "
                 "kernel cannot reclaim over the effective limit (mode azure: the plan's "
-                "MemoryPercentage).",
+                "MemoryPercentage on its busiest instance).",
             ),
             stat(
                 "CPU",
@@ -185,7 +186,7 @@ def overview_row(cfg: Config) -> Row:
                 "percentunit",
                 steps(cfg, "cpu"),
                 "The CPU status's figure: CPU used against the CPU limit in cores between two "
-                "collections (mode azure: the plan's CpuPercentage).",
+                "collections (mode azure: the plan's CpuPercentage on its busiest instance).",
             ),
             stat(
                 "Disk (fullest path)",
@@ -748,18 +749,25 @@ def azure_row(cfg: Config) -> Row:
                 [
                     Target(
                         sel("pixcrawler_azure_metric"),
-                        "{{instance}} {{resource}} {{metric}} {{aggregation}} ({{unit}})",
+                        "{{instance}} {{resource}} {{azure_instance}} {{metric}} "
+                        "{{aggregation}} ({{unit}})",
                     )
                 ],
-                "Platform metrics as Azure Monitor reports them; the unit label says each "
-                "one's unit.",
+                "Platform metrics as Azure Monitor reports them, App Service metrics per "
+                "instance; the unit label says each one's unit.",
                 width=WIDTH,
             ),
+            *azure_instance_panels(cfg),
             Panel(
                 "Azure metric age",
                 "timeseries",
                 "s",
-                [Target(sel("pixcrawler_azure_metric_age_seconds"), "{{resource}} {{metric}}")],
+                [
+                    Target(
+                        sel("pixcrawler_azure_metric_age_seconds"),
+                        "{{resource}} {{azure_instance}} {{metric}}",
+                    )
+                ],
                 "How old each metric's latest value is; platform metrics arrive minutes late.",
                 width=8,
             ),
@@ -784,6 +792,7 @@ def azure_row(cfg: Config) -> Row:
                 "Requests to Azure Monitor per second by outcome.",
                 width=8,
             ),
+            azure_presets_panel(),
             Panel(
                 "Azure reachable",
                 "state-timeline",
@@ -795,6 +804,44 @@ def azure_row(cfg: Config) -> Row:
                 thresholds=[(RED, None), (GREEN, 1)],
             ),
         ],
+    )
+
+
+_PLAN_PERCENTAGES: tuple[tuple[str, str, Resource], ...] = (
+    ("memory", "MemoryPercentage", "memory"),
+    ("CPU", "CpuPercentage", "cpu"),
+)
+
+
+def azure_instance_panels(cfg: Config) -> list[Panel]:
+    """The App Service plan's memory and CPU on each of its instances, against the thresholds:
+    the memory and CPU statuses (and their alerts) follow the busiest one."""
+    return [
+        ratio_series(
+            cfg,
+            f"Plan {what} per instance",
+            f"{sel('pixcrawler_azure_metric', metric=name)} / 100",
+            resource,
+            f"The App Service plan's {name} on each instance (Azure Monitor's Instance "
+            f"dimension). In mode azure the {what} status is the busiest instance's, not "
+            "their average.",
+            "{{instance}} {{resource}} {{azure_instance}}",
+        )
+        for what, name, resource in _PLAN_PERCENTAGES
+    ]
+
+
+def azure_presets_panel() -> Panel:
+    """Seed 002's App Insights telemetry, from the log presets that are turned on."""
+    return Panel(
+        "App Insights telemetry (last hour)",
+        "timeseries",
+        "short",
+        [Target(sel(p.metric), f"{{{{instance}}}} {p.name}") for p in presets.LOG_PRESETS],
+        "Seed 002's jobs completed, images processed, exceptions and failed Azure Blob calls "
+        "in the last hour, counted by ItemCount so that sampling does not hide nine in ten; "
+        "only the presets azure.log_presets turns on have data.",
+        width=WIDTH,
     )
 
 

@@ -178,3 +178,25 @@ def test_thresholds_follow_the_configuration_they_are_generated_from(tmp_path: A
     ).config
     steps = stat(generator.dashboard(cfg), "Memory")["fieldConfig"]["defaults"]["thresholds"]
     assert steps["steps"][1]["value"] == 0.55
+
+
+@pytest.mark.parametrize(
+    ("title", "metric", "resource"),
+    [
+        ("Plan memory per instance", "MemoryPercentage", "memory"),
+        ("Plan CPU per instance", "CpuPercentage", "cpu"),
+    ],
+)
+def test_azure_row_shows_each_instance_against_its_thresholds(
+    title: str, metric: str, resource: Resource
+) -> None:
+    from pixcrawler_exporter.collectors.azure.collector import INSTANCE_LABEL, METRIC
+
+    (panel,) = [p for p in panels(load()) if p["title"] == title]
+    (target,) = panel["targets"]
+    assert f'metric="{metric}"' in target["expr"] and target["expr"].endswith("/ 100")
+    # One line per instance: the legend names the label the exporter splits them by.
+    assert INSTANCE_LABEL in METRIC.labels and f"{{{{{INSTANCE_LABEL}}}}}" in target["legendFormat"]
+    pair = config.Config().thresholds.pair(resource)
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, pair.warning, pair.critical]

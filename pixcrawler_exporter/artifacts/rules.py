@@ -188,9 +188,9 @@ def _resources_group(cfg: Config) -> Group:
                 300,
                 120,
                 f"Memory that cannot be reclaimed on {INSTANCE} (in mode azure: the plan's "
-                f"MemoryPercentage) is {PERCENT} of the limit, at or above the <severity> "
-                f"threshold of <threshold> for {FOR}: the figure the exporter's memory status "
-                "and /status report.",
+                f"MemoryPercentage on its busiest instance) is {PERCENT} of the limit, at or "
+                f"above the <severity> threshold of <threshold> for {FOR}: the figure the "
+                "exporter's memory status and /status report.",
             ),
             *_threshold_pair(
                 cfg,
@@ -201,8 +201,8 @@ def _resources_group(cfg: Config) -> Group:
                 600,
                 300,
                 f"CPU used on {INSTANCE} is {PERCENT} of its CPU limit in cores (in mode azure: "
-                f"the plan's CpuPercentage), at or above the <severity> threshold of "
-                f"<threshold> for {FOR}.",
+                "the plan's CpuPercentage on its busiest instance), at or above the <severity> "
+                f"threshold of <threshold> for {FOR}.",
             ),
             _alert(
                 "PixCrawlerCPUThrottlingHigh",
