@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -115,17 +115,28 @@ class _Mount:
 
 
 def discover(
-    procfs: Path = Path("/proc"), sysfs: Path = Path("/sys"), cgroup_path: str | None = None
+    procfs: Path = Path("/proc"),
+    sysfs: Path = Path("/sys"),
+    cgroup_path: str | None = None,
+    pid: int | None = None,
 ) -> CgroupLayout:
-    """Where the process's (or `cgroup_path`'s) cgroup lives for each controller we read."""
-    membership = _read(procfs / "self/cgroup")
-    mountinfo = _read(procfs / "self/mountinfo")
+    """Where the process's (or `cgroup_path`'s) cgroup lives for each controller we read.
+
+    With `pid`, that process's cgroup as its own mounts show it, reached through
+    /proc/PID/root: another container's cgroup is outside this one's /sys/fs/cgroup (a bind
+    mount of, or a cgroup namespace rooted at, the exporter's own cgroup), but inside that
+    container's. The kernel lets only a process that may ptrace-read PID through that link."""
+    process = procfs / ("self" if pid is None else str(pid))
+    membership = _read(process / "cgroup")
+    mountinfo = _read(process / "mountinfo")
     if membership is None or mountinfo is None:
         return _NO_CGROUPS
-    paths = _parse_membership(procfs / "self/cgroup", membership)
+    paths = _parse_membership(process / "cgroup", membership)
     v1: dict[str, _Mount] = {}
     v2: _Mount | None = None
-    for fstype, mount in _parse_mountinfo(procfs / "self/mountinfo", mountinfo, sysfs):
+    # Its mount points are in its mount namespace: below its root, not below our /sys.
+    reroot = (lambda point: _reroot(point, sysfs)) if pid is None else _below(process / "root")
+    for fstype, mount in _parse_mountinfo(process / "mountinfo", mountinfo, reroot):
         if fstype == "cgroup2" and v2 is None:
             v2 = mount
         elif fstype == "cgroup":
@@ -411,7 +422,9 @@ def _parse_membership(path: Path, text: str) -> dict[str, str]:
     return paths
 
 
-def _parse_mountinfo(path: Path, text: str, sysfs: Path) -> list[tuple[str, _Mount]]:
+def _parse_mountinfo(
+    path: Path, text: str, reroot: Callable[[str], Path]
+) -> list[tuple[str, _Mount]]:
     mounts: list[tuple[str, _Mount]] = []
     for line in filter(str.strip, text.splitlines()):
         # Optional fields of any number come before " - "; spaces inside paths are escaped.
@@ -421,7 +434,7 @@ def _parse_mountinfo(path: Path, text: str, sysfs: Path) -> list[tuple[str, _Mou
             raise CgroupError(path, line)
         fstype, _source, options = after[:3]
         if fstype in ("cgroup", "cgroup2"):
-            point = _reroot(_unescape(fields[4]), sysfs)
+            point = reroot(_unescape(fields[4]))
             controllers = frozenset(options.split(","))
             mounts.append((fstype, _Mount(_unescape(fields[3]), point, controllers)))
     return mounts
@@ -439,11 +452,19 @@ def _reroot(mount_point: str, sysfs: Path) -> Path:
     return Path(point)
 
 
+def _below(root: Path) -> Callable[[str], Path]:
+    """Mount points of another mount namespace, as reached through its /proc/PID/root."""
+    return lambda point: root / PurePosixPath(point).relative_to("/")
+
+
 def _join(mount: _Mount, cgroup: str) -> Path:
-    """The cgroup's directory below a mount that shows the hierarchy from `mount.root` down."""
+    """The cgroup's directory below a mount that shows the hierarchy from `mount.root` down.
+
+    Both paths are as this process's cgroup namespace writes them: another namespace's
+    cgroups read as "/../NAME", which is fine as long as the cgroup is below the mount's root."""
     relative = PurePosixPath("/", cgroup).relative_to("/")
     root = PurePosixPath("/", mount.root).relative_to("/")
-    if ".." in relative.parts or not relative.is_relative_to(root):
+    if not relative.is_relative_to(root) or ".." in relative.relative_to(root).parts:
         # Outside the mount's view (across a cgroup namespace boundary): the mount is our best.
         return mount.point
     return mount.point / relative.relative_to(root)
