@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.collectors.azure import presets
 from pixcrawler_exporter.config import Config, Rules, load, split_matchers
 from pixcrawler_exporter.derive.resources import Resource
 
@@ -68,7 +69,7 @@ UP_MAPPINGS = [
 ]
 
 
-def sel(metric: str, **labels: str) -> str:
+def sel(metric: str, /, **labels: str) -> str:
     """``metric{job="$job", instance=~"$instance", ...}``."""
     extra = "".join(f', {k}="{v}"' for k, v in labels.items())
     return f"{metric}{{{SCOPE}{extra}}}"
@@ -177,7 +178,7 @@ def overview_row(cfg: Config) -> Row:
                 steps(cfg, "memory"),
                 "The memory status's figure, as /status and the alerts have it: memory the "
                 "kernel cannot reclaim over the effective limit (mode azure: the plan's "
-                "MemoryPercentage).",
+                "MemoryPercentage on its busiest instance).",
             ),
             stat(
                 "CPU",
@@ -185,7 +186,7 @@ def overview_row(cfg: Config) -> Row:
                 "percentunit",
                 steps(cfg, "cpu"),
                 "The CPU status's figure: CPU used against the CPU limit in cores between two "
-                "collections (mode azure: the plan's CpuPercentage).",
+                "collections (mode azure: the plan's CpuPercentage on its busiest instance).",
             ),
             stat(
                 "Disk (fullest path)",
@@ -563,6 +564,179 @@ def database_row(cfg: Config) -> Row:
     )
 
 
+def _quantiles(metric: str, legend: str) -> list[Target]:
+    """The median and 90th percentile per task from a histogram of the celery collector."""
+    bucket = sel(f"{metric}_bucket")
+    return [
+        Target(
+            f"histogram_quantile({q}, rate({bucket}[$__rate_interval]))",
+            f"{{{{instance}}}} {{{{task}}}} {legend} p{round(q * 100)}",
+        )
+        for q in (0.5, 0.9)
+    ]
+
+
+def pipeline_row(cfg: Config) -> Row:
+    """The celery collector: the broker's queues, the workers, the tasks, Redis, and the
+    database against Celery."""
+    return Row(
+        "Work pipeline",
+        [
+            Panel(
+                "Queue depth",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_celery_queue_messages"), "{{instance}} {{queue}}")],
+                "Messages waiting in each watched queue (celery.queues), priority sub-queues "
+                "summed.",
+                width=8,
+            ),
+            Panel(
+                "Unacknowledged messages",
+                "timeseries",
+                "none",
+                [Target(sel("pixcrawler_celery_unacked_messages"))],
+                "Messages taken by a worker and not acknowledged: running chunks (acks late), "
+                "prefetched ones, and those of a worker that died.",
+                width=8,
+            ),
+            Panel(
+                "Oldest unacknowledged against the visibility timeout",
+                "timeseries",
+                "s",
+                [
+                    Target(sel("pixcrawler_celery_unacked_oldest_age_seconds"), "{{instance}} age"),
+                    Target(
+                        sel("pixcrawler_celery_visibility_timeout_seconds"),
+                        "{{instance}} visibility timeout",
+                    ),
+                ],
+                "Past the visibility timeout a message is delivered again; "
+                "PixCrawlerCeleryUnackedPastVisibilityTimeout fires when it stays there.",
+                width=8,
+            ),
+            Panel(
+                "Workers online and tasks running",
+                "timeseries",
+                "none",
+                [
+                    Target(sel("pixcrawler_celery_workers_online"), "{{instance}} workers online"),
+                    Target(sel("pixcrawler_celery_tasks_running"), "{{instance}} tasks running"),
+                ],
+                "Workers with a heartbeat within two intervals, and the tasks their last "
+                "heartbeats say they run.",
+                width=8,
+            ),
+            Panel(
+                "Heartbeat age per worker",
+                "timeseries",
+                "s",
+                [
+                    Target(
+                        sel("pixcrawler_celery_worker_heartbeat_age_seconds"),
+                        "{{instance}} {{worker}}",
+                    )
+                ],
+                "Seconds since each worker's last heartbeat; past two intervals it is offline.",
+                width=8,
+            ),
+            Panel(
+                "Broker and event stream",
+                "state-timeline",
+                "none",
+                [
+                    Target(sel("pixcrawler_redis_up"), "{{instance}} broker"),
+                    Target(sel("pixcrawler_celery_events_up"), "{{instance}} events"),
+                ],
+                "Whether the broker's Redis answers and the workers' events are followed.",
+                width=8,
+                mappings=UP_MAPPINGS,
+                thresholds=[(RED, None), (GREEN, 1)],
+            ),
+            Panel(
+                "Task outcomes",
+                "timeseries",
+                "ops",
+                [
+                    Target(
+                        f"rate({sel('pixcrawler_celery_tasks_total')}[$__rate_interval])",
+                        "{{instance}} {{task}} {{outcome}}",
+                    )
+                ],
+                "Task runs ending per second by outcome (celery.task_events).",
+                width=8,
+            ),
+            Panel(
+                "Task run time",
+                "timeseries",
+                "s",
+                _quantiles("pixcrawler_celery_task_runtime_seconds", "run time"),
+                "Median and 90th percentile of the run time of tasks that ended "
+                "(celery.task_events).",
+                width=8,
+            ),
+            Panel(
+                "Time waiting in the queue",
+                "timeseries",
+                "s",
+                _quantiles("pixcrawler_celery_task_queue_wait_seconds", "wait"),
+                "From a task being sent to it starting; PixCrawlerCeleryQueueWaitHigh fires on "
+                "the 90th percentile at the line.",
+                width=8,
+                thresholds=[(GREEN, None), (ORANGE, cfg.rules.queue_wait_seconds)],
+                show_thresholds=True,
+            ),
+            Panel(
+                "Database against Celery",
+                "timeseries",
+                "none",
+                [
+                    Target(
+                        sel("pixcrawler_celery_reconcile_active_chunks"),
+                        "{{instance}} active in the database",
+                    ),
+                    Target(
+                        sel("pixcrawler_celery_chunks_unaccounted"),
+                        "{{instance}} not held by a live worker",
+                    ),
+                    Target(
+                        sel("pixcrawler_celery_chunks_stuck"),
+                        "{{instance}} task ended, still active",
+                    ),
+                ],
+                "The database's active chunks, those no queue or online worker holds, and "
+                "those whose task already ended: PixCrawlerChunksUnaccounted fires when either "
+                "stays above 0 longer than a chunk can take.",
+                width=8,
+            ),
+            Panel(
+                "Redis memory against maxmemory",
+                "timeseries",
+                "bytes",
+                [
+                    Target(sel("pixcrawler_redis_memory_used_bytes"), "{{instance}} used"),
+                    Target(sel("pixcrawler_redis_memory_max_bytes"), "{{instance}} maxmemory"),
+                ],
+                "Memory the broker's Redis has allocated against its maxmemory (no line: no "
+                "limit).",
+                width=8,
+            ),
+            Panel(
+                "Redis evicted keys",
+                "timeseries",
+                "none",
+                [
+                    Target(
+                        f"increase({sel('pixcrawler_redis_evicted_keys_total')}[$__rate_interval])"
+                    )
+                ],
+                "Keys evicted to stay under maxmemory: on a broker, lost messages or results.",
+                width=8,
+            ),
+        ],
+    )
+
+
 def azure_row(cfg: Config) -> Row:
     """Azure Monitor's platform metrics and the exporter's requests."""
     return Row(
@@ -575,18 +749,25 @@ def azure_row(cfg: Config) -> Row:
                 [
                     Target(
                         sel("pixcrawler_azure_metric"),
-                        "{{instance}} {{resource}} {{metric}} {{aggregation}} ({{unit}})",
+                        "{{instance}} {{resource}} {{azure_instance}} {{metric}} "
+                        "{{aggregation}} ({{unit}})",
                     )
                 ],
-                "Platform metrics as Azure Monitor reports them; the unit label says each "
-                "one's unit.",
+                "Platform metrics as Azure Monitor reports them, App Service metrics per "
+                "instance; the unit label says each one's unit.",
                 width=WIDTH,
             ),
+            *azure_instance_panels(cfg),
             Panel(
                 "Azure metric age",
                 "timeseries",
                 "s",
-                [Target(sel("pixcrawler_azure_metric_age_seconds"), "{{resource}} {{metric}}")],
+                [
+                    Target(
+                        sel("pixcrawler_azure_metric_age_seconds"),
+                        "{{resource}} {{azure_instance}} {{metric}}",
+                    )
+                ],
                 "How old each metric's latest value is; platform metrics arrive minutes late.",
                 width=8,
             ),
@@ -611,6 +792,7 @@ def azure_row(cfg: Config) -> Row:
                 "Requests to Azure Monitor per second by outcome.",
                 width=8,
             ),
+            azure_presets_panel(),
             Panel(
                 "Azure reachable",
                 "state-timeline",
@@ -622,6 +804,44 @@ def azure_row(cfg: Config) -> Row:
                 thresholds=[(RED, None), (GREEN, 1)],
             ),
         ],
+    )
+
+
+_PLAN_PERCENTAGES: tuple[tuple[str, str, Resource], ...] = (
+    ("memory", "MemoryPercentage", "memory"),
+    ("CPU", "CpuPercentage", "cpu"),
+)
+
+
+def azure_instance_panels(cfg: Config) -> list[Panel]:
+    """The App Service plan's memory and CPU on each of its instances, against the thresholds:
+    the memory and CPU statuses (and their alerts) follow the busiest one."""
+    return [
+        ratio_series(
+            cfg,
+            f"Plan {what} per instance",
+            f"{sel('pixcrawler_azure_metric', metric=name)} / 100",
+            resource,
+            f"The App Service plan's {name} on each instance (Azure Monitor's Instance "
+            f"dimension). In mode azure the {what} status is the busiest instance's, not "
+            "their average.",
+            "{{instance}} {{resource}} {{azure_instance}}",
+        )
+        for what, name, resource in _PLAN_PERCENTAGES
+    ]
+
+
+def azure_presets_panel() -> Panel:
+    """Seed 002's App Insights telemetry, from the log presets that are turned on."""
+    return Panel(
+        "App Insights telemetry (last hour)",
+        "timeseries",
+        "short",
+        [Target(sel(p.metric), f"{{{{instance}}}} {p.name}") for p in presets.LOG_PRESETS],
+        "Seed 002's jobs completed, images processed, exceptions and failed Azure Blob calls "
+        "in the last hour, counted by ItemCount so that sampling does not hide nine in ten; "
+        "only the presets azure.log_presets turns on have data.",
+        width=WIDTH,
     )
 
 
@@ -694,6 +914,7 @@ def rows(cfg: Config) -> list[Row]:
         container_row(cfg),
         temp_storage_row(cfg),
         database_row(cfg),
+        pipeline_row(cfg),
         azure_row(cfg),
         health_row(cfg),
     ]
@@ -868,7 +1089,7 @@ def dashboard(cfg: Config | None = None) -> dict[str, Any]:
         "uid": UID,
         "title": TITLE,
         "description": "pixcrawler-exporter: container-correct resources against their limits, "
-        "temp storage, chunk capacity, the crawl database and Azure Monitor.",
+        "temp storage, chunk capacity, the crawl database, the work pipeline and Azure Monitor.",
         "tags": ["pixcrawler", "prometheus"],
         "timezone": "browser",
         "editable": True,

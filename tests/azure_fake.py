@@ -9,10 +9,20 @@ flow, ``POST /subscriptions/{sub}/metrics:getBatch`` (``{"values": [{"resourceid
 Resource Manager's ``GET {resource id}?api-version=...`` for the resources registered with
 :meth:`FakeAzure.add_resource` (``location``, and a site's ``properties.serverFarmId``).
 
+Metrics have App Service instances: asked with ``filter=Instance eq '*'`` the answer holds one
+time series per instance (at most ``top``, 10 unless given), each naming its instance in
+``metadatavalues``; asked without, one series aggregated over the instances as Azure does (the
+average of an average metric: 40, 45 and 95 % read 60 %).
+
+A query is answered from :attr:`FakeAzure.tables` when a test put its text there; one over a
+workspace's Application Insights table (``AppEvents``, ...) is run over the rows given with
+:meth:`FakeAzure.add_log_rows` by the little KQL of ``tests/helpers/kql.py``.
+
 Like the real services it answers what does not exist with an error: a plan's metrics asked of a
-site (App Service keeps CpuPercentage and MemoryPercentage on the plan), an unknown resource
-from ARM. Like Log Analytics it serves a query's answer from a cache for 2 minutes (with an
-``Age`` header) unless the request says ``Cache-Control: no-cache`` or ``no-store``.
+site (App Service keeps CpuPercentage and MemoryPercentage on the plan), a split by Instance of a
+metric without that dimension, an unknown resource from ARM. Like Log Analytics it serves a
+query's answer from a cache for 2 minutes (with an ``Age`` header) unless the request says
+``Cache-Control: no-cache`` or ``no-store``.
 
 The CA is made with trustme; a test points ``REQUESTS_CA_BUNDLE`` and ``SSL_CERT_FILE`` at
 :attr:`FakeAzure.ca_file` so both MSAL and azure-core trust the server.
@@ -36,6 +46,8 @@ from typing import Any
 
 import trustme
 
+from tests.helpers import kql
+
 TENANT = "00000000-0000-0000-0000-00000000ten7"
 CLIENT_ID = "11111111-1111-1111-1111-1111111client"
 CLIENT_SECRET = "s3cr3t-Value~that.must-never_appear"
@@ -52,7 +64,14 @@ UNITS = {
     "Http5xx": "Count",
     "HttpResponseTime": "Seconds",
     "FileSystemUsage": "Bytes",
+    "BytesReceived": "Bytes",
+    "HttpQueueLength": "Count",
 }
+# Metrics Azure keeps without an Instance dimension (a 400 when split by it).
+NO_INSTANCE_DIMENSION = frozenset({"FileSystemUsage", "InstanceCount"})
+# The one instance a resource has unless a test gives it others (set_instances).
+DEFAULT_INSTANCE = "pl0sdlwk000001"
+INSTANCE_FILTER = "Instance eq '*'"
 
 # Faults a test can switch on, per API ("metrics" or "logs"):
 #   throttle     429 with Retry-After
@@ -107,7 +126,11 @@ class FakeAzure:
     error_message: str = "boom"  # what the "error" fault's 500 says
     # (resource id lower-cased or "*", metric name) -> newest value; older points differ from it.
     values: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (resource id lower-cased or "*", metric name) -> {instance: newest value}.
+    instances: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     # KQL text -> the tables answered for it.
+    # Workspace table (AppEvents, ...) -> its records, which KQL over that table runs on.
+    log_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Resource id lower-cased -> what ARM answers for it.
     arm: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -154,6 +177,21 @@ class FakeAzure:
     def set_value(self, metric: str, value: float, resource: str = "*") -> None:
         with self._lock:
             self.values[(resource.lower(), metric)] = value
+
+    def set_instances(self, metric: str, values: Mapping[str, float], resource: str = "*") -> None:
+        """The metric's newest value on each instance, by instance name."""
+        with self._lock:
+            self.instances[(resource.lower(), metric)] = dict(values)
+
+    def add_log_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Records of a workspace table; a column the table does not have is a test's mistake."""
+        schema = kql.SCHEMAS[table]
+        for row in rows:
+            assert set(row) <= set(schema), (
+                f"{table} has no column {sorted(set(row) - set(schema))}"
+            )
+        with self._lock:
+            self.log_rows.setdefault(table, []).extend(rows)
 
     def add_resource(
         self, rid: str, location: str = "West Europe", server_farm_id: str | None = None
@@ -206,28 +244,55 @@ class FakeAzure:
                     return self.values[key]
         return 42.0
 
+    def _instances(self, resource: str, metric: str) -> dict[str, float]:
+        with self._lock:
+            for key in ((resource.lower(), metric), ("*", metric)):
+                if key in self.instances:
+                    return dict(self.instances[key])
+        return {DEFAULT_INSTANCE: self._value(resource, metric)}
+
     def metrics_answer(self, query: Mapping[str, list[str]], body: Any) -> dict[str, Any]:
         names = query["metricnames"][0].split(",")
         asked = query.get("aggregation", ["average"])[0]
         aggregations = [a.strip().lower() for a in asked.split(",")]
+        split = "filter" in query
+        top = int(query.get("top", ["10"])[0])
         start = _parse_time(query["starttime"][0])
         end = _parse_time(query["endtime"][0])
         minute = end.replace(second=0, microsecond=0)
         # The newest grain has no data yet, as in Azure (metrics arrive late); older ones carry
         # other values, so a client that picks the wrong point reads the wrong number.
         stamps = [minute - timedelta(minutes=k) for k in (3, 2, 1)]
+
+        def series(newest: dict[str, float], instance: str | None) -> dict[str, Any]:
+            data: list[dict[str, Any]] = []
+            for i, ts in enumerate(stamps):
+                point: dict[str, Any] = {"timeStamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                if i < 2:
+                    point.update({a: newest[a] if i == 1 else newest[a] + 7 for a in aggregations})
+                data.append(point)
+            metadata = (
+                []
+                if instance is None
+                else [
+                    {"name": {"value": "instance", "localizedValue": "instance"}, "value": instance}
+                ]
+            )
+            return {"metadatavalues": metadata, "data": data}
+
         values = []
         for rid in body["resourceids"]:
             metrics = []
             for name in names:
-                newest = self._value(rid, name)
-                data: list[dict[str, Any]] = []
-                for i, ts in enumerate(stamps):
-                    point: dict[str, Any] = {"timeStamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                    if i < 2:
-                        v = newest if i == 1 else newest + 7
-                        point.update({a: v for a in aggregations})
-                    data.append(point)
+                per_instance = self._instances(rid, name)
+                if split:
+                    timeseries = [
+                        series(dict.fromkeys(aggregations, v), instance)
+                        for instance, v in list(per_instance.items())[:top]
+                    ]
+                else:
+                    combined = {a: _combine(a, list(per_instance.values())) for a in aggregations}
+                    timeseries = [series(combined, None)]
                 metrics.append(
                     {
                         "id": f"{rid}/providers/Microsoft.Insights/metrics/{name}",
@@ -236,7 +301,7 @@ class FakeAzure:
                         "displayDescription": f"{name} of the resource.",
                         "errorCode": "Success",
                         "unit": UNITS.get(name, "Count"),
-                        "timeseries": [{"metadatavalues": [], "data": data}],
+                        "timeseries": timeseries,
                     }
                 )
             values.append(
@@ -261,6 +326,11 @@ class FakeAzure:
             if cached is not None and not bypass and now - cached[0] < LOGS_CACHE_SECONDS:
                 return {"tables": cached[1]}, now - cached[0]
             tables = self.tables.get(body["query"])
+            if tables is None and kql.table_of(body["query"]) in {
+                *kql.SCHEMAS,
+                *kql.CLASSIC_TABLES,
+            }:
+                tables = [kql.run(body["query"], self.log_rows)]  # KqlError: a 400
             if tables is None:
                 tables = [{"name": "PrimaryResult", "columns": [], "rows": []}]
             self._logs_cache[body["query"]] = (now, tables)
@@ -280,8 +350,17 @@ class FakeAzure:
 
     @staticmethod
     def unsupported(query: Mapping[str, list[str]], body: Any) -> str | None:
-        """Azure Monitor's 400 for a plan's metric asked of a site, else None."""
+        """Azure Monitor's 400 for a plan's metric asked of a site, or for a split by a dimension
+        a metric does not have, else None."""
         names = set(query["metricnames"][0].split(","))
+        if "filter" in query:
+            if query["filter"][0].lower() != INSTANCE_FILTER.lower():
+                return f"Invalid filter: {query['filter'][0]}"
+            for metric in sorted(names & NO_INSTANCE_DIMENSION):
+                return (
+                    f"Metric: {metric} does not support requested dimension combination: "
+                    "instance, supported ones are: "
+                )
         for rid in body["resourceids"]:
             kind = rid.lower().split("/providers/", 1)[-1]
             if kind.startswith("microsoft.web/sites/") and names & PLAN_ONLY_METRICS:
@@ -466,10 +545,32 @@ class FakeAzure:
                 err = {"error": {"code": "BadRequest", "message": problem}}
                 return 400, headers, json.dumps(err).encode()
             return 200, headers, json.dumps(self.metrics_answer(query, body)).encode()
-        answer, age = self.logs_answer(body, request_headers.get("cache-control", ""))
+        try:
+            answer, age = self.logs_answer(body, request_headers.get("cache-control", ""))
+        except kql.KqlError as exc:
+            # Log Analytics' answer to a query it cannot run.
+            err = {
+                "error": {
+                    "code": "BadArgumentError",
+                    "message": "The request had some invalid properties",
+                    "innererror": {"code": "SemanticError", "message": str(exc)},
+                }
+            }
+            return 400, headers, json.dumps(err).encode()
         if age is not None:
             headers["Age"] = str(int(age))
         return 200, headers, json.dumps(answer).encode()
+
+
+def _combine(aggregation: str, values: list[float]) -> float:
+    """One value over the instances, as Azure aggregates a series that is not split."""
+    if aggregation in ("total", "count"):
+        return sum(values)
+    if aggregation == "maximum":
+        return max(values)
+    if aggregation == "minimum":
+        return min(values)
+    return sum(values) / len(values)
 
 
 def _parse_time(text: str) -> datetime:

@@ -41,6 +41,7 @@ from tests.azure_fake import (
     FakeAzure,
     resource_id,
 )
+from tests.azure_fake import DEFAULT_INSTANCE as INSTANCE
 from tests.conftest import Exporter, parse_samples, sample
 from tests.helpers.azure import FOUR, PLAN, fake, make, wait_for  # noqa: F401 - fixtures
 
@@ -84,7 +85,6 @@ def test_resource_defaults_by_type_and_natural_aggregations() -> None:
         "Requests": "Total",
         "Http5xx": "Total",
         "HttpResponseTime": "Average",
-        "FileSystemUsage": "Average",
     }
     (custom,) = parse_resources(
         [
@@ -155,12 +155,14 @@ def test_yaml_config_round_trips_through_print_config(tmp_path: Path) -> None:
                 {"name": "failed_jobs", "query": "customEvents | count", "timespan": "30m"},
                 {"name": "all", "query": "q", "timespan": None, "label_columns": ["role"]},
             ],
+            "log_presets": ["job_completed", "blob_failures"],
         },
     }
     (tmp_path / "c.yml").write_text(yaml.safe_dump(doc))
     loaded = config.load({}, config_file=str(tmp_path / "c.yml"), dotenv_path=tmp_path / ".env")
     azure = loaded.config.source(AzureSettings)
     assert len(azure.resources) == 2 and [q.timespan for q in azure.log_queries] == [1800, 0]
+    assert azure.log_presets == ("job_completed", "blob_failures")
     # Only the azure section: other sections' round trips are their own tests' business.
     printed = yaml.safe_load(config.render(loaded))
     (tmp_path / "printed.yml").write_text(yaml.safe_dump({"azure": printed["azure"]}))
@@ -216,6 +218,9 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert first.query["metricnamespace"] == ["Microsoft.Web/serverfarms"]
     assert fake.count("token") == 1  # the token is cached across refreshes
 
+    assert first.query["filter"] == ["Instance eq '*'"]  # per instance, in the same call
+    assert first.query["top"] == [str(100 * len(FOUR))]  # not the API's default of 10
+
     reading = collector.read()
     assert reading.up and reading.error is None
     # The newest non-null point: the fake's last grain is empty and older ones differ.
@@ -223,9 +228,9 @@ def test_six_resources_and_four_metrics_take_one_request_per_refresh(
     assert reading.percent("CpuPercentage") == 12.25
     assert len(reading.values) == 24
     samples = parse_samples(render(collector, reading))
-    labels = {"resource": plans[0], "metric": "CpuTime"}
+    labels = {"resource": plans[0], "metric": "BytesReceived", "azure_instance": INSTANCE}
     assert (
-        sample(samples, "pixcrawler_azure_metric", aggregation="Total", unit="Seconds", **labels)
+        sample(samples, "pixcrawler_azure_metric", aggregation="Total", unit="Bytes", **labels)
         == 42.0
     )
     age = sample(samples, "pixcrawler_azure_metric_age_seconds", **labels)
@@ -487,7 +492,7 @@ def test_exporter_process_scrapes_azure_without_calling_it_per_scrape(
         time.sleep(max(0.0, start + (i + 1) * 0.05 - time.monotonic()))
     elapsed = time.monotonic() - start
     assert fake.count("metrics") - before <= math.floor(elapsed / 5) + 1
-    labels = {"resource": PLAN, "metric": "MemoryPercentage"}
+    labels = {"resource": PLAN, "metric": "MemoryPercentage", "azure_instance": INSTANCE}
     assert (
         sample(samples, "pixcrawler_azure_metric", aggregation="Average", unit="Percent", **labels)
         == 61.0

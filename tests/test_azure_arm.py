@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.azure_fake import WORKSPACE, FakeAzure, resource_id, start_fake
+from tests.azure_fake import DEFAULT_INSTANCE, WORKSPACE, FakeAzure, resource_id, start_fake
 from tests.conftest import Exporter, Samples, sample
 from tests.helpers.wait import wait_until
 
@@ -48,6 +48,7 @@ def _percent(samples: Samples, resource: str, metric: str) -> float | None:
         metric=metric,
         aggregation="Average",
         unit="Percent",
+        azure_instance=DEFAULT_INSTANCE,
     )
 
 

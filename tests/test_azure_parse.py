@@ -15,7 +15,7 @@ from azure.monitor.querymetrics import Metric, MetricsQueryResult, MetricValue, 
 from pixcrawler_exporter.collectors.azure import parse
 from pixcrawler_exporter.collectors.azure.model import parse_log_queries, parse_resources
 from pixcrawler_exporter.collectors.azure.parse import CallFailedError, MalformedError
-from pixcrawler_exporter.collectors.azure.plan import Batch, plan_batches
+from pixcrawler_exporter.collectors.azure.plan import MAX_INSTANCES, Batch, plan_batches
 
 SUB = "00000000-0000-0000-0000-000000000001"
 
@@ -56,7 +56,10 @@ def result(*metrics: Metric) -> MetricsQueryResult:
 def test_newest_non_null_point_of_each_asked_metric() -> None:
     one, two = rid("one"), rid("two")
     asked = batch(
-        {"id": one, "metrics": ["CpuPercentage", {"name": "Requests", "aggregation": "Total"}]},
+        {
+            "id": one,
+            "metrics": ["CpuPercentage", {"name": "BytesReceived", "aggregation": "Total"}],
+        },
         {"id": two, "metrics": ["CpuPercentage"]},
     )
     results = [
@@ -66,22 +69,50 @@ def test_newest_non_null_point_of_each_asked_metric() -> None:
                 "cpupercentage",
                 [point(1, average=10.0), point(3, average=30.0), point(4, average=None)],
             ),
-            metric(one, "Requests", [point(2, total=5.0, average=1.0)], unit=None),
+            metric(one, "BytesReceived", [point(2, total=5.0, average=1.0)], unit=None),
         ),
         result(
             metric(two, "CpuPercentage", [point(1, average=math.nan)]),
-            metric(two, "Requests", [point(1, total=9.0)]),  # asked for its neighbour only
+            metric(two, "BytesReceived", [point(1, total=9.0)]),  # asked for its neighbour only
             metric(rid("three"), "CpuPercentage", [point(1, average=1.0)]),  # not asked
         ),
     ]
     got = parse.newest_points(asked, results, now=1234.0)
     assert [(v.resource, v.metric, v.aggregation, v.unit, v.value) for v in got] == [
         (one, "CpuPercentage", "Average", "Percent", 30.0),
-        (one, "Requests", "Total", "Unspecified", 5.0),
+        (one, "BytesReceived", "Total", "Unspecified", 5.0),
     ]
     assert got[0].timestamp == datetime(2026, 1, 1, 12, 3, tzinfo=UTC).timestamp()
     assert {v.fetched for v in got} == {1234.0}
     assert got[0].resource_type == "Microsoft.Web/serverfarms"
+
+
+def test_each_instance_has_its_newest_point_and_only_the_busiest_are_kept() -> None:
+    plan = rid("plan")
+    asked = batch({"id": plan, "metrics": ["MemoryPercentage"]})
+    assert asked.by_instance
+    # Instances report at different minutes: each keeps its own newest point.
+    series = [
+        TimeSeriesElement(
+            metadata_values={"instance": f"w{i:02}"},
+            data=[point(1, average=float(i)), point(2 + i % 2, average=float(i + 1))],
+        )
+        for i in range(MAX_INSTANCES + 5)
+    ]
+    found = Metric(
+        id=f"{plan}/providers/Microsoft.Insights/metrics/MemoryPercentage",
+        type="Microsoft.Insights/metrics",
+        name="MemoryPercentage",
+        unit="Percent",
+        timeseries=series,
+        display_description="",
+    )
+    got = parse.newest_points(asked, [result(found)], now=0.0)
+    # Capped at the busiest MAX_INSTANCES, in instance order; the five idlest are dropped.
+    assert [v.instance for v in got] == [f"w{i:02}" for i in range(5, MAX_INSTANCES + 5)]
+    assert [v.value for v in got] == [float(i + 1) for i in range(5, MAX_INSTANCES + 5)]
+    assert got[0].timestamp == datetime(2026, 1, 1, 12, 3, tzinfo=UTC).timestamp()
+    assert got[1].timestamp == datetime(2026, 1, 1, 12, 2, tzinfo=UTC).timestamp()
 
 
 # Shapes the SDK would not build from the documented JSON: what an API change could bring.

@@ -27,6 +27,7 @@ ROWS = [
     "Container resources",
     "Temp storage",
     "Database and jobs",
+    "Work pipeline",
     "Azure",
     "Exporter health",
 ]
@@ -42,16 +43,22 @@ def declared_metrics() -> set[str]:
     """Every metric name the exporter's code declares: each module's Desc objects (module level
     and collectors' ``descs``), and the metrics of the default database queries."""
     found: set[str] = set()
+
+    def add(desc: Desc) -> None:
+        found.add(desc.name)
+        if desc.type == "histogram":  # the series a histogram is exposed as
+            found.update(f"{desc.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+
     for info in pkgutil.walk_packages(pixcrawler_exporter.__path__, "pixcrawler_exporter."):
         if info.name.endswith("__main__"):
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
             if isinstance(value, Desc):
-                found.add(value.name)
+                add(value)
             for desc in getattr(value, "descs", ()) if isinstance(value, type) else ():
                 if isinstance(desc, Desc):
-                    found.add(desc.name)
+                    add(desc)
     for preset in queries.PRESETS:
         found |= {q.metric for q in queries.default_queries(preset)}
     return found
@@ -171,3 +178,25 @@ def test_thresholds_follow_the_configuration_they_are_generated_from(tmp_path: A
     ).config
     steps = stat(generator.dashboard(cfg), "Memory")["fieldConfig"]["defaults"]["thresholds"]
     assert steps["steps"][1]["value"] == 0.55
+
+
+@pytest.mark.parametrize(
+    ("title", "metric", "resource"),
+    [
+        ("Plan memory per instance", "MemoryPercentage", "memory"),
+        ("Plan CPU per instance", "CpuPercentage", "cpu"),
+    ],
+)
+def test_azure_row_shows_each_instance_against_its_thresholds(
+    title: str, metric: str, resource: Resource
+) -> None:
+    from pixcrawler_exporter.collectors.azure.collector import INSTANCE_LABEL, METRIC
+
+    (panel,) = [p for p in panels(load()) if p["title"] == title]
+    (target,) = panel["targets"]
+    assert f'metric="{metric}"' in target["expr"] and target["expr"].endswith("/ 100")
+    # One line per instance: the legend names the label the exporter splits them by.
+    assert INSTANCE_LABEL in METRIC.labels and f"{{{{{INSTANCE_LABEL}}}}}" in target["legendFormat"]
+    pair = config.Config().thresholds.pair(resource)
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, pair.warning, pair.critical]

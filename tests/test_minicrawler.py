@@ -159,7 +159,8 @@ def test_a_pool_process_killed_mid_chunk_fails_the_chunk_but_not_its_row(
     wait_until("the result", lambda: crawler.state(task_id) == "FAILURE", 10, crawler.logs)
     result = crawler.result(task_id)
     assert result is not None and result["result"]["exc_type"] == "WorkerLostError"
-    assert crawler.unacked() == {}  # acknowledged: task_reject_on_worker_lost is off
+    # Acknowledged (task_reject_on_worker_lost is off), just after the result is stored.
+    wait_until("the message acknowledged", lambda: crawler.unacked() == {}, 10, crawler.logs)
     assert worker.alive
     job = crawler.read_job(job_id)  # final in Celery, still active in the database: stuck
     assert (job.status, job.active_chunks, job.failed_chunks) == ("running", 1, 0)

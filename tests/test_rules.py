@@ -48,6 +48,17 @@ ISSUE_ALERTS = {
     "PixCrawlerDiskFillingUp": None,
     "PixCrawlerTempScanStale": None,
     "PixCrawlerTempScanErrors": None,
+    # Issue 18: the work pipeline.
+    "PixCrawlerRedisDown": None,
+    "PixCrawlerCeleryEventsDown": None,
+    "PixCrawlerRedisMemoryHigh": None,
+    "PixCrawlerRedisEvictingKeys": None,
+    "PixCrawlerCeleryNoWorkers": None,
+    "PixCrawlerCeleryBacklogGrowing": None,
+    "PixCrawlerCeleryQueueWaitHigh": None,
+    "PixCrawlerChunksUnaccounted": None,
+    "PixCrawlerCeleryUnackedPastVisibilityTimeout": None,
+    "PixCrawlerCeleryTaskFailures": None,
     # Issue 21: a database that hangs, or any unknown input, leaves the capacity answer unknown.
     "PixCrawlerCapacityUnknown": "warning",
 }
@@ -210,6 +221,13 @@ def mutated_run(tmp_path: Path, rendered: str) -> subprocess.CompletedProcess[st
         ),
         # Not before its for: with every for: halved, alerts fire too early.
         ("for: shortened", {}, 0.5, "PixCrawlerExporterDown"),
+        # A chunk's longest duration is the database-versus-Celery alert's for:.
+        (
+            "chunk duration shortened",
+            {"PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS": "1200"},
+            1.0,
+            "PixCrawlerChunksUnaccounted",
+        ),
     ],
 )
 def test_promtool_unit_tests_fail_when_the_rules_change(
@@ -324,6 +342,39 @@ def test_thresholds_are_rendered_exactly(tmp_path: Path) -> None:
     )
 
 
+def test_pipeline_alerts_follow_the_alerts_settings(tmp_path: Path) -> None:
+    cfg = loaded(
+        {
+            "PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS": "600",
+            "PIXCRAWLER_ALERT_QUEUE_WAIT_SECONDS": "900",
+            "PIXCRAWLER_ALERT_REDIS_MEMORY_PERCENT": "75",
+            "PIXCRAWLER_ALERT_TASK_FAILURE_PERCENT": "25",
+        },
+        tmp_path,
+    )
+    found = alert_rules(rules.render(cfg))
+    unaccounted = found["PixCrawlerChunksUnaccounted"]
+    assert unaccounted["for"] == "10m"
+    assert "for 10m, longer than a chunk can take" in unaccounted["annotations"]["description"]
+    wait = found["PixCrawlerCeleryQueueWaitHigh"]
+    assert wait["expr"].endswith(">= 900")
+    assert "(at least 15m)" in wait["annotations"]["description"]
+    memory = found["PixCrawlerRedisMemoryHigh"]
+    assert memory["expr"].endswith(">= 0.75")
+    assert "at least 75%" in memory["annotations"]["description"]
+    failures = found["PixCrawlerCeleryTaskFailures"]
+    assert ">= 0.25 and " in failures["expr"]
+    assert "(at least 25%)" in failures["annotations"]["description"]
+    # The histogram's largest finite bucket (3600 s) is the most a quantile can read.
+    for env, message in (
+        ({"PIXCRAWLER_ALERT_QUEUE_WAIT_SECONDS": "7200"}, "PIXCRAWLER_ALERT_QUEUE_WAIT_SECONDS"),
+        ({"PIXCRAWLER_ALERT_REDIS_MEMORY_PERCENT": "0.9"}, "write 90 for 90%"),
+        ({"PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS": "5"}, "CHUNK_DURATION_SECONDS"),
+    ):
+        with pytest.raises(config.ConfigError, match=message):
+            loaded(env, tmp_path)
+
+
 # --- any set-up: selector, group label, overrides ---------------------------------------------
 
 CUSTOM = REPO / "tests" / "rules" / "custom"
@@ -342,7 +393,7 @@ def test_the_selector_scopes_every_series_of_every_rule() -> None:
         assert series, rule
         for name, matchers in series:
             assert matchers.startswith('{job="crawler", namespace="crawl"'), (name, rule["expr"])
-    assert 'collector!="database"' in text  # a rule's own matchers stay
+    assert 'collector!~"database|celery"' in text  # a rule's own matchers stay
 
 
 def test_the_selector_accepts_any_matchers_and_refuses_garbage(tmp_path: Path) -> None:

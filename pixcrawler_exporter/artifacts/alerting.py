@@ -37,6 +37,7 @@ class Group:
 FOR = "<for>"
 INSTANCE = "{{ $labels.instance }}"
 PERCENT = "{{ $value | humanizePercentage }}"
+AGE = "{{ $value | humanizeDuration }}"
 
 
 def number(value: float) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from pixcrawler_exporter import config as config_module
-from pixcrawler_exporter.artifacts import mixin, watch
+from pixcrawler_exporter.artifacts import mixin, pipeline, watch
 from pixcrawler_exporter.artifacts.alerting import (
     FOR,
     INSTANCE,
@@ -84,6 +84,7 @@ def groups(cfg: Config) -> list[Group]:
         _database_group(),
         _azure_group(cfg),
         *watch.groups(cfg),
+        *pipeline.groups(cfg),
         Group("pixcrawler-exporter.fleet", [], records=tuple(FLEET_RULES)),
     ]
 
@@ -147,8 +148,9 @@ def _exporter_group() -> Group:
             _alert(
                 "PixCrawlerCollectorFailing",
                 # The database collector fails whenever the database does, and
-                # PixCrawlerDatabaseDown says so with the cause beside it.
-                'pixcrawler_exporter_collector_success{collector!="database"} == 0',
+                # PixCrawlerDatabaseDown says so with the cause beside it; the celery collector
+                # whenever its broker does, and PixCrawlerRedisDown says so.
+                'pixcrawler_exporter_collector_success{collector!~"database|celery"} == 0',
                 300,
                 "warning",
                 f"Collector {{{{ $labels.collector }}}} on {INSTANCE} is failing",
@@ -186,9 +188,9 @@ def _resources_group(cfg: Config) -> Group:
                 300,
                 120,
                 f"Memory that cannot be reclaimed on {INSTANCE} (in mode azure: the plan's "
-                f"MemoryPercentage) is {PERCENT} of the limit, at or above the <severity> "
-                f"threshold of <threshold> for {FOR}: the figure the exporter's memory status "
-                "and /status report.",
+                f"MemoryPercentage on its busiest instance) is {PERCENT} of the limit, at or "
+                f"above the <severity> threshold of <threshold> for {FOR}: the figure the "
+                "exporter's memory status and /status report.",
             ),
             *_threshold_pair(
                 cfg,
@@ -199,8 +201,8 @@ def _resources_group(cfg: Config) -> Group:
                 600,
                 300,
                 f"CPU used on {INSTANCE} is {PERCENT} of its CPU limit in cores (in mode azure: "
-                f"the plan's CpuPercentage), at or above the <severity> threshold of "
-                f"<threshold> for {FOR}.",
+                "the plan's CpuPercentage on its busiest instance), at or above the <severity> "
+                f"threshold of <threshold> for {FOR}.",
             ),
             _alert(
                 "PixCrawlerCPUThrottlingHigh",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from pixcrawler_exporter.artifacts.alerting import (
+    AGE,
     FOR,
     INSTANCE,
     PERCENT,
@@ -18,7 +19,6 @@ from pixcrawler_exporter.artifacts.alerting import (
 from pixcrawler_exporter.collectors.temp_storage.settings import TempSettings
 from pixcrawler_exporter.config import Config
 
-AGE = "{{ $value | humanizeDuration }}"
 # The scan sleeps at least as long as it took, so one interval late is normal; five is not.
 SCAN_STALE_INTERVALS = 5
 SCAN_MIN_STALE_SECONDS = 600
@@ -31,7 +31,7 @@ def groups(cfg: Config) -> list[Group]:
 
 def _leftovers(cfg: Config) -> Group:
     """Chunks counted active that nothing works on, and temp files nobody removes."""
-    a = cfg.alerts
+    a = cfg.rules
     stuck, orphaned = duration(a.stuck_chunk_age_seconds), duration(a.orphaned_file_age_seconds)
     return Group(
         "pixcrawler-exporter.leftovers",
@@ -76,7 +76,7 @@ def _leftovers(cfg: Config) -> Group:
 
 def _filling(cfg: Config) -> Group:
     """predict_linear over a window, from a floor up: a burst on an empty volume is no page."""
-    a = cfg.alerts
+    a = cfg.rules
     window, horizon = duration(a.fill_lookback_seconds), duration(a.fill_horizon_seconds)
     floor = number(a.fill_floor)
     shown = f"{a.fill_floor * 100:g}%"

@@ -25,7 +25,7 @@ from pixcrawler_exporter.config.parsers import (
     telemetry_path,
 )
 from pixcrawler_exporter.config.settings import SourceSettings, Spec, flat, setting, walk
-from pixcrawler_exporter.config.thresholds import Alerts, Thresholds
+from pixcrawler_exporter.config.thresholds import Thresholds
 
 S = TypeVar("S", bound=SourceSettings)
 
@@ -260,7 +260,6 @@ class Config:
     sources: SourceSections = flat(Sources)
     capacity: Capacity = field(default_factory=Capacity)
     thresholds: Thresholds = field(default_factory=Thresholds)
-    alerts: Alerts = field(default_factory=Alerts)
     log: Log = field(default_factory=Log)
     rules: Rules = field(default_factory=Rules)
 

@@ -18,7 +18,8 @@ from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 from tests.azure_fake import CLIENT_ID, CLIENT_SECRET, TENANT, FakeAzure, resource_id, start_fake
 
 PLAN = resource_id("plan0")
-FOUR = ["CpuPercentage", "MemoryPercentage", "CpuTime", "Requests"]
+# Metrics of an App Service plan, each split by instance: one call for them all.
+FOUR = ["CpuPercentage", "MemoryPercentage", "BytesReceived", "HttpQueueLength"]
 
 
 @pytest.fixture

@@ -1,10 +1,19 @@
-"""Reading the generated Grafana dashboard: its panels and the metric names their queries select."""
+"""Reading the generated Grafana dashboard: its panels and the metric names their queries select,
+and what an exporter must expose for them."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pixcrawler_exporter.artifacts import rules
+
+if TYPE_CHECKING:
+    from tests.conftest import Exporter
+
+# The celery collector's panels: only a stack with a broker and workers fills them.
+PIPELINE_ROW = "Work pipeline"
 
 PROMQL_KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
@@ -19,6 +28,44 @@ def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from p.get("panels", [])
         else:
             yield p
+
+
+def row_panels(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The panels under each row's title, in order (rows are laid out open, each followed by its
+    panels)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    current: list[dict[str, Any]] = []
+    for p in doc["panels"]:
+        if p["type"] == "row":
+            current = found.setdefault(p["title"], [])
+            current.extend(p.get("panels", []))
+        else:
+            current.append(p)
+    return found
+
+
+def source_metrics(expr: str) -> set[str]:
+    """The exporter's metrics an expression reads, through the recording rules it uses."""
+    found = set()
+    for name in metric_names(expr):
+        found |= (
+            metric_names(rules.RECORDING_RULES[name]) if name in rules.RECORDING_RULES else {name}
+        )
+    return found - {"up", "scrape_duration_seconds"}
+
+
+def exposed(exporter: Exporter) -> set[str]:
+    """The names of the series the exporter serves now."""
+    status, _, body = exporter.get("/metrics")
+    assert status == 200
+    return set(re.findall(r"^(\w+)(?:\{| )", body.decode(), re.M))
+
+
+def fill(expr: str, job: str, instance: str) -> str:
+    """A panel's query with the dashboard's variables set, as Grafana sends it."""
+    return (
+        expr.replace("$job", job).replace("$instance", instance).replace("$__rate_interval", "1m")
+    )
 
 
 def metric_names(expr: str) -> set[str]:

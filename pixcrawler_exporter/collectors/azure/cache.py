@@ -9,7 +9,10 @@ from collections.abc import Mapping, Sequence
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES
 from pixcrawler_exporter.collectors.azure.plan import Batch, Plan
+from pixcrawler_exporter.collectors.azure.presets import LogPreset
 from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue, LogValue
+
+_QUERY, _PRESET = "query", "preset"
 
 
 class Cache:
@@ -17,9 +20,14 @@ class Cache:
         self.max_age = max_age
         self._order = plan.order
         self._queries: Sequence[LogQuery] = plan.queries
+        self._presets: Sequence[LogPreset] = plan.presets
         self._lock = threading.Lock()
-        self._values: dict[tuple[str, str], AzureValue] = {}
-        self._logs: dict[str, tuple[float, tuple[LogValue, ...]]] = {}
+        # (resource id, metric name), lower-cased -> its value of each instance (one value for
+        # a metric not split by instance).
+        self._values: dict[tuple[str, str], tuple[AzureValue, ...]] = {}
+        # ("query" or "preset", its name) -> (Unix time stored, its rows): a configured query
+        # may share a preset's name.
+        self._logs: dict[tuple[str, str], tuple[float, tuple[LogValue, ...]]] = {}
         self._up = False
         self._last_success: float | None = None
         self._error: str | None = None
@@ -32,6 +40,7 @@ class Cache:
         with self._lock:
             self._order = plan.order
             self._queries = plan.queries
+            self._presets = plan.presets
 
     def reading(self) -> AzureReading:
         """The cache now, without the values older than ``max_age``."""
@@ -39,18 +48,13 @@ class Cache:
         oldest = now - self.max_age
         with self._lock:
             values = sorted(
-                (v for v in self._values.values() if v.fetched >= oldest),
-                key=lambda v: (self._order.get(v.resource.lower(), 0), v.metric),
-            )
-            logs = tuple(
-                lv
-                for q in self._queries
-                if (entry := self._logs.get(q.name)) is not None and entry[0] >= oldest
-                for lv in entry[1]
+                (v for vs in self._values.values() for v in vs if v.fetched >= oldest),
+                key=lambda v: (self._order.get(v.resource.lower(), 0), v.metric, v.instance),
             )
             return AzureReading(
                 values=tuple(values),
-                log_values=logs,
+                log_values=self._fresh_logs(_QUERY, [q.name for q in self._queries], oldest),
+                preset_values=self._fresh_logs(_PRESET, [p.name for p in self._presets], oldest),
                 up=self._up,
                 last_success=self._last_success,
                 requests=dict(self._requests),
@@ -58,6 +62,15 @@ class Cache:
                 error=self._error,
                 time=now,
             )
+
+    def _fresh_logs(self, kind: str, names: Sequence[str], oldest: float) -> tuple[LogValue, ...]:
+        """The rows of each named query stored since ``oldest``, in configuration order."""
+        return tuple(
+            lv
+            for name in names
+            if (entry := self._logs.get((kind, name))) is not None and entry[0] >= oldest
+            for lv in entry[1]
+        )
 
     def count(self, outcome: str) -> None:
         with self._lock:
@@ -69,8 +82,12 @@ class Cache:
                 self._ratelimit.update(remaining)
 
     def store_batch(self, batch: Batch, found: Sequence[AzureValue]) -> None:
-        """A batch's answer replaces what the batch asked for, whether Azure had a point or not."""
-        fetched = {(v.resource.lower(), v.metric.lower()): v for v in found}
+        """A batch's answer replaces what the batch asked for, whether Azure had a point or not:
+        an instance that is gone (recycled, scaled in) goes with it."""
+        fetched: dict[tuple[str, str], tuple[AzureValue, ...]] = {}
+        for v in found:
+            key = (v.resource.lower(), v.metric.lower())
+            fetched[key] = (*fetched.get(key, ()), v)
         asked = {n.lower() for n in batch.metric_names}
         with self._lock:
             for res in batch.resources:
@@ -86,7 +103,11 @@ class Cache:
 
     def store_logs(self, query: str, rows: tuple[LogValue, ...]) -> None:
         with self._lock:
-            self._logs[query] = (time.time(), rows)
+            self._logs[(_QUERY, query)] = (time.time(), rows)
+
+    def store_preset(self, preset: str, rows: tuple[LogValue, ...]) -> None:
+        with self._lock:
+            self._logs[(_PRESET, preset)] = (time.time(), rows)
 
     def finish(self, error: str | None) -> None:
         """A refresh ended; ``error`` is None when every call succeeded."""

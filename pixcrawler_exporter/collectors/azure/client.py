@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import MalformedError
-from pixcrawler_exporter.collectors.azure.plan import Batch
+from pixcrawler_exporter.collectors.azure.plan import INSTANCE_FILTER, Batch
 from pixcrawler_exporter.collectors.azure.resolve import (
     PUBLIC_ARM_ENDPOINT,
     ArmInfo,
@@ -91,7 +91,13 @@ class Clients:
             self._logs = LogsQueryClient(self._credential, **common)
 
     def query_batch(self, batch: Batch, lookback: float) -> list[MetricsQueryResult]:
-        """The raw ``metrics:getBatch`` results, one-minute grains over ``lookback`` seconds."""
+        """The raw ``metrics:getBatch`` results, one-minute grains over ``lookback`` seconds;
+        one time series per instance when the batch is split by instance."""
+        split: dict[str, Any] = (
+            {"filter": INSTANCE_FILTER, "max_results": batch.max_series}
+            if batch.by_instance
+            else {}
+        )
         return self._metrics[batch.endpoint].query_resources(
             resource_ids=[r.id for r in batch.resources],
             metric_namespace=batch.resource_type,
@@ -101,6 +107,7 @@ class Clients:
             aggregations=list(batch.aggregations),
             connection_timeout=self.timeout,
             read_timeout=self.timeout,
+            **split,
         )
 
     def query_logs(self, query: LogQuery) -> LogsQueryResult | LogsQueryPartialResult:

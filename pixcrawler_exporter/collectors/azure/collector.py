@@ -11,8 +11,8 @@ an endpoint naming it) must be configured.
 
 The parts: ``plan`` (what to ask), ``client`` (credential and SDK clients), ``gate`` (retries and
 Retry-After), ``parse`` (answers into values, failures into outcomes), ``cache`` (what the scrape
-reads). A failed call keeps the values it would have replaced, which age out after
-``max_age_seconds``.
+reads), ``presets`` (seed 002's shipped log queries, each exported as a gauge of its own). A
+failed call keeps the values it would have replaced, which age out after ``max_age_seconds``.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ from pixcrawler_exporter.collectors.azure.gate import Gate
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import OUTCOMES, CallFailedError
 from pixcrawler_exporter.collectors.azure.plan import (
+    MAX_INSTANCES,
     PUBLIC_METRICS_ENDPOINT,
     Batch,
     configured,
     plan,
 )
-from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue
+from pixcrawler_exporter.collectors.azure.presets import LOG_PRESETS, LogPreset
+from pixcrawler_exporter.collectors.azure.reading import AzureReading, AzureValue, LogValue
 from pixcrawler_exporter.collectors.azure.resolve import ArmInfo, needs_lookup, resolve
 from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
@@ -57,19 +59,23 @@ __all__ = ["AzureCollector", "AzureReading"]
 
 log = logging.getLogger(__name__)
 
+# Not "instance": Prometheus's own target label, which would rename this one exported_instance.
+INSTANCE_LABEL = "azure_instance"
 METRIC = Desc(
     "pixcrawler_azure_metric",
     "Newest value of an Azure Monitor platform metric in the lookback window, in its unit as "
-    "Azure reports it (percent metrics 0-100).",
+    "Azure reports it (percent metrics 0-100); App Service metrics per instance (azure_instance, "
+    f"at most {MAX_INSTANCES} per resource and metric, the busiest), others with azure_instance "
+    "empty.",
     "gauge",
-    ("resource", "metric", "aggregation", "unit"),
+    ("resource", "metric", "aggregation", "unit", INSTANCE_LABEL),
 )
 METRIC_AGE = Desc(
     "pixcrawler_azure_metric_age_seconds",
     "Seconds since the time grain of the value in pixcrawler_azure_metric began (Azure's "
     "ingestion delay included).",
     "gauge",
-    ("resource", "metric"),
+    ("resource", "metric", INSTANCE_LABEL),
 )
 UP = Desc(
     "pixcrawler_azure_up",
@@ -100,6 +106,11 @@ LOG_QUERY = Desc(
     ("query",),
 )
 
+# The families every scrape has, whether empty or not.
+_ALWAYS = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
+# Seed 002's telemetry, each log preset a gauge of its own (turned on by azure.log_presets).
+PRESET_DESCS = {p.name: Desc(p.metric, p.help) for p in LOG_PRESETS}
+
 # (what was called, outcome, message) of one failed call in a refresh.
 Failure = tuple[str, str, str]
 
@@ -110,7 +121,7 @@ class AzureCollector(Collector[AzureReading]):
     name = "azure"
     inline = True
     services = ("azure",)
-    descs = (METRIC, METRIC_AGE, UP, LAST_SUCCESS, REQUESTS, RATELIMIT, LOG_QUERY)
+    descs = (*_ALWAYS, *PRESET_DESCS.values())
 
     @classmethod
     def settings(cls, cfg: Config) -> object:
@@ -161,6 +172,7 @@ class AzureCollector(Collector[AzureReading]):
                 "credential",
                 *(b.label for b in self.plan.batches),
                 *(_query_call(q) for q in self.plan.queries),
+                *(_preset_call(p) for p in self.plan.presets),
             )
         }
         self._failing: Changes[str, str | None] = Changes(None)
@@ -180,10 +192,10 @@ class AzureCollector(Collector[AzureReading]):
         return self._cache.reading()
 
     def metrics(self, reading: AzureReading) -> Iterable[Metric]:
-        metric, age, up, last, requests, ratelimit, logs = (d.family() for d in self.descs)
+        metric, age, up, last, requests, ratelimit, logs = (d.family() for d in _ALWAYS)
         for v in reading.values:
-            add(metric, v.value, v.resource, v.metric, v.aggregation, v.unit)
-            add(age, max(0.0, reading.time - v.timestamp), v.resource, v.metric)
+            add(metric, v.value, v.resource, v.metric, v.aggregation, v.unit, v.instance)
+            add(age, max(0.0, reading.time - v.timestamp), v.resource, v.metric, v.instance)
         add(up, 1 if reading.up else 0)
         if reading.last_success is not None:
             add(last, reading.last_success)
@@ -196,6 +208,8 @@ class AzureCollector(Collector[AzureReading]):
             labels = {"query": lv.query, **dict(lv.labels)}
             logs.samples.append(Sample(LOG_QUERY.name, labels, lv.value))
         yield from (metric, age, up, last, requests, ratelimit, logs)
+        for lv in reading.preset_values:
+            yield PRESET_DESCS[lv.query].value(lv.value)
 
     # --- life ------------------------------------------------------------------------------
 
@@ -224,14 +238,14 @@ class AzureCollector(Collector[AzureReading]):
             if not self._resolved:
                 self._clients.ensure((), False)
                 failures += self._resolve(deadline)
-            if self.plan.batches or self.plan.queries:
+            if self.plan.batches or self.plan.asks_logs:
                 self._clients.ensure(
-                    tuple(b.endpoint for b in self.plan.batches), bool(self.plan.queries)
+                    tuple(b.endpoint for b in self.plan.batches), self.plan.asks_logs
                 )
         except Exception as exc:  # noqa: BLE001 - a bad authority URL must not kill the thread
             failures.append(("credential", "auth_error", describe(exc)))
         else:
-            if self.plan.batches or self.plan.queries:
+            if self.plan.batches or self.plan.asks_logs:
                 failures += self._refresh_all(deadline)
         failures = [("configuration", "config", p) for p in self.plan.problems] + [
             *self._standing,
@@ -274,9 +288,14 @@ class AzureCollector(Collector[AzureReading]):
                 failures.append((batch.label, exc.outcome, str(exc)))
         for query in self.plan.queries:
             try:
-                self._refresh_query(query, deadline)
+                self._cache.store_logs(query.name, self._run_query(query, deadline))
             except CallFailedError as exc:
                 failures.append((_query_call(query), exc.outcome, str(exc)))
+        for preset in self.plan.presets:
+            try:
+                self._cache.store_preset(preset.name, self._run_query(preset.log_query, deadline))
+            except CallFailedError as exc:
+                failures.append((_preset_call(preset), exc.outcome, str(exc)))
         return failures
 
     def _refresh_batch(self, batch: Batch, deadline: float) -> None:
@@ -286,7 +305,7 @@ class AzureCollector(Collector[AzureReading]):
 
         self._cache.store_batch(batch, self._gate.call("metrics", call, deadline))
 
-    def _refresh_query(self, query: LogQuery, deadline: float) -> None:
+    def _run_query(self, query: LogQuery, deadline: float) -> tuple[LogValue, ...]:
         def call() -> tuple[LogsQueryResult | LogsQueryPartialResult, list[LogsTable] | None]:
             result = self._clients.query_logs(query)
             return result, parse.log_tables(result)
@@ -294,7 +313,7 @@ class AzureCollector(Collector[AzureReading]):
         result, tables = self._gate.call("logs", call, deadline)
         if tables is None:
             raise CallFailedError("client_error", parse.partial_error(result))
-        self._cache.store_logs(query.name, parse.log_rows(query, tables))
+        return parse.log_rows(query, tables)
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self.cfg.client_secret)
@@ -324,3 +343,7 @@ class AzureCollector(Collector[AzureReading]):
 
 def _query_call(query: LogQuery) -> str:
     return f"log query {query.name}"
+
+
+def _preset_call(preset: LogPreset) -> str:
+    return f"log preset {preset.name}"

@@ -17,14 +17,10 @@ from typing import Any
 
 AGGREGATIONS = ("Average", "Minimum", "Maximum", "Total", "Count")
 
-_SITE_METRICS = (
-    "CpuTime",
-    "MemoryWorkingSet",
-    "Requests",
-    "Http5xx",
-    "HttpResponseTime",
-    "FileSystemUsage",
-)
+# FileSystemUsage is not among a site's defaults: Azure keeps it in 6-hour grains only, so a
+# one-minute query over the lookback window never holds a point of it, and it has no Instance
+# dimension, so asking for it would cost a call of its own beside the per-instance one.
+_SITE_METRICS = ("CpuTime", "MemoryWorkingSet", "Requests", "Http5xx", "HttpResponseTime")
 # Metric names per resource type when a resource lists none.
 DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "Microsoft.Web/serverfarms": ("CpuPercentage", "MemoryPercentage"),
@@ -33,6 +29,88 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
 }
 # Azure ids are case-insensitive, and the portal writes them either way.
 _DEFAULTS_BY_TYPE = {k.lower(): v for k, v in DEFAULT_METRICS.items()}
+
+# The metrics Azure Monitor splits by its Instance dimension (one App Service worker each), by
+# resource type, lower-cased, from Azure's supported-metrics reference: every metric of a plan,
+# every one of a web app but FileSystemUsage, InstanceCount and the Logic Apps workflow metrics.
+# Only these are asked per instance; asking a metric without the dimension to split by it is a
+# 400 for the whole call.
+_PLAN_INSTANCE_METRICS = frozenset(
+    {
+        "bytesreceived",
+        "bytessent",
+        "cpupercentage",
+        "diskqueuelength",
+        "httpqueuelength",
+        "memorypercentage",
+        "socketinboundall",
+        "socketloopback",
+        "socketoutboundall",
+        "socketoutboundestablished",
+        "socketoutboundtimewait",
+        "tcpclosewait",
+        "tcpclosing",
+        "tcpestablished",
+        "tcpfinwait1",
+        "tcpfinwait2",
+        "tcplastack",
+        "tcpsynreceived",
+        "tcpsynsent",
+        "tcptimewait",
+    }
+)
+_SITE_INSTANCE_METRICS = frozenset(
+    {
+        "alwaysreadyfunctionexecutioncount",
+        "alwaysreadyfunctionexecutionunits",
+        "alwaysreadyunits",
+        "appconnections",
+        "averagememoryworkingset",
+        "averageresponsetime",
+        "bytesreceived",
+        "bytessent",
+        "cpupercentage",
+        "cputime",
+        "currentassemblies",
+        "functionexecutioncount",
+        "functionexecutionunits",
+        "gen0collections",
+        "gen1collections",
+        "gen2collections",
+        "handles",
+        "healthcheckstatus",
+        "http101",
+        "http2xx",
+        "http3xx",
+        "http401",
+        "http403",
+        "http404",
+        "http406",
+        "http4xx",
+        "http5xx",
+        "httpresponsetime",
+        "iootherbytespersecond",
+        "iootheroperationspersecond",
+        "ioreadbytespersecond",
+        "ioreadoperationspersecond",
+        "iowritebytespersecond",
+        "iowriteoperationspersecond",
+        "memoryworkingset",
+        "ondemandfunctionexecutioncount",
+        "ondemandfunctionexecutionunits",
+        "privatebytes",
+        "requests",
+        "requestsinapplicationqueue",
+        "threads",
+        "totalappdomains",
+        "totalappdomainsunloaded",
+    }
+)
+INSTANCE_METRICS: dict[str, frozenset[str]] = {
+    "microsoft.web/serverfarms": _PLAN_INSTANCE_METRICS,
+    "microsoft.web/sites": _SITE_INSTANCE_METRICS,
+    "microsoft.web/sites/slots": _SITE_INSTANCE_METRICS,
+}
 
 # Counters are summed per minute; gauges averaged. As Azure's metric reference lists them.
 NATURAL_AGGREGATION: dict[str, str] = {
@@ -125,6 +203,11 @@ class LogQuery:
     value_column: str
     label_columns: tuple[str, ...]
     timespan: float  # seconds; 0: none, the query's own time filter decides
+
+
+def by_instance(resource_type: str, metric: str) -> bool:
+    """Whether Azure Monitor splits ``metric`` of ``resource_type`` by App Service instance."""
+    return metric.lower() in INSTANCE_METRICS.get(resource_type.lower(), frozenset())
 
 
 def resource_type(resource_id: str) -> tuple[str, str]:

@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.errors import describe
-from pixcrawler_exporter.collectors.azure.model import LogQuery
-from pixcrawler_exporter.collectors.azure.plan import Batch
+from pixcrawler_exporter.collectors.azure.model import AzureMetric, AzureResource, LogQuery
+from pixcrawler_exporter.collectors.azure.plan import MAX_INSTANCES, Batch
 from pixcrawler_exporter.collectors.azure.reading import AzureValue, LogValue
 
 if TYPE_CHECKING:
     from azure.monitor.query import LogsQueryPartialResult, LogsQueryResult, LogsTable
-    from azure.monitor.querymetrics import MetricsQueryResult, TimeSeriesElement
+    from azure.monitor.querymetrics import Metric, MetricsQueryResult, TimeSeriesElement
 
 OUTCOMES = (
     "success",
@@ -58,7 +58,8 @@ class MalformedError(Exception):
 def newest_points(
     batch: Batch, results: Iterable[MetricsQueryResult], now: float
 ) -> list[AzureValue]:
-    """The newest non-null point of each metric a resource of ``batch`` asked for."""
+    """The newest non-null point of each metric a resource of ``batch`` asked for; of each
+    instance's, at most MAX_INSTANCES of them (the highest), when the batch is split."""
     by_id = {r.id.lower(): r for r in batch.resources}
     found: list[AzureValue] = []
     try:
@@ -76,24 +77,54 @@ def newest_points(
                 )
                 if wanted is None:
                     continue  # asked for a batch neighbour, not for this resource
-                newest = _newest(metric.timeseries, wanted.aggregation.lower())
-                if newest is not None and math.isfinite(newest[1]):
-                    unit = str(metric.unit or "Unspecified")
-                    found.append(
-                        AzureValue(
-                            res.id,
-                            res.resource_type,
-                            wanted.name,
-                            wanted.aggregation,
-                            unit,
-                            newest[1],
-                            newest[0],
-                            now,
-                        )
-                    )
+                found += _values(batch, res, wanted, metric, now)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedError(f"unexpected answer shape: {describe(exc)}") from None
     return found
+
+
+def _values(
+    batch: Batch, res: AzureResource, wanted: AzureMetric, metric: Metric, now: float
+) -> list[AzureValue]:
+    """One metric's newest value per instance (one value when not split), the busiest
+    MAX_INSTANCES of them: the ones a status and an alert need."""
+    unit = str(metric.unit or "Unspecified")
+    values: list[AzureValue] = []
+    for instance, series in _by_instance(batch, metric.timeseries):
+        newest = _newest(series, wanted.aggregation.lower())
+        if newest is None or not math.isfinite(newest[1]):
+            continue
+        stamp, value = newest
+        values.append(
+            AzureValue(
+                res.id,
+                res.resource_type,
+                wanted.name,
+                wanted.aggregation,
+                unit,
+                value,
+                stamp,
+                now,
+                instance,
+            )
+        )
+    values.sort(key=lambda v: -v.value)
+    return sorted(values[:MAX_INSTANCES], key=lambda v: v.instance)
+
+
+def _by_instance(
+    batch: Batch, timeseries: Iterable[TimeSeriesElement]
+) -> list[tuple[str, list[TimeSeriesElement]]]:
+    """The time series of each instance, by its name; all of them under "" when the batch is
+    not split (Azure then answers one series, already aggregated over the instances)."""
+    if not batch.by_instance:
+        return [("", list(timeseries))]
+    found: dict[str, list[TimeSeriesElement]] = {}
+    for series in timeseries:
+        # Azure answers the dimension's name lower-cased ("instance"), the SDK keeps it so.
+        metadata = {str(k).lower(): v for k, v in (series.metadata_values or {}).items()}
+        found.setdefault(str(metadata.get("instance") or ""), []).append(series)
+    return list(found.items())
 
 
 def _newest(

@@ -4,6 +4,11 @@ and the configuration problems that leave something unasked.
 Platform metrics come from the data-plane batch API (``metrics:getBatch``): one call covers up to
 50 resources of one subscription, region and type, so the calls per refresh depend on how the
 resources group, never on how many there are one by one.
+
+App Service metrics are asked per instance (``Instance eq '*'``): a plan's average over its
+instances hides the one about to be recycled. The filter applies to every metric of a call, so a
+metric without the Instance dimension is asked in a call of its own; the default metrics all have
+it, so the split costs no call.
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pixcrawler_exporter.collectors.azure.model import AzureResource, LogQuery, default_resource
+from pixcrawler_exporter.collectors.azure.model import (
+    AzureResource,
+    LogQuery,
+    by_instance,
+    default_resource,
+)
+from pixcrawler_exporter.collectors.azure.presets import LogPreset, presets
 from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
 # Batch API limits (metrics:getBatch): resource ids per call; metric names per call as for the
@@ -20,6 +31,14 @@ from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 MAX_RESOURCES_PER_CALL = 50
 MAX_METRICS_PER_CALL = 20
 PUBLIC_METRICS_ENDPOINT = "https://{region}.metrics.monitor.azure.com"
+# Every value of the Instance dimension: one time series per App Service instance.
+INSTANCE_FILTER = "Instance eq '*'"
+# Instances kept per resource and metric, the busiest: App Service plans scale to 30 instances
+# outside the Isolated tiers; the cap bounds the series an Isolated plan of 100 makes.
+MAX_INSTANCES = 30
+# Instances asked for: every one a plan can have (Isolated v2 scales to 100), so that the cap
+# keeps the busiest rather than whichever Azure happens to list first.
+ASKED_INSTANCES = 100
 
 
 @dataclass(frozen=True)
@@ -29,13 +48,21 @@ class Batch:
     resources: tuple[AzureResource, ...]
     metric_names: tuple[str, ...]
     aggregations: tuple[str, ...]
+    by_instance: bool = False  # asked with INSTANCE_FILTER: one time series per instance
 
     @property
     def label(self) -> str:
+        split = " per instance" if self.by_instance else ""
         return (
-            f"metrics of {len(self.resources)} {self.resource_type} resource(s) "
+            f"metrics of {len(self.resources)} {self.resource_type} resource(s){split} "
             f"at {urllib.parse.urlsplit(self.endpoint).netloc}"
         )
+
+    @property
+    def max_series(self) -> int:
+        """Time series to ask for (the API's ``top``, 10 unless set): every instance of every
+        metric, whether Azure counts them per metric or per resource."""
+        return ASKED_INSTANCES * len(self.metric_names)
 
 
 @dataclass(frozen=True)
@@ -44,11 +71,17 @@ class Plan:
     batches: tuple[Batch, ...]
     queries: tuple[LogQuery, ...]
     problems: tuple[str, ...]  # reported as the refresh's failure, every refresh
+    presets: tuple[LogPreset, ...] = ()
 
     @property
     def calls_per_refresh(self) -> int:
         """Calls one refresh makes when nothing fails (README's budget formula)."""
-        return len(self.batches) + len(self.queries)
+        return len(self.batches) + len(self.queries) + len(self.presets)
+
+    @property
+    def asks_logs(self) -> bool:
+        """Whether a refresh queries Log Analytics (a log query or preset)."""
+        return bool(self.queries or self.presets)
 
     @property
     def order(self) -> dict[str, int]:
@@ -70,14 +103,18 @@ def plan(cfg: AzureSettings, resolved: Sequence[AzureResource] | None = None) ->
     resources = list(resolved) if resolved is not None else configured(cfg)
     batches, problems = plan_batches(resources, cfg.metrics_endpoint)
     queries = cfg.log_queries if cfg.workspace_id else ()
-    if cfg.log_queries and not cfg.workspace_id:
-        problems.append("azure.log_queries are set but azure.workspace_id is not")
-    if not resources and not cfg.log_queries:
+    shipped = presets(cfg.log_presets) if cfg.workspace_id else ()
+    for key, asked in (("log_queries", cfg.log_queries), ("log_presets", cfg.log_presets)):
+        if asked and not cfg.workspace_id:
+            problems.append(
+                f"azure.{key} are set but azure.workspace_id (PIXCRAWLER_AZURE_WORKSPACE_ID) is not"
+            )
+    if not resources and not cfg.log_queries and not cfg.log_presets:
         problems.append(
-            "nothing to read: set PIXCRAWLER_AZURE_RESOURCE_ID, azure.resources or "
-            "azure.log_queries"
+            "nothing to read: set PIXCRAWLER_AZURE_RESOURCE_ID, azure.resources, "
+            "azure.log_queries or azure.log_presets"
         )
-    return Plan(tuple(resources), tuple(batches), queries, tuple(problems))
+    return Plan(tuple(resources), tuple(batches), queries, tuple(problems), shipped)
 
 
 def plan_batches(
@@ -110,26 +147,32 @@ def plan_batches(
 
 
 def _split(endpoint: str, members: Sequence[AzureResource]) -> list[Batch]:
-    """One group's calls: its resources and its metric names cut at the API's limits."""
-    names: list[str] = []
+    """One group's calls: its resources, and its metric names apart by whether they are split
+    by instance, each part cut at the API's limits."""
+    rtype = members[0].resource_type
+    names: dict[bool, list[str]] = {True: [], False: []}
     aggregations: list[str] = []
     for res in members:
         for m in res.metrics:
-            if m.name.lower() not in (n.lower() for n in names):
-                names.append(m.name)
+            part = names[by_instance(rtype, m.name)]
+            if m.name.lower() not in (n.lower() for n in part):
+                part.append(m.name)
             if m.aggregation not in aggregations:
                 aggregations.append(m.aggregation)
     batches: list[Batch] = []
     for i in range(0, len(members), MAX_RESOURCES_PER_CALL):
         chunk = tuple(members[i : i + MAX_RESOURCES_PER_CALL])
-        for j in range(0, len(names), MAX_METRICS_PER_CALL):
-            batches.append(
-                Batch(
-                    endpoint,
-                    members[0].resource_type,
-                    chunk,
-                    tuple(names[j : j + MAX_METRICS_PER_CALL]),
-                    tuple(aggregations),
+        for split in (True, False):
+            part = names[split]
+            for j in range(0, len(part), MAX_METRICS_PER_CALL):
+                batches.append(
+                    Batch(
+                        endpoint,
+                        rtype,
+                        chunk,
+                        tuple(part[j : j + MAX_METRICS_PER_CALL]),
+                        tuple(aggregations),
+                        split,
+                    )
                 )
-            )
     return batches

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from pixcrawler_exporter.collectors.azure import model
+from pixcrawler_exporter.collectors.azure.presets import BY_NAME as LOG_PRESET_NAMES
+from pixcrawler_exporter.collectors.azure.presets import parse_log_presets
 from pixcrawler_exporter.config.parsers import ConfigError, number, optional_number, optional_text
 from pixcrawler_exporter.config.settings import Provenance, SourceSettings, setting
 
@@ -88,7 +90,8 @@ class AzureSettings(SourceSettings):
         None,
         optional_text,
         env="PIXCRAWLER_AZURE_WORKSPACE_ID",
-        help="Log Analytics workspace (of App Insights) that log_queries run against.",
+        help="Log Analytics workspace (of App Insights) that log_queries and log_presets run "
+        "against.",
     )
     logs_endpoint: str | None = setting(
         None,
@@ -101,6 +104,14 @@ class AzureSettings(SourceSettings):
         model.parse_log_queries,
         help="Named KQL queries (YAML only) exported as pixcrawler_azure_log_query_value: name, "
         "query, value_column, label_columns, timespan.",
+    )
+    log_presets: tuple[str, ...] = setting(
+        (),
+        parse_log_presets,
+        env="PIXCRAWLER_AZURE_LOG_PRESETS",
+        help="Seed 002's App Insights queries to run, by name (comma-separated in the variable): "
+        f"{', '.join(LOG_PRESET_NAMES)}; each is a gauge of its own, counts weighted by "
+        "ItemCount (sampling). README lists their KQL.",
     )
 
     def finish(self, given: Provenance) -> AzureSettings:

@@ -121,7 +121,8 @@ UNNAMED = Desc(
 TASKS = Desc(
     "pixcrawler_celery_tasks_total",
     "Task outcomes from task events (succeeded, failed, retried, rejected, revoked), by task "
-    "name (celery.task_names; others are 'other').",
+    "name (celery.task_names; others are 'other'); every outcome of a name starts at 0 once "
+    "the name is heard of.",
     "counter",
     ("task", "outcome"),
 )

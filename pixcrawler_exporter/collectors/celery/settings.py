@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -201,13 +202,22 @@ class CelerySettings(SourceSettings):
 
 
 def _check_installed() -> None:
-    # Found, not imported: the clients are imported when the collector is built.
-    missing = [m for m in ("kombu", "redis") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("kombu", "redis") if not _installed(m)]
     if missing:
         raise ConfigError(
             f"celery.broker_url is set but {' and '.join(missing)} is not installed: install "
             "the celery extra, pip install 'pixcrawler-exporter[celery]'"
         )
+
+
+def _installed(name: str) -> bool:
+    # Found, not imported: the clients are imported when the collector is built.
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def with_password(url: str, password: str) -> str:

@@ -68,6 +68,9 @@ class TaskBook:
         self._seen: set[str] = set()
         self._tasks: OrderedDict[str, _Task] = OrderedDict()
         self._counts: dict[tuple[str, str], int] = {}
+        # Every name heard of gets every outcome from 0: rate() and increase() count nothing for
+        # a series that first appears at 1, so a task's first failure would otherwise be lost.
+        self._names: set[str] = set()
         self._runtime: dict[str, _Histogram] = {}
         self._wait: dict[str, _Histogram] = {}
 
@@ -77,6 +80,7 @@ class TaskBook:
             return
         stamp = _number(event.get("timestamp"))
         task = self._task(uuid, event.get("name"))
+        self._names.add(task.name)
         if kind == "task-sent":
             task.sent = stamp
         elif kind == "task-started":
@@ -96,7 +100,8 @@ class TaskBook:
                 self._tasks.pop(uuid, None)
 
     def figures(self) -> TaskFigures:
-        counts = tuple(TaskCount(t, o, n) for (t, o), n in sorted(self._counts.items()))
+        every = {(t, o): 0 for t in self._names for o in OUTCOMES.values()} | self._counts
+        counts = tuple(TaskCount(t, o, n) for (t, o), n in sorted(every.items()))
         return TaskFigures(
             counts,
             {name: h.frozen() for name, h in sorted(self._runtime.items())},
