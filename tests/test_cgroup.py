@@ -13,11 +13,11 @@ from pixcrawler_exporter.collectors.cgroup import (
     CgroupLayout,
     CpuStats,
     MemoryStats,
-    discover,
     read_cpu,
     read_memory,
     read_pressure,
 )
+from pixcrawler_exporter.collectors.cgroup_find import discover
 from tests.helpers.cgroup import Host, Mount, hybrid_host, v1_host, v2_host
 
 UNLIMITED_V1 = "9223372036854771712\n"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pixcrawler_exporter.collect.errors import CollectorError
 from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors.cgroup_find import discover
 from pixcrawler_exporter.collectors.procfs import read_file
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class WatchedProcess(Watched):
         except OSError as exc:
             raise CollectorError(f"cgroup_process: process {pid}: {exc}") from None
         try:
-            layout = cgroup.discover(self.procfs, pid=pid)
+            layout = discover(self.procfs, pid=pid)
         except cgroup.CgroupError as exc:
             raise CollectorError(f"cgroup_process: process {pid}: {exc}") from None
         if layout.memory is None and layout.cpuacct is None:
@@ -194,9 +195,9 @@ def select(
     procfs: Path, sysfs: Path, cgroup_path: str | None, cgroup_process: str | None
 ) -> tuple[cgroup.CgroupLayout, Watched]:
     """The exporter's own cgroup layout, and what the system collectors are to watch."""
-    own = cgroup.discover(procfs, sysfs)
+    own = discover(procfs, sysfs)
     if cgroup_process is not None:
         return own, WatchedProcess(cgroup_process, procfs, own)
     if cgroup_path is not None:
-        return own, Watched(cgroup.discover(procfs, sysfs, cgroup_path), own)
+        return own, Watched(discover(procfs, sysfs, cgroup_path), own)
     return own, Watched(own)
