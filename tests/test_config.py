@@ -164,6 +164,20 @@ ERRORS = [
         ["PIXCRAWLER_COLLECTOR_DISK in .env", "'maybe'", "true or false"],
     ),
     (
+        "cgroup_process not a regular expression",
+        {"PIXCRAWLER_CGROUP_PROCESS": "celery("},
+        {},
+        [],
+        ["PIXCRAWLER_CGROUP_PROCESS", "'celery('", "a regular expression", "missing )"],
+    ),
+    (
+        "cgroup_path and cgroup_process together",
+        {"PIXCRAWLER_CGROUP_PROCESS": "celery", "PIXCRAWLER_CGROUP_PATH": "/docker/abc"},
+        {},
+        [],
+        ["cgroup_path (from env PIXCRAWLER_CGROUP_PATH)", "cgroup_process", "set one of them"],
+    ),
+    (
         "secret value is not echoed",
         {"PIXCRAWLER_DB_URL": "mysql://u:topsecret@h/db"},
         {},

@@ -225,6 +225,11 @@ def _finish_sources(config: Config, sources: Mapping[str, str]) -> Config:
 
 def _check(config: Config, sources: Mapping[str, str]) -> None:
     """Rules of the exporter's own sections that involve more than one setting."""
+    if config.cgroup_path is not None and config.cgroup_process is not None:
+        raise ConfigError(
+            f"cgroup_path (from {sources['cgroup_path']}) and cgroup_process (from "
+            f"{sources['cgroup_process']}) both name the cgroup to watch: set one of them"
+        )
     for resource in RESOURCES:
         pair = config.thresholds.pair(resource)
         if pair.warning > pair.critical:

@@ -20,6 +20,7 @@ from pixcrawler_exporter.config.parsers import (
     integer,
     listen_address,
     number,
+    optional_regex,
     optional_text,
     telemetry_path,
 )
@@ -244,6 +245,14 @@ class Config:
         optional_text,
         env="PIXCRAWLER_CGROUP_PATH",
         help="Cgroup to watch, as written in /proc/PID/cgroup; empty means the exporter's own.",
+    )
+    cgroup_process: str | None = setting(
+        None,
+        optional_regex,
+        env="PIXCRAWLER_CGROUP_PROCESS",
+        help="Watch the cgroup of the oldest process, outside the exporter's container, whose "
+        "command line matches this regular expression: a sidecar sharing the crawler's PID "
+        "namespace reads the crawler's memory and CPU. Empty: the exporter's own cgroup.",
     )
     web: Web = field(default_factory=Web)
     paths: Paths = field(default_factory=Paths)
