@@ -1,4 +1,5 @@
-"""The package's seams, checked on the source: no import cycle, configuration names no source."""
+"""The package's seams, checked on the source: no import cycle, configuration names no source,
+no source computes derived facts."""
 
 from __future__ import annotations
 
@@ -23,16 +24,27 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def importers(folder: str, prefix: str) -> dict[str, list[str]]:
+    """The files below ``folder`` of the package that import a module named ``prefix...``."""
+    found = {
+        str(path.relative_to(REPO)): sorted(
+            m for m in imported_modules(path) if m.startswith(prefix)
+        )
+        for path in sorted((PACKAGE / folder).rglob("*.py"))
+    }
+    return {k: v for k, v in found.items() if v}
+
+
 def test_configuration_imports_no_source() -> None:
     # A source declares its own section and hands it over through its registration: a new
     # source touches no file in config/.
-    offenders = {
-        str(path.relative_to(REPO)): sorted(
-            m for m in imported_modules(path) if m.startswith("pixcrawler_exporter.collectors")
-        )
-        for path in sorted((PACKAGE / "config").glob("*.py"))
-    }
-    assert {k: v for k, v in offenders.items() if v} == {}
+    assert importers("config", "pixcrawler_exporter.collectors") == {}
+
+
+def test_no_source_imports_derived_facts() -> None:
+    # A collector reads its source into a reading; statuses, capacity and quotas are built
+    # from readings in derive/, so a collector knows no threshold or quota.
+    assert importers("collectors", "pixcrawler_exporter.derive") == {}
 
 
 def modules() -> dict[str, Path]:
