@@ -28,7 +28,7 @@ import pytest
 
 from grafana import dashboard as generator
 from pixcrawler_exporter import config
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts import recording, rules
 from tests.conftest import Exporter, http_get, need, need_tool, sample, start_exporter
 from tests.helpers.alerting import (
     AlertStack,
@@ -185,7 +185,7 @@ def stack(
         # Scraped twice and the rules evaluated: the recorded CPU ratio needs two samples.
         wait_until(
             "the first recorded CPU ratio",
-            lambda: s.query(f'{rules.CPU_USAGE_RATIO}{{job="{JOB}"}}'),
+            lambda: s.query(f'{recording.CPU_USAGE_RATIO}{{job="{JOB}"}}'),
             30,
             s.detail,
         )

@@ -43,3 +43,28 @@ def test_ruff_and_mypy_are_clean() -> None:
     assert ruff.returncode == 0, ruff.stdout
     mypy = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True)
     assert mypy.returncode == 0, mypy.stdout
+
+
+# Explicit Any in the package, at most: raw YAML is object and narrowed where it is read
+# (config/yamlfile.py), SDK keyword arguments are dict[str, object], the SDK's response a Protocol.
+# What is left (17 when this was set) is in the web layer and the database collector, being
+# rewritten on other branches then; the bound only comes down.
+MAX_EXPLICIT_ANY = 20
+
+
+def test_explicit_any_stays_rare() -> None:
+    # Its own cache: other options would invalidate the one the strict run above keeps.
+    cache = str(REPO / ".mypy_cache" / "explicit-any")
+    options = ["--disallow-any-explicit", "--cache-dir", cache, "pixcrawler_exporter"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    # mypy ran and checked the package (a missing mypy would otherwise find no Any at all).
+    assert re.search(r"^(Success: no issues|Found \d+ errors?) ", done.stdout, re.M), done.stderr
+    errors = [line for line in done.stdout.splitlines() if ": error: " in line]
+    found = [line for line in errors if line.endswith("[explicit-any]")]
+    assert errors == found, "mypy found more than explicit Any: see test_ruff_and_mypy_are_clean"
+    assert len(found) <= MAX_EXPLICIT_ANY, "\n".join(found)
