@@ -1,6 +1,6 @@
 """Alerts for what the seeds' operators watch for beyond the thresholds: work left behind (chunks
 stuck active, temp files a crashed worker never removed), storage filling up, and a temp scan
-that stopped or cannot read everything. Ages, windows and the floor come from ``alerts.*``."""
+that stopped or cannot read everything. Ages, windows and the floor come from ``rules.*``."""
 
 from __future__ import annotations
 
