@@ -53,7 +53,11 @@ class ReportsServices(Protocol):
 
 def reading_error(reading: object) -> str | None:
     """The failure a reading reports about itself, if it is one that can."""
-    return reading.error if isinstance(reading, ReportsError) else None
+    # What isinstance(reading, ReportsError) tests, without its cost: against a runtime-checkable
+    # protocol it lists the protocol's members in Python on every call, which was 7 % of a
+    # scrape's instructions (one call per collector per scrape).
+    error: str | None = getattr(reading, "error", None)
+    return error
 
 
 @dataclass(frozen=True)
