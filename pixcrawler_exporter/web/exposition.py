@@ -32,6 +32,7 @@ _TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogra
 _TEXT_SUFFIX = {"counter": "_total", "info": "_info"}
 # Samples the text format moves into gauges of their own after the family.
 _TEXT_EXTRA = ("_created", "_gsum", "_gcount")
+_INF = math.inf
 
 
 class _UnsupportedError(Exception):
@@ -105,34 +106,54 @@ def _make_header(family: Metric, openmetrics: bool) -> str:
 
 def _openmetrics(family: Metric, out: list[str]) -> None:
     out.append(_header(family, True))
-    for s in family.samples:
-        _check(s)
-        value = "" if s.value is None else _number(s.value)
-        stamp = "" if s.timestamp is None else f" {s.timestamp}"
-        out.append(f"{s.name}{_labels(s.labels)} {value}{stamp}\n")
+    for name, labels, value, timestamp, exemplar, native in family.samples:
+        if exemplar or native:
+            raise _UnsupportedError(name)
+        prefix = _prefix(family.name, name, labels)[0]
+        number = "" if value is None else _number(value)
+        stamp = "" if timestamp is None else f" {timestamp}"
+        out.append(f"{prefix}{number}{stamp}\n")
 
 
 def _text(family: Metric, out: list[str]) -> None:
     out.append(_header(family, False))
-    extra: dict[str, list[str]] = {}
-    for s in family.samples:
-        _check(s)
-        line = f"{s.name}{_labels(s.labels)} {_number(s.value)}{_millis(s.timestamp)}\n"
-        suffix = s.name[len(family.name) :] if s.name.startswith(family.name) else ""
-        if suffix in _TEXT_EXTRA:
-            extra.setdefault(suffix, []).append(line)
-        else:
+    extra: dict[str, list[str]] | None = None
+    for name, labels, value, timestamp, exemplar, native in family.samples:
+        if exemplar or native:
+            raise _UnsupportedError(name)
+        prefix, suffix = _prefix(family.name, name, labels)
+        line = f"{prefix}{_number(value)}{_millis(timestamp)}\n"
+        if suffix is None:
             out.append(line)
-    for suffix, lines in sorted(extra.items()):
+        else:
+            extra = extra if extra is not None else {}
+            extra.setdefault(suffix, []).append(line)
+    for suffix, lines in sorted(extra.items()) if extra else ():
         doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
         name = family.name + suffix
         out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
         out.extend(lines)
 
 
-def _check(sample: Any) -> None:
-    if sample.exemplar or sample.native_histogram or not _PLAIN_NAME.fullmatch(sample.name):
-        raise _UnsupportedError(sample.name)
+# What a sample line starts with ('name{label="value"} '), and the suffix that moves it to a
+# family of its own in the text format (None for most), by family name, sample name and
+# labels: the same series come back on every scrape, and checking, sorting and escaping their
+# labels anew was most of the encoders' time.
+_prefixes: dict[tuple[object, ...], tuple[str, str | None]] = {}
+
+
+def _prefix(family: str, name: str, labels: dict[str, str]) -> tuple[str, str | None]:
+    key = (family, name, *labels.items())
+    found = _prefixes.get(key)
+    if found is None:
+        if not _PLAIN_NAME.fullmatch(name):
+            raise _UnsupportedError(name)
+        suffix = name[len(family) :] if name.startswith(family) else ""
+        found = (f"{name}{_labels(labels)} ", suffix if suffix in _TEXT_EXTRA else None)
+        if len(_prefixes) > 10_000:  # label values made from readings cannot grow it for ever
+            _prefixes.clear()
+        _prefixes[key] = found
+    return found
 
 
 def _labels(labels: dict[str, str]) -> str:
@@ -159,14 +180,14 @@ def _millis(timestamp: Any) -> str:
 def _number(value: float) -> str:
     """A float as Go's strconv writes it, as client_python's ``floatToGoString`` does."""
     d = float(value)
-    if math.isinf(d):
-        return "+Inf" if d > 0 else "-Inf"
-    if d != d:
-        return "NaN"
     s = repr(d)
-    dot = s.find(".")
-    # Go switches to exponents sooner than Python for large numbers.
-    if d > 0 and dot > 6:
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return s
+    if d > 0:
+        dot = s.find(".")
+        # Go switches to exponents sooner than Python for large numbers.
+        if dot > 6:
+            mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+            return f"{mantissa}e+{dot - 1:02d}"
+        return "+Inf" if d == _INF else s
+    if d == d and d != -_INF:
+        return s
+    return "NaN" if d != d else "-Inf"
