@@ -7,7 +7,9 @@ time of reading every source.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +29,13 @@ class HostMemory:
 
 
 def read_file(path: Path) -> bytes:
-    """The whole file, with three system calls for a small one (``Path.read_text`` makes about
+    """The whole file: from a descriptor kept open for a file the kernel writes (see
+    _KeptFiles), else with three system calls for a small one (``Path.read_text`` makes about
     ten and builds a text stream around them)."""
+    return _kept.read(path)
+
+
+def _read_open(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = [os.read(fd, 65536)]
@@ -37,6 +44,66 @@ def read_file(path: Path) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+# Filesystems whose files the kernel generates on each read from the start of the file: a
+# descriptor kept open and read again from offset 0 sees what a new open would.
+KERNEL_FILESYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2"})
+
+
+class _KeptFiles:
+    """procfs, sysfs and cgroup files read on every scrape, each opened once.
+
+    Opening and closing one of these cost four times what reading it does (path lookup on a
+    pseudo-filesystem), and a scrape reads about fifteen. A file on any other filesystem (a
+    test's fake tree, a file replaced by rename) or absent is opened on every read as before.
+    A read that fails on a kept descriptor (its cgroup removed: ENODEV) drops it and opens the
+    path anew. At most ``limit`` are kept; the paths found to be other files are remembered up
+    to ``limit * 4``, then forgotten together.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()  # no descriptor is closed while another thread reads it
+        self._fds: dict[Path, int] = {}
+        self._other: set[Path] = set()
+
+    def read(self, path: Path) -> bytes:
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None and path not in self._other:
+                fd = self._keep(path)
+            if fd is not None:
+                try:
+                    return _read_at(fd)
+                except OSError:
+                    del self._fds[path]
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        return _read_open(path)
+
+    def _keep(self, path: Path) -> int | None:
+        fd = None
+        if filesystem_type(path) in KERNEL_FILESYSTEMS and len(self._fds) < self._limit:
+            with contextlib.suppress(OSError):  # read_file's own open says why
+                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if fd is None:
+            if len(self._other) >= 4 * self._limit:
+                self._other.clear()
+            self._other.add(path)
+        return fd
+
+
+def _read_at(fd: int) -> bytes:
+    chunks = [os.pread(fd, 65536, 0)]
+    offset = len(chunks[0])
+    while chunks[-1]:
+        chunks.append(os.pread(fd, 65536, offset))
+        offset += len(chunks[-1])
+    return b"".join(chunks)
+
+
+_kept = _KeptFiles()
 
 
 def host_memory(procfs: Path) -> HostMemory:
