@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import socket
 import threading
 import time
 import urllib.request
@@ -215,3 +216,22 @@ def test_registering_collectors_reads_no_source() -> None:
     assert Counting.calls == 0
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         registry.check_names([Other(), Other()])
+
+
+def test_binding_asks_no_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # http.server's own server_bind looks the address's name up (socket.getfqdn): seconds at
+    # start where DNS is broken, for a name nothing uses.
+    def no_lookup(name: str = "") -> str:
+        raise AssertionError(f"name lookup of {name!r}")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    for listen in ("127.0.0.1:0", "[::1]:0"):
+        try:
+            httpd = server.serve(listen, {})
+        except OSError as exc:  # no IPv6 on this host
+            assert listen.startswith("["), exc
+            continue
+        try:
+            assert httpd.server_port == httpd.server_address[1] > 0
+        finally:
+            httpd.server_close()

@@ -15,6 +15,7 @@ import http.client
 import io
 import logging
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -400,6 +401,14 @@ class Server(ThreadingHTTPServer):
             if secured is not None:
                 secured.close()
             return None
+
+    def server_bind(self) -> None:
+        # HTTPServer's own asks the resolver for the address's name (socket.getfqdn: a reverse
+        # lookup, seconds where DNS is broken, which loads the idna codec, unicodedata and the
+        # NSS modules into a process that never uses the name).
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
 
     def server_close(self) -> None:
         super().server_close()
