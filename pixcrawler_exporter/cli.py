@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from pixcrawler_exporter import __version__, config, logs
+from pixcrawler_exporter import __version__, config, heap, logs
 from pixcrawler_exporter.app import App, Reloadable
 from pixcrawler_exporter.collect import registry
 from pixcrawler_exporter.config.fileshape import FileShape
@@ -116,6 +116,7 @@ def run(
         exporter.also_reload(lambda: httpd.prepare(webconfig.load(path)))
     exporter.start()
     _handle_signals(httpd, exporter)
+    heap.trim()
     host, port = str(httpd.server_address[0]), httpd.server_address[1]
     log.info(
         "listening",
