@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -79,11 +80,7 @@ DESCS = (THRESHOLD, STATUS, USAGE_RATIO)
 
 
 def families(evaluations: Mapping[str, Evaluation], thresholds: Thresholds) -> Iterator[Metric]:
-    threshold = THRESHOLD.family()
-    for resource in RESOURCES:
-        pair = thresholds.pair(resource)
-        add(threshold, pair.warning, resource, "warning")
-        add(threshold, pair.critical, resource, "critical")
+    threshold = _thresholds(thresholds)
     status = STATUS.family()
     for name, e in evaluations.items():
         if e.status is not None:
@@ -96,3 +93,15 @@ def families(evaluations: Mapping[str, Evaluation], thresholds: Thresholds) -> I
     yield threshold
     yield status
     yield ratio
+
+
+@functools.lru_cache(maxsize=4)
+def _thresholds(thresholds: Thresholds) -> Metric:
+    # Changes only with a reload: one family per configuration, yielded by every scrape (the
+    # encoders only read it).
+    threshold = THRESHOLD.family()
+    for resource in RESOURCES:
+        pair = thresholds.pair(resource)
+        add(threshold, pair.warning, resource, "warning")
+        add(threshold, pair.critical, resource, "critical")
+    return threshold
