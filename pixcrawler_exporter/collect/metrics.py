@@ -12,6 +12,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Sample
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,20 @@ class Desc:
     def value(self, value: float, *label_values: str) -> Metric:
         """A family holding one sample."""
         fam = self.family()
-        add(fam, value, *label_values)
+        if label_values or fam.__class__ not in _SAMPLE_SUFFIX:
+            add(fam, value, *label_values)
+        else:  # most families: one sample without labels, as add() would append it
+            fam.samples.append(_new_tuple(Sample, (self._sample_name, {}, value, None, None, None)))
         return fam
+
+    @cached_property
+    def _sample_name(self) -> str:
+        return self._prototype.name + _SAMPLE_SUFFIX.get(self._prototype.__class__, "")
+
+
+# The sample name's suffix by family class: what their add_metric appends (counters: _total).
+_SAMPLE_SUFFIX = {GaugeMetricFamily: "", CounterMetricFamily: "_total"}
+_new_tuple = tuple.__new__
 
 
 def add(fam: Metric, value: float, *label_values: str) -> None:
@@ -60,7 +73,16 @@ def add(fam: Metric, value: float, *label_values: str) -> None:
     # ASCII (isascii costs nothing: str keeps the flag) is always valid UTF-8 already.
     if not all(map(str.isascii, label_values)):
         label_values = tuple(map(_utf8, label_values))
-    fam.add_metric(label_values, value)  # type: ignore[attr-defined]
+    suffix = _SAMPLE_SUFFIX.get(fam.__class__)
+    if suffix is None:
+        fam.add_metric(label_values, value)  # type: ignore[attr-defined]
+        return
+    # The sample add_metric appends (no timestamp, exemplar or created time), made without the
+    # three Python calls of add_metric and the namedtuple's __new__.
+    names = fam._labelnames  # type: ignore[attr-defined]
+    labels = dict(zip(names, label_values)) if label_values else {}  # noqa: B905 - add_metric's
+    sample = (fam.name + suffix, labels, value, None, None, None)
+    fam.samples.append(_new_tuple(Sample, sample))
 
 
 def _utf8(text: str) -> str:
