@@ -106,31 +106,34 @@ def _make_header(family: Metric, openmetrics: bool) -> str:
 
 def _openmetrics(family: Metric, out: list[str]) -> None:
     out.append(_header(family, True))
+    family_name, cached, append = family.name, _prefixes.get, out.append
     for name, labels, value, timestamp, exemplar, native in family.samples:
         if exemplar or native:
             raise _UnsupportedError(name)
-        prefix = _prefix(family.name, name, labels)[0]
+        found = cached((family_name, name, *labels.items())) or _prefix(family_name, name, labels)
         number = "" if value is None else _number(value)
         stamp = "" if timestamp is None else f" {timestamp}"
-        out.append(f"{prefix}{number}{stamp}\n")
+        append(f"{found[0]}{number}{stamp}\n")
 
 
 def _text(family: Metric, out: list[str]) -> None:
     out.append(_header(family, False))
+    family_name, cached, append = family.name, _prefixes.get, out.append
     extra: dict[str, list[str]] | None = None
     for name, labels, value, timestamp, exemplar, native in family.samples:
         if exemplar or native:
             raise _UnsupportedError(name)
-        prefix, suffix = _prefix(family.name, name, labels)
-        line = f"{prefix}{_number(value)}{_millis(timestamp)}\n"
-        if suffix is None:
-            out.append(line)
+        found = cached((family_name, name, *labels.items())) or _prefix(family_name, name, labels)
+        stamp = "" if timestamp is None else _millis(timestamp)
+        line = f"{found[0]}{_number(value)}{stamp}\n"
+        if found[1] is None:
+            append(line)
         else:
             extra = extra if extra is not None else {}
-            extra.setdefault(suffix, []).append(line)
+            extra.setdefault(found[1], []).append(line)
     for suffix, lines in sorted(extra.items()) if extra else ():
         doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        name = family.name + suffix
+        name = family_name + suffix
         out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
         out.extend(lines)
 
@@ -177,8 +180,26 @@ def _millis(timestamp: Any) -> str:
     return "" if timestamp is None else f" {int(float(timestamp) * 1000):d}"
 
 
+# Values written before, by value: most of a scrape's values (limits, thresholds, 0 and 1,
+# counters that did not move) were in the previous one, and writing a float as Go does was
+# the largest part of encoding.
+_numbers: dict[float, str] = {}
+
+
 def _number(value: float) -> str:
     """A float as Go's strconv writes it, as client_python's ``floatToGoString`` does."""
+    found = _numbers.get(value)
+    if found is None:
+        found = _go_float(value)
+        # Not 0 (0.0 and -0.0 are one key but written apart) nor NaN (never found again).
+        if value and value == value:
+            if len(_numbers) >= 4096:  # values that move every scrape
+                _numbers.clear()
+            _numbers[value] = found
+    return found
+
+
+def _go_float(value: float) -> str:
     d = float(value)
     s = repr(d)
     if d > 0:
