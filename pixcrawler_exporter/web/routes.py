@@ -6,6 +6,7 @@ honoured), shared renders of one collection, the landing page and liveness.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import html
 import threading
@@ -98,6 +99,17 @@ def negotiate(accept: str | None) -> tuple[Callable[[Any], bytes], str]:
     return choose_encoder("")
 
 
+@functools.lru_cache(maxsize=64)
+def _answer(
+    accept: str | None, accept_encoding: str | None
+) -> tuple[exposition.Encoder, str, bool]:
+    """The encoder, content type and whether to gzip, for a scrape's Accept and Accept-Encoding:
+    a scraper sends the same two every time, so they are parsed once."""
+    chosen, content_type = negotiate(accept)
+    compress = http1.accepts(accept_encoding, "gzip")
+    return exposition.encoder(content_type, chosen), content_type, compress
+
+
 class _SharedRenders:
     """Scrapes that ask for the same encoding while one is being rendered take its bytes.
 
@@ -142,9 +154,10 @@ def metrics_route(
 
     def handle(request: Request) -> Response:
         timeout = request.timeout(default_timeout, offset)
-        chosen, content_type = negotiate(request.headers.get("Accept"))
-        encoder = exposition.encoder(content_type, chosen)
-        compress = http1.accepts(request.headers.get("Accept-Encoding"), "gzip")
+        headers = request.headers
+        encoder, content_type, compress = _answer(
+            headers.get("Accept"), headers.get("Accept-Encoding")
+        )
 
         def render() -> tuple[bytes, bool]:
             body = encoder(collect(timeout))
