@@ -18,7 +18,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.scraper import Snapshot
-from pixcrawler_exporter.collectors.azure.collector import AzureReading
+from pixcrawler_exporter.collectors.azure.reading import AzureReading
 from pixcrawler_exporter.collectors.celery.reading import CeleryReading
 from pixcrawler_exporter.collectors.cpu import CpuReading
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading
