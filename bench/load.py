@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +132,28 @@ def started(name: str, cmd: Sequence[str], env: dict[str, str], port: int) -> It
             proc.wait()
 
 
-def wrk(process: Process, connections: int, seconds: float, threads: int = 2) -> Run:
-    header_args = [arg for k, v in HEADERS.items() for arg in ("-H", f"{k}: {v}")]
+def wrk_command(
+    url: str,
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    headers: Mapping[str, str] = HEADERS,
+) -> list[str]:
+    header_args = [arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")]
+    return ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s",
+            "--latency", *header_args, url]  # fmt: skip
+
+
+def wrk(
+    process: Process,
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    headers: Mapping[str, str] = HEADERS,
+) -> Run:
     cpu_before = process.cpu_seconds()
     done = subprocess.run(
-        ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s",
-         "--latency", *header_args, process.url],
+        wrk_command(process.url, connections, seconds, threads, headers),
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     cpu = process.cpu_seconds() - cpu_before
