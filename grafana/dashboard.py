@@ -683,7 +683,7 @@ def pipeline_row(cfg: Config) -> Row:
                 "From a task being sent to it starting; PixCrawlerCeleryQueueWaitHigh fires on "
                 "the 90th percentile at the line.",
                 width=8,
-                thresholds=[(GREEN, None), (ORANGE, cfg.alerts.queue_wait_seconds)],
+                thresholds=[(GREEN, None), (ORANGE, cfg.rules.queue_wait_seconds)],
                 show_thresholds=True,
             ),
             Panel(

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Sections and settings a reload cannot change: the HTTP server is bound and its limits set, and
 # the cgroup found, once at start. A reload that changes one logs it and keeps the running value.
-RESTART_ONLY = ("web", "paths", "cgroup_path")
+RESTART_ONLY = ("web", "paths", "cgroup_path", "cgroup_process")
 # Something besides the configuration that a reload reads again (the web config file): called
 # first, it reads and checks, raising ConfigError to refuse the reload; what it returns puts the
 # result into use, called only once the whole reload has succeeded.

@@ -13,11 +13,11 @@ from pixcrawler_exporter.collectors.cgroup import (
     CgroupLayout,
     CpuStats,
     MemoryStats,
-    discover,
     read_cpu,
     read_memory,
     read_pressure,
 )
+from pixcrawler_exporter.collectors.cgroup_find import discover
 from tests.helpers.cgroup import Host, Mount, hybrid_host, v1_host, v2_host
 
 UNLIMITED_V1 = "9223372036854771712\n"
@@ -176,6 +176,64 @@ def test_mount_outside_sys_is_not_rerooted(tmp_path: Path) -> None:
     host.setup("4:memory:/\n", [Mount(str(point), options="memory")])
     point.mkdir(parents=True)
     assert host.discover().memory == point
+
+
+def _other_container(host: Host, pid: int, cgroup: str, mounts: str) -> Path:
+    """Process ``pid`` of another container: its membership and mount table as this exporter,
+    in a cgroup namespace of its own, reads them; its root where /proc/PID/root leads."""
+    host.write(f"/proc/{pid}/cgroup", cgroup)
+    host.write(f"/proc/{pid}/mountinfo", mounts)
+    return host.procfs / str(pid) / "root"
+
+
+def test_pid_finds_another_containers_cgroup_below_its_root_v2(tmp_path: Path) -> None:
+    # Kubernetes on cgroup v2: each container in a cgroup namespace of its own, so the
+    # crawler's cgroup reads "/../ID" here, and its /sys/fs/cgroup is rooted at it.
+    host = v2_host(tmp_path)
+    root = _other_container(
+        host,
+        7,
+        "0::/../cri-containerd-abc.scope\n",
+        "22 1 0:40 / / rw - overlay overlay rw\n"
+        "30 22 0:41 /../cri-containerd-abc.scope /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n",
+    )
+    (root / "sys/fs/cgroup").mkdir(parents=True)
+    (root / "sys/fs/cgroup/cgroup.controllers").write_text("cpu memory pids\n")
+    d = root / "sys/fs/cgroup"
+    assert discover(host.procfs, host.sysfs, pid=7) == CgroupLayout("v2", d, d, d, None, d)
+    # The exporter's own view is untouched.
+    assert host.discover().memory == host.sysfs / "fs/cgroup/system.slice/app.service"
+
+
+def test_pid_finds_another_containers_cgroup_below_its_root_v1(tmp_path: Path) -> None:
+    # Docker on cgroup v1: no cgroup namespace, each controller a bind mount of the
+    # container's own directory; a cgroup below it (systemd in the container) is followed.
+    host = v1_host(tmp_path)
+    root = _other_container(
+        host,
+        12,
+        "4:memory:/docker/def/sub\n3:cpu,cpuacct:/docker/def\n0::/\n",
+        "22 1 0:40 / / rw - overlay overlay rw\n"
+        "30 22 0:41 /docker/def /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n"
+        "31 22 0:42 /docker/def /sys/fs/cgroup/cpu,cpuacct ro - cgroup cgroup rw,cpu,cpuacct\n",
+    )
+    for d in ("memory/sub", "cpu,cpuacct"):
+        (root / "sys/fs/cgroup" / d).mkdir(parents=True)
+    cg = root / "sys/fs/cgroup"
+    assert discover(host.procfs, host.sysfs, pid=12) == CgroupLayout(
+        "v1", cg / "memory/sub", cg / "cpu,cpuacct", cg / "cpu,cpuacct", None, None
+    )
+
+
+def test_a_cgroup_namespace_path_below_the_mount_root_is_followed(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    host.setup("0::/../ctr/inner\n", [Mount("/sys/fs/cgroup", "cgroup2", root="/../ctr")])
+    host.write("/sys/fs/cgroup/cgroup.controllers", "memory\n")
+    host.mkdir("/sys/fs/cgroup/inner")
+    assert host.discover().memory == host.sysfs / "fs/cgroup/inner"
+    # Above the mount's root it cannot be reached: the mount, as before.
+    host.write("/proc/self/cgroup", "0::/../other\n")
+    assert host.discover().memory == host.sysfs / "fs/cgroup"
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,20 @@ ERRORS = [
         ["PIXCRAWLER_COLLECTOR_DISK in .env", "'maybe'", "true or false"],
     ),
     (
+        "cgroup_process not a regular expression",
+        {"PIXCRAWLER_CGROUP_PROCESS": "celery("},
+        {},
+        [],
+        ["PIXCRAWLER_CGROUP_PROCESS", "'celery('", "a regular expression", "missing )"],
+    ),
+    (
+        "cgroup_path and cgroup_process together",
+        {"PIXCRAWLER_CGROUP_PROCESS": "celery", "PIXCRAWLER_CGROUP_PATH": "/docker/abc"},
+        {},
+        [],
+        ["cgroup_path (from env PIXCRAWLER_CGROUP_PATH)", "cgroup_process", "set one of them"],
+    ),
+    (
         "secret value is not echoed",
         {"PIXCRAWLER_DB_URL": "mysql://u:topsecret@h/db"},
         {},
@@ -447,3 +461,24 @@ def test_a_secret_file_that_would_block_or_never_end_is_refused_at_once(
     assert time.monotonic() - started < 1.5
     assert str(err.value).startswith("database.password_file (env PIXCRAWLER_DB_PASSWORD_FILE): ")
     assert message in str(err.value)
+
+
+def test_the_old_alerts_section_is_read_into_rules_with_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "c.yml").write_text(
+        "alerts: {fill_floor: 0.6, chunk_duration_seconds: 900}\nrules: {group_label: cluster}\n"
+    )
+    loaded = config.load({}, {}, str(tmp_path / "c.yml"), dotenv_path=tmp_path / ".env")
+    rules = loaded.config.rules
+    assert (rules.fill_floor, rules.chunk_duration_seconds, rules.group_label) == (
+        0.6,
+        900,
+        "cluster",
+    )
+    assert loaded.sources["rules.fill_floor"] == f"file {tmp_path / 'c.yml'}"
+    assert loaded.warnings == (
+        f"alerts in {tmp_path / 'c.yml'} is deprecated: its settings are now rules.* "
+        "(rules.fill_floor, rules.chunk_duration_seconds); rename the section",
+    )
+    (tmp_path / "c.yml").write_text("alerts: {fill_floor: 0.6}\nrules: {fill_floor: 0.7}\n")
+    with pytest.raises(config.ConfigError, match=r"keep only rules\.fill_floor"):
+        config.load({}, {}, str(tmp_path / "c.yml"), dotenv_path=tmp_path / ".env")

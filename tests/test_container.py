@@ -122,8 +122,10 @@ class Container:
         return self.engine.run("exec", self.name, *cmd, check=check)
 
     def status(self) -> dict[str, str]:
-        """/proc/1/status of the container's main process, as the container sees it."""
-        lines = self.exec("cat", "/proc/1/status").stdout.splitlines()
+        """/proc/PID/status of the container's main process (read on the host: in a PID
+        namespace it shares with another container, it is not PID 1)."""
+        pid = self.inspect("{{.State.Pid}}")
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
         return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
     def wait_health(self, want: str, timeout: float = 60) -> None:
@@ -452,16 +454,59 @@ def wait_for(c: Container, name: str, timeout: float = 60, **labels: str) -> Sam
         time.sleep(0.5)
 
 
-def test_readme_sidecar(engine: Engine, image: Image, readme_names: None) -> None:
-    # The crawler container the sidecar joins: its network namespace and a temp volume with the
-    # crawler's files in it (three images of 3445 bytes together, and a file of another kind).
-    port = free_port()
+# A stand-in for the crawler's worker (`celery -A app.worker worker`, as seed 004 runs it):
+# holds MODE's bytes, says "ready", sleeps. anon: memory of its own; cache: a file written and
+# read back (as the crawler does with its images), which stays in the page cache.
+WORKER = """
+import sys, time
+mode, mib = sys.argv[1], int(sys.argv[2])
+if mode == "anon":
+    held = b"x" * (mib << 20)
+elif mode == "cache":
+    with open("/tmp/chunk.bin", "wb") as f:
+        for _ in range(mib):
+            f.write(b"x" * (1 << 20))
+    with open("/tmp/chunk.bin", "rb") as f:
+        while f.read(1 << 20):
+            pass
+print("ready", flush=True)
+time.sleep(3600)
+"""
+WORKER_USER = "65532:65532"  # the exporter image's: README's recipe runs the exporter as it
+
+
+def start_worker(
+    engine: Engine,
+    image: Image,
+    port: int,
+    *flags: str,
+    mode: str = "none",
+    user: str = WORKER_USER,
+) -> None:
+    """README's pixcrawler-worker: its port published, a temp volume, its user; ``mode`` and
+    the 250 MiB it holds as in WORKER."""
     engine.run(
         "run", "-d", "--name", "pixcrawler-worker", "-p", f"127.0.0.1:{port}:8395",
-        "-v", "/tmp/pixcrawler", "--entrypoint", "sleep", image.base, "3600",
+        "-v", "/tmp/pixcrawler", "--user", user, *flags,
+        "--entrypoint", "python3", image.base, "-c", WORKER,
+        mode, "250", "celery", "-A", "app.worker", "worker",
     )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "ready" not in (logs := engine.run("logs", "pixcrawler-worker").stdout):
+        state = engine.run("inspect", "-f", "{{.State.Status}}", "pixcrawler-worker").stdout
+        assert state.strip() == "running", f"the worker {state}:{logs}"
+        assert time.monotonic() < deadline, "the worker is not ready after 120 s"
+        time.sleep(0.5)
+
+
+def test_readme_sidecar(engine: Engine, image: Image, readme_names: None) -> None:
+    # The crawler container the sidecar joins: its network and PID namespaces and a temp volume
+    # with the crawler's files in it (three images of 3445 bytes together, and a file of
+    # another kind).
+    port = free_port()
+    start_worker(engine, image, port, "--memory", "300m", "--cpus", "0.5")
     engine.run(
-        "exec", "pixcrawler-worker", "sh", "-c",
+        "exec", "-u", "0", "pixcrawler-worker", "sh", "-c",
         "cd /tmp/pixcrawler && head -c 1000 /dev/zero > a.jpg && head -c 2345 /dev/zero > b.PNG"
         " && head -c 7 /dev/zero > notes.txt && mkdir sub && head -c 100 /dev/zero > sub/c.webp",
     )  # fmt: skip
@@ -469,6 +514,12 @@ def test_readme_sidecar(engine: Engine, image: Image, readme_names: None) -> Non
     c = Container(engine, "pixcrawler-exporter", f"http://127.0.0.1:{port}")
     c.wait_serving()
     samples = wait_for(c, "pixcrawler_temp_storage_files", directory="/tmp/pixcrawler")
+    # Memory and CPU are the worker's, against its limits; the exporter's own apart.
+    assert sample(samples, "pixcrawler_memory_limit_bytes") == 300 * 2**20
+    assert sample(samples, "pixcrawler_cpu_limit_cores") == 0.5
+    assert sample(samples, "pixcrawler_exporter_memory_limit_bytes") == host_meminfo_total()
+    own = sample(samples, "pixcrawler_exporter_memory_working_set_bytes")
+    assert own is not None and own > 0
     assert sample(samples, "pixcrawler_temp_storage_files", directory="/tmp/pixcrawler") == 3
     assert sample(samples, "pixcrawler_temp_storage_bytes", directory="/tmp/pixcrawler") == 3445
     volume_size = engine.run(
@@ -492,6 +543,54 @@ def test_readme_sidecar(engine: Engine, image: Image, readme_names: None) -> Non
     assert "memory" in collectors and not collectors & {"database", "azure"}
     health = c.exec(*health_command(c), check=False)
     assert health.returncode == 0, health.stderr
+
+
+@pytest.mark.parametrize("mode", ["anon", "cache"])
+def test_readme_sidecar_memory_is_the_workers(
+    engine: Engine, image: Image, readme_names: None, mode: str
+) -> None:
+    # 250 of the worker's 300 MiB held: as its own memory the sidecar's memory status must
+    # say so; as page cache (images written and read back), which the kernel drops before
+    # anything is killed, it must not.
+    port = free_port()
+    start_worker(engine, image, port, "--memory", "300m", mode=mode)
+    run_readme(engine, recipe(sidecar))
+    c = Container(engine, "pixcrawler-exporter", f"http://127.0.0.1:{port}")
+    c.wait_serving()
+    samples = wait_for(c, "pixcrawler_resource_usage_ratio", resource="memory")
+    ratio = sample(samples, "pixcrawler_resource_usage_ratio", resource="memory")
+    status = sample(samples, "pixcrawler_resource_status", resource="memory")
+    usage = sample(samples, "pixcrawler_memory_usage_bytes")
+    assert ratio is not None and usage is not None
+    print(f"{mode}: memory ratio {ratio:.3f}, status {status}, usage {usage / 2**20:.1f} MiB")
+    assert sample(samples, "pixcrawler_memory_limit_bytes") == 300 * 2**20
+    assert usage >= 250 * 2**20  # the worker's cgroup holds the bytes either way
+    if mode == "anon":
+        assert ratio >= 0.8 and status is not None and status >= 1
+    else:
+        assert ratio < 0.5 and status == 0
+    own = sample(samples, "pixcrawler_exporter_memory_working_set_bytes")
+    assert own is not None and own < 100 * 2**20  # the exporter, apart
+
+
+def test_readme_sidecar_beside_a_root_worker_says_why_it_cannot_read(
+    engine: Engine, image: Image, readme_names: None
+) -> None:
+    # Root, with Docker's default capabilities: the kernel keeps the exporter (65532, none) out
+    # of the worker's mounts. Not the exporter's own 30 MB reported as the worker's: a failure.
+    port = free_port()
+    start_worker(engine, image, port, "--memory", "300m", user="0:0")
+    run_readme(engine, recipe(sidecar))
+    c = Container(engine, "pixcrawler-exporter", f"http://127.0.0.1:{port}")
+    c.wait_serving()
+    samples = c.scrape()
+    for collector in ("memory", "cpu", "pressure"):
+        assert sample(samples, "pixcrawler_exporter_collector_success", collector=collector) == 0
+    assert sample(samples, "pixcrawler_memory_limit_bytes") is None
+    assert sample(samples, "pixcrawler_resource_status", resource="memory") is None
+    status, body = get(f"http://127.0.0.1:{port}/health")
+    assert status == 503
+    assert b"it runs as UID 0 GID 0, the exporter as UID 65532 GID 65532" in body, body
 
 
 def root_propagation() -> str:
@@ -571,17 +670,20 @@ SECURITY_KEYS = {
 }
 
 
-def exporter_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(id, pod spec, container) of every pixcrawler-exporter container in the manifests."""
+def is_exporter(container: dict[str, Any]) -> bool:
+    return bool(container["image"].split(":")[0] == "pixcrawler-exporter")
+
+
+def exporter_pods() -> list[tuple[str, dict[str, Any]]]:
+    """(id, pod spec) of every Deployment in the manifests with a pixcrawler-exporter in it."""
     found = []
     for path in sorted(MANIFESTS.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "Deployment":
                 continue
             pod = doc["spec"]["template"]["spec"]
-            for container in pod["containers"]:
-                if container["image"].split(":")[0] == "pixcrawler-exporter":
-                    found.append((f"{path.name}:{container['name']}", pod, container))
+            if any(is_exporter(c) for c in pod["containers"]):
+                found.append((f"{path.name}:{doc['metadata']['name']}", pod))
     return found
 
 
@@ -593,8 +695,11 @@ def quantity_bytes(text: str) -> int:
     return int(text)
 
 
-def docker_flags(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
-    """What the kubelet would set up for ``container``, as `docker run` flags."""
+def docker_flags(
+    pod: dict[str, Any], container: dict[str, Any], volumes: dict[str, str]
+) -> list[str]:
+    """What the kubelet would set up for ``container``, as `docker run` flags; ``volumes``
+    names the Docker volume of each of the pod's volumes (one for the whole pod)."""
     security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
     assert set(security) <= SECURITY_KEYS, f"not reproduced here: {set(security) - SECURITY_KEYS}"
     flags: list[str] = []
@@ -615,14 +720,13 @@ def docker_flags(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
     if "cpu" in limits:
         cpu = str(limits["cpu"])
         flags += ["--cpus", str(int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))]
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    declared = {v["name"]: v for v in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
-        volume = volumes[mount["name"]]
+        volume = declared[mount["name"]]
         assert set(volume) == {"name", "emptyDir"}, f"not reproduced here: {volume}"
         # Named, because Docker refuses read-only anonymous volumes; the private engine's data
         # root, and the volume with it, goes at the end of the session.
-        source = f"pixtest-{mount['name']}-{os.getpid()}-{time.monotonic_ns()}"
-        spec = f"type=volume,source={source},destination={mount['mountPath']}"
+        spec = f"type=volume,source={volumes[mount['name']]},destination={mount['mountPath']}"
         flags += ["--mount", spec + (",readonly" if mount.get("readOnly") else "")]
     for var in container.get("env", []):
         if "value" in var:
@@ -636,15 +740,56 @@ def docker_flags(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
     return flags
 
 
-@pytest.mark.parametrize(
-    ("pod", "container"),
-    [pytest.param(pod, c, id=ident) for ident, pod, c in exporter_containers()],
-)
-def test_kubernetes_manifest_as_docker_flags(
-    run_container: RunContainer, image: Image, pod: dict[str, Any], container: dict[str, Any]
-) -> None:
-    flags = docker_flags(pod, container)
-    c = run_container(*flags, args=container.get("args", []))
+RunPod = Callable[[dict[str, Any]], Container]
+
+
+@pytest.fixture
+def run_pod(engine: Engine, image: Image) -> Iterator[RunPod]:
+    """Every container of a pod spec, in order, as `docker run -d`: the first holds the pod's
+    network namespace (and its PID namespace, with shareProcessNamespace), which the others
+    join; the pod's port is published on loopback. Returns the exporter's container."""
+    started: list[str] = []
+
+    def run(pod: dict[str, Any]) -> Container:
+        suffix = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        volumes = {v["name"]: f"pixtest-{v['name']}-{suffix}" for v in pod.get("volumes", [])}
+        port = free_port()
+        exporter: Container | None = None
+        for container in pod["containers"]:
+            name = f"pixtest-{container['name']}-{suffix}"
+            flags = docker_flags(pod, container, volumes)
+            if not started:
+                flags += ["-p", f"127.0.0.1:{port}:8395"]
+            else:
+                flags += ["--network", f"container:{started[0]}"]
+                if pod.get("shareProcessNamespace"):
+                    flags += ["--pid", f"container:{started[0]}"]
+            if is_exporter(container):
+                command = [image.tag, *container.get("args", [])]
+                flags += FAST_HEALTH
+                exporter = Container(engine, name, f"http://127.0.0.1:{port}")
+            else:
+                # The crawler's image is not here: a stand-in with its user, limits, mounts and
+                # command line, holding nothing but the Python that runs it.
+                command = [
+                    "--entrypoint", "python3", image.base, "-c", "import time; time.sleep(3600)",
+                    *container.get("command", []), *container.get("args", []),
+                ]  # fmt: skip
+            engine.run("run", "-d", "--name", name, *flags, *command)
+            started.append(name)
+        assert exporter is not None
+        exporter.wait_serving()
+        return exporter
+
+    yield run
+    if started:
+        engine.run("rm", "-f", *started, check=False)
+
+
+@pytest.mark.parametrize("pod", [pytest.param(pod, id=ident) for ident, pod in exporter_pods()])
+def test_kubernetes_manifest_as_docker_flags(run_pod: RunPod, pod: dict[str, Any]) -> None:
+    (container,) = [c for c in pod["containers"] if is_exporter(c)]
+    c = run_pod(pod)
     # runAsNonRoot: the kubelet refuses to start a container whose user is root.
     assert c.status()["Uid"].split()[0] != "0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -653,8 +798,9 @@ def test_kubernetes_manifest_as_docker_flags(
         if kind in container:
             probe = container[kind]["httpGet"]
             assert probe.get("scheme", "HTTP") == "HTTP" and probe["port"] in ports
+            assert c.url is not None
             assert get(c.url + probe["path"])[0] == 200, kind
-    c.scrape()
+    samples = c.scrape()
     c.wait_health("healthy")
     # Still the first process, within its memory limit, after a few scrapes and health checks.
     for _ in range(5):
@@ -662,9 +808,21 @@ def test_kubernetes_manifest_as_docker_flags(
         time.sleep(1)
     assert c.inspect("{{.State.Running}} {{.State.OOMKilled}} {{.RestartCount}}") == "true false 0"
     rss_kib = int(c.status()["VmRSS"].split()[0])
-    if "--memory" in flags:
-        limit = int(flags[flags.index("--memory") + 1].removesuffix("b"))
-        assert rss_kib * 1024 < limit
+    own_limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if own_limit is not None:
+        assert rss_kib * 1024 < quantity_bytes(own_limit)
+    # Beside a crawler, the pod's memory and CPU figures are the crawler's, against its limits;
+    # the exporter's own container is reported apart.
+    crawlers = [other for other in pod["containers"] if not is_exporter(other)]
+    if crawlers:
+        assert sample(samples, "pixcrawler_exporter_collector_success", collector="memory") == 1
+        host = host_meminfo_total()
+        limit = quantity_bytes(crawlers[0]["resources"]["limits"]["memory"])
+        assert sample(samples, "pixcrawler_memory_limit_bytes") == min(limit, host)
+        if own_limit is not None:
+            assert sample(samples, "pixcrawler_exporter_memory_limit_bytes") == min(
+                quantity_bytes(own_limit), host
+            )
 
 
 def test_a_stale_version_label_fails_the_build(engine: Engine, image: Image) -> None:

@@ -7,7 +7,7 @@ must reach Alertmanager's webhook with their exact labels and annotations.
 
 - A worker SIGKILLed mid-chunk: the database keeps counting the chunk active while no live
   worker holds it, and PixCrawlerChunksUnaccounted fires once that has lasted longer than a
-  chunk can take (``alerts.chunk_duration_seconds``, 10 s here, its real ``for:``), and resolves
+  chunk can take (``rules.chunk_duration_seconds``, 10 s here, its real ``for:``), and resolves
   once the row is reconciled. While the chunk is lost, every query of the dashboard's *Work
   pipeline* row must return data from that Prometheus.
 - Redis at ``maxmemory`` with ``allkeys-lru``, filled: PixCrawlerRedisEvictingKeys fires, and
@@ -51,7 +51,7 @@ pytest_plugins = ["tests.helpers.celery_workers"]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 JOB = "pixcrawler"
-CHUNK_SECONDS = 10  # alerts.chunk_duration_seconds: the longest a chunk may take here
+CHUNK_SECONDS = 10  # rules.chunk_duration_seconds: the longest a chunk may take here
 MIB = 1024 * 1024
 
 StackFactory = Callable[[Mapping[str, str], float], AlertStack]

@@ -8,6 +8,7 @@ cluster-wide instance and the per-pod sidecars turn on do not overlap.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,16 @@ def documents() -> list[dict[str, Any]]:
     return docs
 
 
-def exporter_containers(kind_name: str) -> list[dict[str, Any]]:
+def pod_spec(kind_name: str) -> dict[str, Any]:
     (deployment,) = [
         d for d in documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == kind_name
     ]
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def exporter_containers(kind_name: str) -> list[dict[str, Any]]:
+    containers = pod_spec(kind_name)["containers"]
     return [c for c in containers if c["image"].split(":")[0] == EXPORTER_IMAGE]
 
 
@@ -83,6 +89,97 @@ def test_no_series_is_exported_twice() -> None:
         if d["kind"] == "Deployment" and d["metadata"]["name"] == "pixcrawler-exporter"
     ]
     assert deployment["spec"]["replicas"] == 1
+
+
+# The "restricted" Pod Security Standard (kubernetes.io/docs/concepts/security/
+# pod-security-standards), which Pod Security Admission enforces per namespace: its controls
+# that a pod spec can break, as of Kubernetes 1.30.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}  # fmt: skip
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the restricted profile refuses in ``pod``: an empty list when it admits it."""
+    found: list[str] = []
+    pod_security = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(f"spec.{key}")
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']}: {sorted(kinds - RESTRICTED_VOLUMES)}")
+    for sysctl in pod_security.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            found.append(f"sysctl {sysctl['name']}")
+    containers = [
+        *pod.get("initContainers", []), *pod["containers"], *pod.get("ephemeralContainers", [])
+    ]  # fmt: skip
+    for c in containers:
+        where = f"container {c['name']}"
+        own = c.get("securityContext", {})
+        merged = {**pod_security, **own}
+        if own.get("privileged"):
+            found.append(f"{where}: privileged")
+        caps = own.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            found.append(f"{where}: capabilities.drop lacks ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: capabilities.add {caps['add']}")
+        if own.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation is not false")
+        if merged.get("runAsNonRoot") is not True:
+            found.append(f"{where}: runAsNonRoot is not true")
+        if merged.get("runAsUser") == 0:
+            found.append(f"{where}: runAsUser 0")
+        if merged.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccompProfile is not RuntimeDefault or Localhost")
+        if merged.get("procMount", "Default") != "Default":
+            found.append(f"{where}: procMount")
+        if merged.get("appArmorProfile", {}).get("type") == "Unconfined":
+            found.append(f"{where}: appArmorProfile Unconfined")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            found.append(f"{where}: hostPort")
+    return found
+
+
+def test_restricted_violations_sees_what_it_checks() -> None:
+    bad = {
+        "hostPID": True,
+        "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}],
+    }
+    found = "\n".join(restricted_violations(bad))
+    for word in ("hostPID", "hostPath", "SYS_PTRACE", "drop lacks ALL", "runAsNonRoot"):
+        assert word in found, word
+
+
+@pytest.mark.parametrize("deployment", ["pixcrawler-exporter", "pixcrawler-worker"])
+def test_pods_pass_the_restricted_pod_security_standard(deployment: str) -> None:
+    # The sidecar reads the worker's cgroup without hostPath, hostPID or an added capability.
+    assert restricted_violations(pod_spec(deployment)) == []
+
+
+def test_the_sidecar_watches_the_workers_process() -> None:
+    pod = pod_spec("pixcrawler-worker")
+    assert pod["shareProcessNamespace"] is True
+    (exporter,) = exporter_containers("pixcrawler-worker")
+    (worker,) = [c for c in pod["containers"] if c["name"] != exporter["name"]]
+    env = {e["name"]: e["value"] for e in exporter["env"] if "value" in e}
+    command = " ".join(worker["command"] + worker.get("args", []))
+    assert re.search(env["PIXCRAWLER_CGROUP_PROCESS"], command)
+    # One user and group for both, set for the pod, which neither container overrides.
+    for c in (exporter, worker):
+        assert not {"runAsUser", "runAsGroup"} & set(c.get("securityContext", {}))
+    assert {"runAsUser", "runAsGroup"} <= set(pod["securityContext"])
 
 
 def test_service_monitors_set_the_job_the_rules_select() -> None:

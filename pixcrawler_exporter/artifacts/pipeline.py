@@ -41,7 +41,7 @@ def groups(cfg: Config) -> list[Group]:
 
 def _broker(cfg: Config) -> Group:
     """The broker's Redis: down, near its memory limit, evicting; the event stream lost."""
-    memory = cfg.alerts.redis_memory_ratio
+    memory = cfg.rules.redis_memory_ratio
     return Group(
         "pixcrawler-exporter.broker",
         [
@@ -99,7 +99,7 @@ def _broker(cfg: Config) -> Group:
 
 def _work(cfg: Config) -> Group:
     """The workers, the queue, the tasks, and the database against Celery."""
-    a = cfg.alerts
+    a = cfg.rules
     wait = duration(a.queue_wait_seconds)
     failure = a.task_failure_ratio
     runs = '{outcome!="retried"}'  # a retried task runs again under the same id: not an end

@@ -31,7 +31,7 @@ def groups(cfg: Config) -> list[Group]:
 
 def _leftovers(cfg: Config) -> Group:
     """Chunks counted active that nothing works on, and temp files nobody removes."""
-    a = cfg.alerts
+    a = cfg.rules
     stuck, orphaned = duration(a.stuck_chunk_age_seconds), duration(a.orphaned_file_age_seconds)
     return Group(
         "pixcrawler-exporter.leftovers",
@@ -76,7 +76,7 @@ def _leftovers(cfg: Config) -> Group:
 
 def _filling(cfg: Config) -> Group:
     """predict_linear over a window, from a floor up: a burst on an empty volume is no page."""
-    a = cfg.alerts
+    a = cfg.rules
     window, horizon = duration(a.fill_lookback_seconds), duration(a.fill_horizon_seconds)
     floor = number(a.fill_floor)
     shown = f"{a.fill_floor * 100:g}%"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pixcrawler_exporter.collect.contract import Source
 
 if TYPE_CHECKING:
-    from pixcrawler_exporter.collectors.cgroup import CgroupLayout
+    from pixcrawler_exporter.collectors.watched import Watched
     from pixcrawler_exporter.config import Config
     from pixcrawler_exporter.config.settings import SourceSettings
 
@@ -35,7 +35,7 @@ class BuildContext:
     found out about the machine."""
 
     config: Config
-    layout: CgroupLayout
+    watched: Watched  # the cgroup the system collectors read
     procfs: Path
     rootfs: Path
 

@@ -15,7 +15,7 @@ from pixcrawler_exporter.collect.contract import Source
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext
 from pixcrawler_exporter.collect.scraper import Snapshot
-from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors import cgroup, watched
 from pixcrawler_exporter.config import Config, Loaded
 from pixcrawler_exporter.derive import capacity, thresholds
 
@@ -120,8 +120,8 @@ def build(loaded: Loaded, previous: Built | None = None) -> Built:
     not change are taken over rather than built again."""
     cfg = loaded.config
     procfs, sysfs = Path(cfg.paths.procfs), Path(cfg.paths.sysfs)
-    layout = cgroup.discover(procfs, sysfs, cfg.cgroup_path)
-    context = BuildContext(cfg, layout, procfs, Path(cfg.paths.rootfs))
+    layout, target = watched.select(procfs, sysfs, cfg.cgroup_path, cfg.cgroup_process)
+    context = BuildContext(cfg, target, procfs, Path(cfg.paths.rootfs))
     kept = previous.unchanged_in(cfg) if previous is not None else {}
     built = Built(REGISTRY.build(cfg.collectors.enabled(), context, kept), layout, cfg)
     try:

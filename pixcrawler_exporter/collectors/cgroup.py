@@ -1,4 +1,4 @@
-"""Find a process's cgroup and read its container-correct memory, CPU and pressure figures.
+"""Read a cgroup's container-correct memory, CPU and pressure figures (cgroup_find.py finds it).
 
 Handles cgroup v1, v2, hybrid (v1 controllers beside a cgroup2 mount) and no cgroups at all.
 A missing file yields None, never 0; a file with contents we cannot parse raises CgroupError.
@@ -11,22 +11,16 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from pixcrawler_exporter.collectors.procfs import read_file
 
 # Kernels write "no limit" as the largest page-aligned int64 (or -1); nothing real is this big.
 _UNLIMITED = 2**62
-# Real v1 controllers, as opposed to named hierarchies (name=systemd) and mount flags.
-_V1_CONTROLLERS = frozenset(
-    {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory"}
-    | {"misc", "net_cls", "net_prio", "perf_event", "pids", "rdma"}
-)
 # ENOENT/ENOTDIR: the file is not there. EOPNOTSUPP: the kernel has the file but turned the
 # feature off (e.g. PSI disabled through cgroup.pressure), which is no more an answer than absence.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EOPNOTSUPP})
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 _INTEGER = re.compile(r"-?[0-9]+")
 # A whole file of "key value" lines as the kernel writes them: one match instead of one a line.
 _KEYED = re.compile(r"(?:[ \t]*\S+[ \t]+-?[0-9]+[ \t]*\n)*")
@@ -102,72 +96,6 @@ class CpuStats:
     throttled_seconds: float | None
     throttled_periods: int | None
     cpuset_cpus: int | None
-
-
-_NO_CGROUPS = CgroupLayout("none", None, None, None, None, None)
-
-
-@dataclass(frozen=True)
-class _Mount:
-    root: str
-    point: Path
-    controllers: frozenset[str]
-
-
-def discover(
-    procfs: Path = Path("/proc"), sysfs: Path = Path("/sys"), cgroup_path: str | None = None
-) -> CgroupLayout:
-    """Where the process's (or `cgroup_path`'s) cgroup lives for each controller we read."""
-    membership = _read(procfs / "self/cgroup")
-    mountinfo = _read(procfs / "self/mountinfo")
-    if membership is None or mountinfo is None:
-        return _NO_CGROUPS
-    paths = _parse_membership(procfs / "self/cgroup", membership)
-    v1: dict[str, _Mount] = {}
-    v2: _Mount | None = None
-    for fstype, mount in _parse_mountinfo(procfs / "self/mountinfo", mountinfo, sysfs):
-        if fstype == "cgroup2" and v2 is None:
-            v2 = mount
-        elif fstype == "cgroup":
-            for name in mount.controllers:
-                v1.setdefault(name, mount)
-
-    def locate(mount: _Mount | None, key: str) -> Path | None:
-        path = cgroup_path if cgroup_path is not None else paths.get(key)
-        if mount is None or path is None:
-            return None
-        found = _join(mount, path)
-        return found if found.is_dir() else None
-
-    unified = locate(v2, "")
-    # In hybrid mode a controller with a v1 mount is v1's, whatever cgroup.controllers says.
-    owned = _read(v2.point / "cgroup.controllers", allow_empty=True) if v2 else None
-    v2_owns = frozenset((owned or "").split())
-
-    def controller(name: str, always_v2: bool = False) -> Path | None:
-        if name in v1:
-            return locate(v1[name], name)
-        return unified if always_v2 or name in v2_owns else None
-
-    has_v1 = bool(_V1_CONTROLLERS & v1.keys())
-    version: Literal["v1", "v2", "hybrid", "none"]
-    if has_v1 and v2:
-        version = "hybrid"
-    elif has_v1:
-        version = "v1"
-    elif v2:
-        version = "v2"
-    else:
-        return _NO_CGROUPS
-    return CgroupLayout(
-        version=version,
-        memory=controller("memory"),
-        cpu=controller("cpu"),
-        # v2 keeps usage_usec in every cgroup's cpu.stat, cpu controller enabled or not.
-        cpuacct=controller("cpuacct", always_v2=True),
-        cpuset=controller("cpuset"),
-        unified=unified,
-    )
 
 
 def read_memory(layout: CgroupLayout) -> MemoryStats:
@@ -394,56 +322,3 @@ def _limit(value: int | None) -> int | None:
 
 def _scaled(value: int | None, per_second: float) -> float | None:
     return None if value is None else value / per_second
-
-
-def _parse_membership(path: Path, text: str) -> dict[str, str]:
-    """Controller name → cgroup path from /proc/PID/cgroup; the v2 hierarchy is keyed ""."""
-    paths: dict[str, str] = {}
-    for line in text.splitlines():
-        fields = line.split(":", 2)
-        if len(fields) != 3 or not fields[0].isdigit() or not fields[2].startswith("/"):
-            raise CgroupError(path, line)
-        hierarchy, controllers, cgroup = fields
-        if hierarchy == "0" and not controllers:
-            paths[""] = cgroup
-        for name in filter(None, controllers.split(",")):
-            paths[name] = cgroup
-    return paths
-
-
-def _parse_mountinfo(path: Path, text: str, sysfs: Path) -> list[tuple[str, _Mount]]:
-    mounts: list[tuple[str, _Mount]] = []
-    for line in filter(str.strip, text.splitlines()):
-        # Optional fields of any number come before " - "; spaces inside paths are escaped.
-        head, separator, tail = line.partition(" - ")
-        fields, after = head.split(), tail.split()
-        if not separator or len(fields) < 6 or len(after) < 3:
-            raise CgroupError(path, line)
-        fstype, _source, options = after[:3]
-        if fstype in ("cgroup", "cgroup2"):
-            point = _reroot(_unescape(fields[4]), sysfs)
-            controllers = frozenset(options.split(","))
-            mounts.append((fstype, _Mount(_unescape(fields[3]), point, controllers)))
-    return mounts
-
-
-def _unescape(field: str) -> str:
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _reroot(mount_point: str, sysfs: Path) -> Path:
-    """Mount points are as the exporter sees them; --path.sysfs says where that /sys really is."""
-    point = PurePosixPath(mount_point)
-    if point.is_relative_to("/sys"):
-        return sysfs / point.relative_to("/sys")
-    return Path(point)
-
-
-def _join(mount: _Mount, cgroup: str) -> Path:
-    """The cgroup's directory below a mount that shows the hierarchy from `mount.root` down."""
-    relative = PurePosixPath("/", cgroup).relative_to("/")
-    root = PurePosixPath("/", mount.root).relative_to("/")
-    if ".." in relative.parts or not relative.is_relative_to(root):
-        # Outside the mount's view (across a cgroup namespace boundary): the mount is our best.
-        return mount.point
-    return mount.point / relative.relative_to(root)

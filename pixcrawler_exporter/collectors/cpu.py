@@ -14,6 +14,7 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors.watched import Watched
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -39,6 +40,19 @@ THROTTLED_PERIODS = Desc(
     "counter",
 )
 
+EXPORTER_USAGE = Desc(
+    "pixcrawler_exporter_cpu_usage_seconds_total",
+    "CPU time used by the exporter's own container; only while cgroup_process or cgroup_path "
+    "has the other figures watch another cgroup.",
+    "counter",
+)
+EXPORTER_LIMIT = Desc(
+    "pixcrawler_exporter_cpu_limit_cores",
+    "The exporter's own container's CPU limit in cores (its CFS quota, else the CPUs it may "
+    "run on); only while cgroup_process or cgroup_path has the other figures watch another "
+    "cgroup.",
+)
+
 
 @dataclass(frozen=True)
 class CpuReading:
@@ -47,15 +61,17 @@ class CpuReading:
     usage_seconds: float
     throttled_seconds: float | None
     throttled_periods: int | None
+    # The exporter's own container while another cgroup is watched: (usage seconds, limit).
+    exporter: tuple[float, float] | None = None
 
 
 class CpuCollector(Collector[CpuReading]):
     name = "cpu"
     inline = True
-    descs = (LIMIT, USAGE, THROTTLED_SECONDS, THROTTLED_PERIODS)
+    descs = (LIMIT, USAGE, THROTTLED_SECONDS, THROTTLED_PERIODS, EXPORTER_USAGE, EXPORTER_LIMIT)
 
-    def __init__(self, layout: cgroup.CgroupLayout, procfs: Path = Path("/proc")) -> None:
-        self.layout = layout
+    def __init__(self, watched: Watched, procfs: Path = Path("/proc")) -> None:
+        self.watched = watched
         self.procfs = procfs
 
     @classmethod
@@ -64,12 +80,17 @@ class CpuCollector(Collector[CpuReading]):
 
     @classmethod
     def build(cls, context: BuildContext) -> CpuCollector:
-        return cls(context.layout, context.procfs)
+        return cls(context.watched, context.procfs)
 
     def read(self) -> CpuReading:
-        stats = cgroup.read_cpu(self.layout)
-        cpus = stats.cpuset_cpus or len(os.sched_getaffinity(0)) or 1
-        limit = stats.quota_cores if stats.quota_cores is not None else float(cpus)
+        stats = cgroup.read_cpu(self.watched.layout())
+        self.watched.require(stats.usage_seconds is not None, "CPU")
+        limit = _limit(stats, self.watched.pid)
+        exporter = None
+        if self.watched.own is not None:
+            own = cgroup.read_cpu(self.watched.own)
+            if own.usage_seconds is not None:
+                exporter = (own.usage_seconds, _limit(own, None))
         usage = stats.usage_seconds
         if usage is None:
             # Rare (no cgroup accounting): psutil is not worth its memory on every host.
@@ -84,6 +105,7 @@ class CpuCollector(Collector[CpuReading]):
             usage_seconds=usage,
             throttled_seconds=stats.throttled_seconds,
             throttled_periods=stats.throttled_periods,
+            exporter=exporter,
         )
 
     def metrics(self, reading: CpuReading) -> Iterable[Metric]:
@@ -93,6 +115,20 @@ class CpuCollector(Collector[CpuReading]):
             yield THROTTLED_SECONDS.value(reading.throttled_seconds)
         if reading.throttled_periods is not None:
             yield THROTTLED_PERIODS.value(reading.throttled_periods)
+        if reading.exporter is not None:
+            yield EXPORTER_USAGE.value(reading.exporter[0])
+            yield EXPORTER_LIMIT.value(reading.exporter[1])
+
+
+def _limit(stats: cgroup.CpuStats, pid: int | None) -> float:
+    """The quota in cores, else the CPUs the cgroup's (or the watched process's) tasks may use."""
+    if stats.quota_cores is not None:
+        return stats.quota_cores
+    try:
+        allowed = len(os.sched_getaffinity(pid or 0))
+    except OSError:  # the watched process exited meanwhile
+        allowed = 0
+    return float(stats.cpuset_cpus or allowed or 1)
 
 
 register(

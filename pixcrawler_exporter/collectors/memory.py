@@ -20,6 +20,7 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup, procfs
+from pixcrawler_exporter.collectors.watched import Watched
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -60,6 +61,17 @@ HOST_TOTAL = Desc("pixcrawler_host_memory_total_bytes", "Memory the host reports
 HOST_AVAILABLE = Desc(
     "pixcrawler_host_memory_available_bytes", "Memory the host reports as available."
 )
+EXPORTER_WORKING_SET = Desc(
+    "pixcrawler_exporter_memory_working_set_bytes",
+    "The exporter's own container's working set (usage minus inactive file cache); only while "
+    "cgroup_process or cgroup_path has the other figures watch another cgroup.",
+)
+EXPORTER_LIMIT = Desc(
+    "pixcrawler_exporter_memory_limit_bytes",
+    "The exporter's own container's effective memory limit (its cgroup's, else the host's "
+    "total); only while cgroup_process or cgroup_path has the other figures watch another "
+    "cgroup.",
+)
 OOM_KILLS = Desc(
     "pixcrawler_memory_oom_kills_total",
     "Processes killed by the OOM killer in the cgroup, where the kernel reports it.",
@@ -79,6 +91,8 @@ class MemoryReading:
     unreclaimable_bytes: int
     breakdown: Mapping[str, int]
     stall_percent: float | None  # the cgroup's own memory PSI, where it has one
+    # The exporter's own container while another cgroup is watched: (working set, limit).
+    exporter: tuple[int, int] | None = None
 
     @property
     def usage_ratio(self) -> float:
@@ -106,10 +120,12 @@ class MemoryCollector(Collector[MemoryReading]):
         HOST_TOTAL,
         HOST_AVAILABLE,
         OOM_KILLS,
+        EXPORTER_WORKING_SET,
+        EXPORTER_LIMIT,
     )
 
-    def __init__(self, layout: cgroup.CgroupLayout, procfs_path: Path = Path("/proc")) -> None:
-        self.layout = layout
+    def __init__(self, watched: Watched, procfs_path: Path = Path("/proc")) -> None:
+        self.watched = watched
         self.procfs = procfs_path
 
     @classmethod
@@ -118,15 +134,19 @@ class MemoryCollector(Collector[MemoryReading]):
 
     @classmethod
     def build(cls, context: BuildContext) -> MemoryCollector:
-        return cls(context.layout, context.procfs)
+        return cls(context.watched, context.procfs)
 
     def read(self) -> MemoryReading:
         memory = procfs.host_memory(self.procfs)
-        stats = cgroup.read_memory(self.layout)
-        limited = stats.limit_bytes is not None and stats.limit_bytes < memory.total_bytes
-        limit = (
-            stats.limit_bytes if limited and stats.limit_bytes is not None else memory.total_bytes
-        )
+        stats = cgroup.read_memory(self.watched.layout())
+        self.watched.require(stats.usage_bytes is not None, "memory")
+        limited, limit = _limit(stats, memory.total_bytes)
+        exporter = None
+        if self.watched.own is not None:
+            own = cgroup.read_memory(self.watched.own)
+            if own.usage_bytes is not None:
+                working = max(0, own.usage_bytes - (own.inactive_file_bytes or 0))
+                exporter = (working, _limit(own, memory.total_bytes)[1])
         breakdown = dict(stats.breakdown)
         if stats.usage_bytes is None:
             # No cgroup accounting (bare host, or the v2 root cgroup): the host's own figure,
@@ -150,6 +170,7 @@ class MemoryCollector(Collector[MemoryReading]):
             unreclaimable_bytes=unreclaimable,
             breakdown=breakdown,
             stall_percent=stats.stall_percent,
+            exporter=exporter,
         )
 
     def metrics(self, reading: MemoryReading) -> Iterable[Metric]:
@@ -166,6 +187,16 @@ class MemoryCollector(Collector[MemoryReading]):
         yield HOST_AVAILABLE.value(reading.host_available_bytes)
         if reading.oom_kills is not None:
             yield OOM_KILLS.value(reading.oom_kills)
+        if reading.exporter is not None:
+            yield EXPORTER_WORKING_SET.value(reading.exporter[0])
+            yield EXPORTER_LIMIT.value(reading.exporter[1])
+
+
+def _limit(stats: cgroup.MemoryStats, host_total: int) -> tuple[bool, int]:
+    """Whether the cgroup's limit applies (set and below the host's total), and the limit."""
+    if stats.limit_bytes is not None and stats.limit_bytes < host_total:
+        return True, stats.limit_bytes
+    return False, host_total
 
 
 register(

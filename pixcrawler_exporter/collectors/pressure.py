@@ -12,6 +12,7 @@ from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext, register
 from pixcrawler_exporter.collectors import cgroup
+from pixcrawler_exporter.collectors.watched import Watched
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -32,8 +33,8 @@ class PressureCollector(Collector[PressureReading]):
     inline = True
     descs = (STALL,)
 
-    def __init__(self, layout: cgroup.CgroupLayout, procfs: Path) -> None:
-        self.layout = layout
+    def __init__(self, watched: Watched, procfs: Path) -> None:
+        self.watched = watched
         self.procfs = procfs
 
     @classmethod
@@ -42,10 +43,10 @@ class PressureCollector(Collector[PressureReading]):
 
     @classmethod
     def build(cls, context: BuildContext) -> PressureCollector:
-        return cls(context.layout, context.procfs)
+        return cls(context.watched, context.procfs)
 
     def read(self) -> PressureReading:
-        return cgroup.read_pressure(self.layout, self.procfs)
+        return cgroup.read_pressure(self.watched.layout(), self.procfs)
 
     def metrics(self, reading: PressureReading) -> Iterable[Metric]:
         fam = STALL.family()

@@ -1,5 +1,7 @@
 """Settings of the rendered rules and dashboard: which series they select, the label they group
-a fleet by, and per-alert overrides (monitoring-mixin conventions)."""
+a fleet by, what the alerts beyond the thresholds alert on, and per-alert overrides
+(monitoring-mixin conventions). One section, ``rules``; the alerts' own settings were once
+``alerts.*``, a key still read with a deprecation warning (config/loading.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pixcrawler_exporter.config import promql
-from pixcrawler_exporter.config.parsers import number
+from pixcrawler_exporter.config.parsers import integer, number, percent, ratio
 from pixcrawler_exporter.config.settings import setting
 
 SEVERITIES = ("info", "warning", "critical")
@@ -164,6 +166,75 @@ class Rules:
         number(0, 10_000),
         env="PIXCRAWLER_RULES_CPU_THROTTLING_SECONDS_PER_SECOND",
         help="PixCrawlerCPUThrottlingHigh fires above this many throttled seconds per second.",
+    )
+    # What the rules alert on beyond the thresholds: work left behind, storage filling up and
+    # the work pipeline (artifacts/watch.py, artifacts/pipeline.py).
+    stuck_chunk_age_seconds: int = setting(
+        7200,
+        integer(60, 30 * 86400),
+        env="PIXCRAWLER_ALERT_STUCK_CHUNK_AGE_SECONDS",
+        help="PixCrawlerChunkStuck: active work not updated for longer than this (needs a "
+        "timestamp column in database.names).",
+    )
+    orphaned_file_age_seconds: int = setting(
+        7200,
+        integer(60, 30 * 86400),
+        env="PIXCRAWLER_ALERT_ORPHANED_FILE_AGE_SECONDS",
+        help="PixCrawlerTempFilesOrphaned: a temp file older than this was left behind.",
+    )
+    fill_lookback_seconds: int = setting(
+        3600,
+        integer(300, 7 * 86400),
+        env="PIXCRAWLER_ALERT_FILL_LOOKBACK_SECONDS",
+        help="The filling-up alerts extrapolate the trend over this window (predict_linear).",
+    )
+    fill_horizon_seconds: int = setting(
+        4 * 3600,
+        integer(300, 30 * 86400),
+        env="PIXCRAWLER_ALERT_FILL_HORIZON_SECONDS",
+        help="The filling-up alerts fire when temp storage or a disk would be full within this.",
+    )
+    fill_floor: float = setting(
+        0.5,
+        ratio,
+        env="PIXCRAWLER_ALERT_FILL_FLOOR_PERCENT",
+        env_parse=percent(0, 1),
+        help="The filling-up alerts wait until usage is at least this (0-1; percent in the "
+        "variable), so a burst on an empty volume does not page.",
+    )
+    # The work pipeline's alerts (artifacts/pipeline.py).
+    chunk_duration_seconds: int = setting(
+        1800,
+        integer(10, 7 * 86400),
+        env="PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS",
+        help="The longest a chunk can take: PixCrawlerChunksUnaccounted fires when the database "
+        "and Celery disagree for longer (a prefetched chunk is seen by neither while the one "
+        "before it runs).",
+    )
+    queue_wait_seconds: int = setting(
+        1800,
+        # The queue-wait histogram's largest finite bucket is 3600 s: a quantile beyond it
+        # reads as 3600, so a higher threshold could never be reached.
+        integer(1, 3600),
+        env="PIXCRAWLER_ALERT_QUEUE_WAIT_SECONDS",
+        help="PixCrawlerCeleryQueueWaitHigh: 9 in 10 tasks waited at least this long in the "
+        "queue before starting (needs celery.task_events and task-sent events).",
+    )
+    redis_memory_ratio: float = setting(
+        0.9,
+        ratio,
+        env="PIXCRAWLER_ALERT_REDIS_MEMORY_PERCENT",
+        env_parse=percent(0, 1),
+        help="PixCrawlerRedisMemoryHigh: the broker's Redis uses at least this share of its "
+        "maxmemory (0-1; percent in the variable).",
+    )
+    task_failure_ratio: float = setting(
+        0.1,
+        ratio,
+        env="PIXCRAWLER_ALERT_TASK_FAILURE_PERCENT",
+        env_parse=percent(0, 1),
+        help="PixCrawlerCeleryTaskFailures: at least this share of a task's runs ended failed "
+        "over 15m (0-1; percent in the variable; needs celery.task_events).",
     )
     alerts: Mapping[str, AlertOverride] | None = setting(
         None,

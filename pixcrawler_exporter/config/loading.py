@@ -45,8 +45,16 @@ def load(
     ``--web.listen-address``), so that messages quote it; the first of its flags otherwise."""
     all_specs = list(specs())
     dotenv = _dotenv(dotenv_path)
+    file_warnings: list[str] = []
     given = _given(
-        all_specs, environ, flags or {}, config_file, dotenv, dotenv_path, flag_names or {}
+        all_specs,
+        environ,
+        flags or {},
+        config_file,
+        dotenv,
+        dotenv_path,
+        flag_names or {},
+        file_warnings,
     )
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
@@ -77,6 +85,7 @@ def load(
     config = _finish_sources(build(Config, values), sources)
     _check(config, sources)
     warnings = (
+        *file_warnings,
         *_unknown_variables(all_specs, environ, dotenv, dotenv_path),
         *_elsewhere(all_specs, environ, given),
     )
@@ -132,6 +141,7 @@ def _given(
     dotenv: Mapping[str, str],
     dotenv_path: str | Path,
     flag_names: Mapping[str, str],
+    warnings: list[str],
 ) -> dict[str, _Given]:
     """The value given for each key, by precedence: flags > environment > file > .env."""
     given: dict[str, _Given] = {}
@@ -140,7 +150,7 @@ def _given(
             if key in spec.meta.env:
                 given[spec.key] = _Given(text, ".env", f"{key} in {dotenv_path}")
     if config_file is not None:
-        for key, value in _yaml(config_file, {s.key for s in all_specs}).items():
+        for key, value in _yaml(config_file, {s.key for s in all_specs}, warnings).items():
             given[key] = _Given(value, f"file {config_file}", f"{key} in {config_file}")
     for spec in all_specs:
         named = [name for name in spec.meta.env if name in environ]
@@ -215,6 +225,11 @@ def _finish_sources(config: Config, sources: Mapping[str, str]) -> Config:
 
 def _check(config: Config, sources: Mapping[str, str]) -> None:
     """Rules of the exporter's own sections that involve more than one setting."""
+    if config.cgroup_path is not None and config.cgroup_process is not None:
+        raise ConfigError(
+            f"cgroup_path (from {sources['cgroup_path']}) and cgroup_process (from "
+            f"{sources['cgroup_process']}) both name the cgroup to watch: set one of them"
+        )
     for resource in RESOURCES:
         pair = config.thresholds.pair(resource)
         if pair.warning > pair.critical:
@@ -245,10 +260,16 @@ def _dotenv(path: str | Path) -> dict[str, str]:
         raise ConfigError(f"cannot read {path}: {exc}") from None
 
 
-def _yaml(path: str, known: set[str]) -> dict[str, object]:
+# Sections renamed: the old key is read into the new one, with a warning saying what to write.
+RENAMED = {"alerts": "rules"}
+
+
+def _yaml(path: str, known: set[str], warnings: list[str] | None = None) -> dict[str, object]:
     from pixcrawler_exporter.config.yamlfile import read_yaml_mapping  # PyYAML: only with a file
 
     doc = read_yaml_mapping(path, "config file")
+    for old, new in RENAMED.items():
+        doc = _renamed(doc, old, new, path, warnings if warnings is not None else [])
     flat: dict[str, object] = {}
     sections = {k.rsplit(".", 1)[0] for k in known if "." in k}
     sections |= {s.rsplit(".", 1)[0] for s in sections if "." in s}
@@ -268,6 +289,30 @@ def _yaml(path: str, known: set[str]) -> dict[str, object]:
 
     walk(doc, "")
     return flat
+
+
+def _renamed(
+    doc: dict[object, object], old: str, new: str, path: str, warnings: list[str]
+) -> dict[object, object]:
+    """``doc`` with the old section's settings moved into the new one's."""
+    moved = doc.get(old)
+    if not isinstance(moved, dict):
+        return doc  # absent, or not a mapping: the walk reports it as it finds it
+    target = doc.get(new) or {}
+    if not isinstance(target, dict):
+        return doc
+    both = sorted(str(k) for k in moved if k in target)
+    if both:
+        raise ConfigError(
+            f"{old}.{both[0]} and {new}.{both[0]} in {path}: {old} is the old name of {new}; "
+            f"keep only {new}.{both[0]}"
+        )
+    warnings.append(
+        f"{old} in {path} is deprecated: its settings are now {new}.* "
+        f"({', '.join(f'{new}.{k}' for k in moved)}); rename the section"
+    )
+    rest = {k: v for k, v in doc.items() if k != old}
+    return {**rest, new: {**target, **moved}}
 
 
 def _short(text: str, limit: int = 80) -> str:

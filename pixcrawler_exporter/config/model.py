@@ -20,11 +20,12 @@ from pixcrawler_exporter.config.parsers import (
     integer,
     listen_address,
     number,
+    optional_regex,
     optional_text,
     telemetry_path,
 )
 from pixcrawler_exporter.config.settings import SourceSettings, Spec, flat, setting, walk
-from pixcrawler_exporter.config.thresholds import Alerts, Thresholds
+from pixcrawler_exporter.config.thresholds import Thresholds
 
 S = TypeVar("S", bound=SourceSettings)
 
@@ -245,13 +246,20 @@ class Config:
         env="PIXCRAWLER_CGROUP_PATH",
         help="Cgroup to watch, as written in /proc/PID/cgroup; empty means the exporter's own.",
     )
+    cgroup_process: str | None = setting(
+        None,
+        optional_regex,
+        env="PIXCRAWLER_CGROUP_PROCESS",
+        help="Watch the cgroup of the oldest process, outside the exporter's container, whose "
+        "command line matches this regular expression: a sidecar sharing the crawler's PID "
+        "namespace reads the crawler's memory and CPU. Empty: the exporter's own cgroup.",
+    )
     web: Web = field(default_factory=Web)
     paths: Paths = field(default_factory=Paths)
     collectors: CollectorSwitches = field(default_factory=Collectors)
     sources: SourceSections = flat(Sources)
     capacity: Capacity = field(default_factory=Capacity)
     thresholds: Thresholds = field(default_factory=Thresholds)
-    alerts: Alerts = field(default_factory=Alerts)
     log: Log = field(default_factory=Log)
     rules: Rules = field(default_factory=Rules)
 

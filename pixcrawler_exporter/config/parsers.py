@@ -134,6 +134,17 @@ def optional_text(raw: object) -> str | None:
     return None if raw is None or raw == "" else text(raw)
 
 
+def optional_regex(raw: object) -> str | None:
+    """A Python regular expression (kept as text, compiled where it is used); empty: none."""
+    value = optional_text(raw)
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"a regular expression ({exc})") from None
+    return value
+
+
 def path_list(raw: object) -> tuple[str, ...]:
     """A list of absolute paths: a YAML list, or text separated by ':' (like $PATH) or ','
     (as every other list in a variable is: /tmp,/var/tmp would otherwise be one directory)."""

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixcrawler_exporter.collectors.cgroup import CgroupLayout, discover
+from pixcrawler_exporter.collectors.cgroup import CgroupLayout
+from pixcrawler_exporter.collectors.cgroup_find import discover
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """A private Docker engine for the tests, and the exporter's image built in it without a registry.
 
-``dockerd`` runs with its own data root, exec root, pid file and socket in a temporary directory,
-and with ``--iptables=false --ip-forward=false --ip-masq=false``, so the host's firewall and
-forwarding settings stay as they were and the system's own engine (if any) is never touched.
-It is stopped by PID when the session ends.
+``dockerd`` shares nothing with another engine on the host, running or not: it has its own data
+root, exec root (and so its own containerd, socket and state below it), pid file, API socket and
+daemon.json (an empty one: /etc/docker/daemon.json is another engine's), its own containerd
+namespaces (where a system containerd is running, dockerd uses it rather than its own), and its
+own bridge: one the helper makes, named for this engine, instead of ``docker0``, which another
+engine may own and delete under it ("could not find bridge docker0"). With
+``--iptables=false --ip-forward=false --ip-masq=false`` the host's firewall and forwarding
+settings stay as they were. It is stopped by PID, and its bridge deleted, when the session ends.
 
 Docker Hub is not reachable from CI, so the image's base is made here: a Debian bookworm
 ``debootstrap --variant=minbase`` from the mirror apt is configured to use, with Python and the
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -40,7 +45,7 @@ BASE_RECIPE = "1"
 HOST_CAS = Path("/usr/local/share/ca-certificates")
 
 IMAGE = "pixcrawler-exporter"  # the tag README's commands run
-BRIDGE = Path("/sys/class/net/docker0")  # the default bridge dockerd creates
+NETDEV = Path("/sys/class/net")
 
 
 def cache_dir() -> Path:
@@ -108,7 +113,7 @@ class Engine:
     pid: int
     storage_driver: str
     proc: subprocess.Popen[bytes] | None = None
-    made_bridge: bool = False  # docker0 did not exist before this daemon made it
+    bridge: str | None = None  # the bridge this engine's containers use, made for it; None: docker0
 
     @property
     def host(self) -> str:
@@ -163,21 +168,56 @@ def _ping(engine: Engine) -> bool:
         return False
 
 
-def start_engine(storage_drivers: Sequence[str] = ("overlay2", "vfs")) -> Engine:
-    """dockerd on its own socket and directories; the first storage driver that starts wins."""
+def _make_bridge() -> str:
+    """A new Linux bridge for one engine: dockerd gives it a free subnet when it starts."""
+    for _ in range(10):
+        name = f"pxt{secrets.token_hex(5)}"  # at most 15 characters, as interface names are
+        if not (NETDEV / name).exists():
+            break
+    for cmd in (["ip", "link", "add", name, "type", "bridge"], ["ip", "link", "set", name, "up"]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            _delete_bridge(name)
+            raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}: {done.stderr}")
+    return name
+
+
+def _delete_bridge(name: str) -> None:
+    if (NETDEV / name).exists():
+        subprocess.run(["ip", "link", "delete", name], capture_output=True)
+
+
+def start_engine(
+    storage_drivers: Sequence[str] = ("overlay2", "vfs"), own_network: bool = True
+) -> Engine:
+    """dockerd on its own socket, directories and bridge; the first storage driver that starts
+    wins. ``own_network=False`` starts one as a stock engine is: on ``docker0``, in containerd's
+    ``moby`` namespace (the other engine of the test that shows the two do not meet)."""
     root = Path(tempfile.mkdtemp(prefix="pixcrawler-docker-"))
-    made_bridge = not BRIDGE.exists()
+    (root / "daemon.json").write_text("{}\n")
+    bridge = _make_bridge() if own_network else None
+    separate = (
+        [
+            f"--bridge={bridge}",
+            f"--containerd-namespace={bridge}",
+            f"--containerd-plugins-namespace={bridge}-plugins",
+        ]
+        if bridge is not None
+        else []
+    )
     failures = []
     for driver in storage_drivers:
         log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - dockerd keeps writing to it
         proc = subprocess.Popen(
             [
                 DOCKERD,
+                f"--config-file={root / 'daemon.json'}",
                 f"--data-root={root / 'data'}",
                 f"--exec-root={root / 'exec'}",
                 f"--pidfile={root / 'dockerd.pid'}",
                 f"--host=unix://{root / 'docker.sock'}",
                 f"--storage-driver={driver}",
+                *separate,
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
@@ -189,7 +229,7 @@ def start_engine(storage_drivers: Sequence[str] = ("overlay2", "vfs")) -> Engine
             start_new_session=True,  # Ctrl-C on the test run reaches pytest, which stops it
         )
         log.close()
-        engine = Engine(root, proc.pid, driver, proc, made_bridge)
+        engine = Engine(root, proc.pid, driver, proc, bridge)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             if (root / "docker.sock").exists() and _ping(engine):
@@ -197,6 +237,8 @@ def start_engine(storage_drivers: Sequence[str] = ("overlay2", "vfs")) -> Engine
             time.sleep(0.2)
         _stop_pid(proc.pid, proc)
         failures.append(f"{driver}: {engine.log()[-2000:]}")
+    if bridge is not None:
+        _delete_bridge(bridge)
     shutil.rmtree(root, ignore_errors=True)
     raise RuntimeError("dockerd did not start:\n" + "\n".join(failures))
 
@@ -263,9 +305,9 @@ def stop_engine(engine: Engine) -> None:
             _stop_pid(child, wait=10)
     # Leftover mounts (a killed daemon) would make rmtree walk into image layers.
     _umount_below(engine.root)
-    # dockerd leaves its bridge behind; the host had none before, so it has none after.
-    if engine.made_bridge and BRIDGE.exists():
-        subprocess.run(["ip", "link", "delete", BRIDGE.name], capture_output=True)
+    # dockerd leaves a bridge behind; the one made for this engine goes with it.
+    if engine.bridge is not None:
+        _delete_bridge(engine.bridge)
     shutil.rmtree(engine.root, ignore_errors=True)
 
 
