@@ -65,6 +65,8 @@ DATABASE_METRICS = {
     "pixcrawler_chunks_active",
     "pixcrawler_jobs",
     "pixcrawler_job_chunks",
+    "pixcrawler_jobs_counters_out_of_sync",
+    "pixcrawler_jobs_stalled",
     # Built on the active count from the database.
     "pixcrawler_chunks_available",
     "pixcrawler_capacity_utilization_ratio",
