@@ -139,6 +139,8 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self._watchdog = Watchdog("database-watchdog")  # cuts statements gone unanswered
         self._attempt: Attempt | None = None  # the latest, for close() to cut
         self._kept: Conn | None = None  # the connection kept between reads
+        # A cursor of the connection in use, kept with it: making one costs a fifth of a read.
+        self._cursor: psycopg.Cursor[TupleRow] | None = None
         self._kept_lock = threading.Lock()
         self._cache: DatabaseReading | None = None
         self._cached_at = 0.0
@@ -365,32 +367,32 @@ class DatabaseCollector(Collector[DatabaseReading]):
         # Whole milliseconds, rendered by us: no parameter, so the simple protocol, which
         # takes several statements in one message.
         opening = f"{BEGIN}; SET LOCAL statement_timeout = {in_force}"
-        with conn.cursor() as cur:
-            try:
-                if self.preset is None:
-                    cur.execute(opening.encode(), prepare=False)
-                else:
-                    closing = "" if self.custom_queries else "; COMMIT"
-                    message = f"{opening}; {self.preset.sql}{closing}".encode()
-                    results.update(self._preset(conn, cur, message, in_force / 1000))
-                for query in self.custom_queries:
-                    millis = self._millis_left(attempt)
-                    if millis < in_force:
-                        cur.execute(
-                            f"SET LOCAL statement_timeout = {millis}".encode(), prepare=False
-                        )
-                        in_force = millis
-                    attempt.step(millis / 1000)
-                    results[query.metric] = self._custom(conn, cur, query, millis / 1000)
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    attempt.step(self.statement_timeout)
-                    cur.execute(b"COMMIT", prepare=False)
-            except BaseException:
-                if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
-                    # The connection is kept for the next read only once idle (_checkin).
-                    with contextlib.suppress(psycopg.Error):
-                        cur.execute(b"ROLLBACK", prepare=False)
-                raise
+        cur = self._cursor
+        if cur is None or cur.connection is not conn:
+            cur = self._cursor = conn.cursor()
+        try:
+            if self.preset is None:
+                cur.execute(opening.encode(), prepare=False)
+            else:
+                closing = "" if self.custom_queries else "; COMMIT"
+                message = f"{opening}; {self.preset.sql}{closing}".encode()
+                results.update(self._preset(conn, cur, message, in_force / 1000))
+            for query in self.custom_queries:
+                millis = self._millis_left(attempt)
+                if millis < in_force:
+                    cur.execute(f"SET LOCAL statement_timeout = {millis}".encode(), prepare=False)
+                    in_force = millis
+                attempt.step(millis / 1000)
+                results[query.metric] = self._custom(conn, cur, query, millis / 1000)
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                attempt.step(self.statement_timeout)
+                cur.execute(b"COMMIT", prepare=False)
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                # The connection is kept for the next read only once idle (_checkin).
+                with contextlib.suppress(psycopg.Error):
+                    cur.execute(b"ROLLBACK", prepare=False)
+            raise
         return results
 
     def _millis_left(self, attempt: Attempt) -> int:

@@ -105,17 +105,10 @@ def _table(table: str, schema: str | None) -> sql.Identifier:
     return sql.Identifier(schema, table) if schema else sql.Identifier(table)
 
 
-def _number(value: Any) -> float:
-    # sum() of integer columns is bigint (int) or numeric (Decimal); NULL over no rows.
-    return 0.0 if value is None else float(value)
-
-
-def _age(row: Row | None, at: int | None) -> tuple[Sample, ...]:
-    """The oldest active work's age: no sample without a timestamp column, or with nothing
-    active (NULL): nothing is stuck."""
-    if at is None or row is None or row[at] is None:
-        return ()
-    return (((), float(row[at])),)
+def _age(row: Row, at: int) -> tuple[Sample, ...]:
+    """The oldest active work's age: no sample with nothing active (NULL): nothing is stuck."""
+    age = row[at]
+    return () if age is None else (((), age),)
 
 
 def crawl_jobs(
@@ -148,10 +141,14 @@ def crawl_jobs(
     text = _render(
         # Grouped by the column itself, cast once per group: an enum status column is
         # compared and labelled as text without converting every row.
-        "SELECT {st}::text AS status, count(*) AS jobs, sum({total}) AS total,"
-        " sum({active}) AS active, sum({completed}) AS completed, sum({failed}) AS failed,"
-        " count(*) FILTER (WHERE {total} <> {active} + {completed} + {failed}) AS out_of_sync,"
-        " count(*) FILTER (WHERE {active} <= 0 AND {completed} + {failed} < {total})"
+        # Every figure float8, as the gauges take it: sum() of an integer column is bigint or
+        # numeric, which would be converted in Python on every scrape.
+        "SELECT {st}::text AS status, count(*)::float8 AS jobs,"
+        " sum({total})::float8 AS total, sum({active})::float8 AS active,"
+        " sum({completed})::float8 AS completed, sum({failed})::float8 AS failed,"
+        " (count(*) FILTER (WHERE {total} <> {active} + {completed} + {failed}))::float8"
+        " AS out_of_sync,"
+        " (count(*) FILTER (WHERE {active} <= 0 AND {completed} + {failed} < {total}))::float8"
         " AS stalled{oldest} FROM {t} GROUP BY {st}",
         st=sql.Identifier(status),
         total=total,
@@ -162,31 +159,37 @@ def crawl_jobs(
         t=_table(table, schema),
     )
     values = ("jobs", *STATES, "out_of_sync", "stalled", *(("oldest_age",) if updated_at else ()))
-    # Where each figure is in a row: the status, then the values in their order.
-    jobs_at, states_at = 1, range(2, 2 + len(STATES))
-    active_at, out_of_sync_at, stalled_at = 3, 6, 7
-    age_at = 8 if updated_at else None
+    age_at = 8 if updated_at else None  # its place in a row: the status, then the values
     known = tuple(statuses)
+    nothing: Row = (running, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None)
 
     def figures(rows: Sequence[Row]) -> Figures:
         # The known statuses are listed with 0 so that their series exist before any job has
-        # them; a NULL status is the empty label.
+        # them; a NULL status is the empty label. A sum over rows that are all NULL is NULL.
         jobs = dict.fromkeys(known, 0.0)
-        chunks = [0.0] * len(STATES)
-        mine: Row | None = None
+        total = active = completed = failed = 0.0
+        mine = nothing
         for row in rows:
-            label = "" if row[0] is None else row[0]
-            jobs[label] = jobs.get(label, 0.0) + _number(row[jobs_at])
-            for i, at in enumerate(states_at):
-                chunks[i] += _number(row[at])
-            if row[0] == running:
+            status = row[0]
+            label = "" if status is None else status
+            jobs[label] = jobs.get(label, 0.0) + row[1]
+            total += row[2] or 0.0
+            active += row[3] or 0.0
+            completed += row[4] or 0.0
+            failed += row[5] or 0.0
+            if status == running:
                 mine = row
         found: Figures = {
-            ACTIVE_CHUNKS: (((), _number(mine[active_at]) if mine else 0.0),),
+            ACTIVE_CHUNKS: (((), mine[3] or 0.0),),
             JOBS: tuple(((name,), n) for name, n in jobs.items()),
-            JOB_CHUNKS: tuple(((state,), n) for state, n in zip(STATES, chunks, strict=True)),
-            OUT_OF_SYNC: (((), _number(mine[out_of_sync_at]) if mine else 0.0),),
-            STALLED: (((), _number(mine[stalled_at]) if mine else 0.0),),
+            JOB_CHUNKS: (
+                (("total",), total),
+                (("active",), active),
+                (("completed",), completed),
+                (("failed",), failed),
+            ),
+            OUT_OF_SYNC: (((), mine[6]),),
+            STALLED: (((), mine[7]),),
         }
         if age_at is not None:
             found[OLDEST_ACTIVE] = _age(mine, age_at)
@@ -242,9 +245,10 @@ def processing_chunks(
             ", extract(epoch FROM now() - min({}) FILTER (WHERE {} = {}))::float8 AS oldest_age"
         ).format(sql.Identifier(started_at), st, now_processing)
     text = _render(
-        "SELECT count(*) AS total, count(*) FILTER (WHERE {st} = {processing}) AS active,"
-        " count(*) FILTER (WHERE {st} = {completed}) AS completed,"
-        " count(*) FILTER (WHERE {st} = {failed}) AS failed{oldest} FROM {t}",
+        "SELECT count(*)::float8 AS total,"
+        " (count(*) FILTER (WHERE {st} = {processing}))::float8 AS active,"
+        " (count(*) FILTER (WHERE {st} = {completed}))::float8 AS completed,"
+        " (count(*) FILTER (WHERE {st} = {failed}))::float8 AS failed{oldest} FROM {t}",
         st=st,
         processing=now_processing,
         completed=sql.Literal(completed),
@@ -257,8 +261,8 @@ def processing_chunks(
     def figures(rows: Sequence[Row]) -> Figures:
         (row,) = rows  # an aggregate over the whole table: one row
         found: Figures = {
-            ACTIVE_CHUNKS: (((), _number(row[1])),),
-            JOB_CHUNKS: tuple(((state,), _number(row[i])) for i, state in enumerate(STATES)),
+            ACTIVE_CHUNKS: (((), row[1]),),
+            JOB_CHUNKS: tuple(((state,), row[i]) for i, state in enumerate(STATES)),
         }
         if age_at is not None:
             found[OLDEST_ACTIVE] = _age(row, age_at)
