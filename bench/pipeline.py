@@ -479,12 +479,8 @@ class Part:
 def collector_part(server: RedisServer, crawler: MiniCrawler, tasks: int = 3) -> Part:
     """The celery collector (task events on) in this process, after ``tasks`` real tasks: what
     each step of a scrape costs it, best of 20 x 500 (no HTTP, no other collector)."""
-    from pixcrawler_exporter.collectors.celery.collector import (
-        QUEUE_WAIT,
-        RUNTIME,
-        CeleryCollector,
-        _histogram,
-    )
+    from pixcrawler_exporter.collectors.celery.collector import CeleryCollector
+    from pixcrawler_exporter.collectors.celery.metrics import QUEUE_WAIT, RUNTIME, _histogram
     from pixcrawler_exporter.collectors.celery.reading import CeleryReading
     from pixcrawler_exporter.collectors.celery.settings import CelerySettings
     from pixcrawler_exporter.web import exposition, routes

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts import recording, resources, rules
 from pixcrawler_exporter.collectors.azure import presets
 from pixcrawler_exporter.config import Config, Rules, load, split_matchers
 from pixcrawler_exporter.derive.resources import Resource
@@ -326,7 +326,7 @@ def _memory_panels(cfg: Config) -> list[Panel]:
             "OOM kills in 10m",
             "timeseries",
             "none",
-            [Target(sel(rules.OOM_KILLS_10M))],
+            [Target(sel(recording.OOM_KILLS_10M))],
             "Processes the OOM killer killed in the watched container.",
         ),
     ]
@@ -352,7 +352,7 @@ def _cpu_panels(cfg: Config) -> list[Panel]:
         ratio_series(
             cfg,
             "CPU usage ratio (5m)",
-            sel(rules.CPU_USAGE_RATIO),
+            sel(recording.CPU_USAGE_RATIO),
             "cpu",
             "CPU used over 5m against the limit, as the CPU alerts read it.",
         ),
@@ -360,7 +360,7 @@ def _cpu_panels(cfg: Config) -> list[Panel]:
             "CPU throttled time (5m)",
             "timeseries",
             "s",
-            [Target(sel(rules.CPU_THROTTLED), "{{instance}} throttled per second")],
+            [Target(sel(recording.CPU_THROTTLED), "{{instance}} throttled per second")],
             "Seconds the CFS quota held tasks back, per second (counted per CPU).",
             thresholds=[(GREEN, None), (ORANGE, cfg.rules.cpu_throttling_seconds_per_second)],
             show_thresholds=True,
@@ -546,10 +546,10 @@ def database_row(cfg: Config) -> Row:
                 "Failed chunks in 10m",
                 "timeseries",
                 "none",
-                [Target(sel(rules.FAILED_CHUNKS_10M))],
+                [Target(sel(recording.FAILED_CHUNKS_10M))],
                 "Rise of the failed-chunk count over 10m, as PixCrawlerChunkFailuresSpike reads "
                 "it.",
-                thresholds=[(GREEN, None), (ORANGE, rules.FAILED_CHUNKS_PER_10M + 1)],
+                thresholds=[(GREEN, None), (ORANGE, resources.FAILED_CHUNKS_PER_10M + 1)],
                 show_thresholds=True,
             ),
             Panel(

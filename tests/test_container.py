@@ -1,6 +1,7 @@
 """The image, run for real: a private Docker engine builds it and runs it as operators would.
 
-Every `docker run` in README's Docker section is executed as written, and the Kubernetes
+Every `docker run` in the Docker section of docs/deployment.md (README's among them) is
+executed as written, and the Kubernetes
 manifests' securityContext, mounts and memory limits are reproduced as docker flags, so a recipe
 that fails or a manifest that would crash-loop fails here. Select these with ``-m docker``.
 Traffic goes to loopback only: ports are published on 127.0.0.1 or the container shares the

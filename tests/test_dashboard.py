@@ -13,7 +13,7 @@ import pytest
 import pixcrawler_exporter
 from grafana import dashboard as generator
 from pixcrawler_exporter import config
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts import recording
 from pixcrawler_exporter.collect.metrics import Desc
 from pixcrawler_exporter.collectors.database import presets
 from pixcrawler_exporter.derive.resources import Resource
@@ -122,7 +122,7 @@ def test_every_panel_has_a_unit_a_datasource_and_scoped_queries() -> None:
 
 
 def test_queries_use_only_declared_metrics_and_recording_rules() -> None:
-    known = declared_metrics() | set(rules.RECORDING_RULES) | PROMETHEUS_SERIES
+    known = declared_metrics() | set(recording.RECORDING_RULES) | PROMETHEUS_SERIES
     for p in panels(load()):
         for t in p["targets"]:
             unknown = metric_names(t["expr"]) - known

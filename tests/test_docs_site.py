@@ -61,3 +61,14 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_readmes_docker_commands_are_the_ones_the_container_tests_run() -> None:
+    # tests/test_container.py runs every docker command of docs/deployment.md's Docker section;
+    # README shows some of them, which must be exactly those.
+    from tests.helpers.docker_engine import readme_docker_commands
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Run it in Docker\n", 1)[1].split("\n## ", 1)[0]
+    shown = [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+    assert shown and set(shown) <= set(readme_docker_commands())

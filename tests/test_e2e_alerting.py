@@ -28,7 +28,7 @@ import pytest
 
 from grafana import dashboard as generator
 from pixcrawler_exporter import config
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts import recording, rules
 from tests.conftest import Exporter, http_get, need, need_tool, sample, start_exporter
 from tests.helpers.alerting import (
     AlertStack,
@@ -149,10 +149,20 @@ def stack(
         database.execute(f"CREATE DATABASE {E2E_DATABASE}", database="postgres")
         database.execute(CRAWL_JOBS, database=E2E_DATABASE)
         env["PIXCRAWLER_DB_URL"] = database.url_with(database.password, E2E_DATABASE)
-    from tests.azure_fake import resource_id, start_fake
+    from pixcrawler_exporter.collectors.azure.presets import LOG_PRESETS
+    from tests.azure_fake import WORKSPACE, resource_id, start_fake
 
     fake = start_fake(tmp)
     env.update(fake.exporter_env(resource_id("pixcrawler-plan")))
+    # Seed 002's telemetry presets, all on, so that every dashboard panel has data: the fake's
+    # workspace answers their KQL (0 where it holds no row).
+    env.update(
+        {
+            "PIXCRAWLER_AZURE_WORKSPACE_ID": WORKSPACE,
+            "PIXCRAWLER_AZURE_LOGS_ENDPOINT": fake.url,
+            "PIXCRAWLER_AZURE_LOG_PRESETS": ",".join(p.name for p in LOG_PRESETS),
+        }
+    )
 
     # The same thresholds for the exporter and the rules: the configuration both are made from.
     cfg = config.load(env, {}, None, dotenv_path=tmp / "absent.env").config
@@ -187,7 +197,7 @@ def stack(
         # Scraped twice and the rules evaluated: the recorded CPU ratio needs two samples.
         wait_until(
             "the first recorded CPU ratio",
-            lambda: s.query(f'{rules.CPU_USAGE_RATIO}{{job="{JOB}"}}'),
+            lambda: s.query(f'{recording.CPU_USAGE_RATIO}{{job="{JOB}"}}'),
             30,
             s.detail,
         )

@@ -15,7 +15,7 @@ import yaml
 
 from grafana import dashboard as generator
 from pixcrawler_exporter import config
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts import recording, rules
 from tests.conftest import free_port, http_get, need_tool, start_exporter, stop_process
 from tests.helpers.processes import spawn, stop, wait_ready
 from tests.helpers.wait import wait_until
@@ -140,7 +140,7 @@ def test_custom_selector_and_cluster_label_in_a_real_prometheus(
     # eu exporter is not counted twice.
     fleet = wait_until(
         "both clusters' fleet capacity",
-        lambda: r if len(r := prometheus.query(rules.CHUNKS_AVAILABLE_FLEET)) == 2 else None,
+        lambda: r if len(r := prometheus.query(recording.CHUNKS_AVAILABLE_FLEET)) == 2 else None,
         30,
         prometheus.detail,
     )

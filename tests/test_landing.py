@@ -26,7 +26,7 @@ from pixcrawler_exporter.collectors.cpu import CpuReading
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.collectors.disk import DiskReading, DiskUsage
 from pixcrawler_exporter.collectors.memory import MemoryReading
-from pixcrawler_exporter.collectors.temp_storage.collector import (
+from pixcrawler_exporter.collectors.temp_storage.reading import (
     DirectoryUsage,
     TempStorageReading,
 )
@@ -89,7 +89,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         "cpu": lambda: CpuReading(2.0, True, 0.6 * next(cpu_reads), None, None),
         "disk": lambda: DiskReading({"/data": DiskUsage(100 * GIB, 7 * GIB)}, {}),
         "temp_storage": lambda: TempStorageReading(
-            {"/tmp/crawl": DirectoryUsage(int(812.4 * MIB), 1625)}, {}, 8000 * MIB, 0.1, 0, 0
+            {"/tmp/crawl": DirectoryUsage(int(812.4 * MIB), 1625)}, {}, 0.1, 0, 0
         ),
         "database": lambda: DatabaseReading(True, 12, {}, {}),
         "azure": broken,

@@ -1,4 +1,5 @@
-"""The package's seams, checked on the source: no import cycle, configuration names no source."""
+"""The package's seams, checked on the source: no import cycle, configuration names no source,
+no source computes derived facts, no module grows past a few hundred lines."""
 
 from __future__ import annotations
 
@@ -23,16 +24,50 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def importers(folder: str, prefix: str) -> dict[str, list[str]]:
+    """The files below ``folder`` of the package that import a module named ``prefix...``."""
+    found = {
+        str(path.relative_to(REPO)): sorted(
+            m for m in imported_modules(path) if m.startswith(prefix)
+        )
+        for path in sorted((PACKAGE / folder).rglob("*.py"))
+    }
+    return {k: v for k, v in found.items() if v}
+
+
 def test_configuration_imports_no_source() -> None:
     # A source declares its own section and hands it over through its registration: a new
     # source touches no file in config/.
-    offenders = {
-        str(path.relative_to(REPO)): sorted(
-            m for m in imported_modules(path) if m.startswith("pixcrawler_exporter.collectors")
-        )
-        for path in sorted((PACKAGE / "config").glob("*.py"))
+    assert importers("config", "pixcrawler_exporter.collectors") == {}
+
+
+def test_no_source_imports_derived_facts() -> None:
+    # A collector reads its source into a reading; statuses, capacity and quotas are built
+    # from readings in derive/, so a collector knows no threshold or quota.
+    assert importers("collectors", "pixcrawler_exporter.derive") == {}
+
+
+# Small modules with one job: past this a module holds more than one and is split at its seam.
+MAX_MODULE_LINES = 450
+# Over it still, each being rewritten on another branch as this was written (the database's
+# queries; the web layer's speed): the integrator takes a module off this list once it is split,
+# and the test fails until they do, so the list only shrinks.
+KNOWN_OVER = {
+    "pixcrawler_exporter/collectors/database/collector.py",
+    "pixcrawler_exporter/web/server.py",
+}
+
+
+def test_no_module_over_the_line_limit() -> None:
+    over = {
+        str(path.relative_to(REPO)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
-    assert {k: v for k, v in offenders.items() if v} == {}
+    assert set(over) == KNOWN_OVER, (
+        f"modules over {MAX_MODULE_LINES} lines: {over}; split a new one at its seam, and take "
+        "one that is no longer over off KNOWN_OVER"
+    )
 
 
 def modules() -> dict[str, Path]:

@@ -245,11 +245,11 @@ def test_reload_endpoint_needs_the_lifecycle_flag(tmp_path: Path) -> None:
         stop_process(exporter.proc)
 
 
-def test_readme_names_every_restart_only_setting() -> None:
+def test_the_docs_name_every_restart_only_setting() -> None:
     from pixcrawler_exporter.app import RESTART_ONLY
     from tests.conftest import REPO
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs/deployment.md").read_text()
     section = text.split("### Signals, reload and shutdown", 1)[1].split("\n## ", 1)[0]
     for key in RESTART_ONLY:
         assert f"`{key}`" in section, key

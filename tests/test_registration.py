@@ -1,4 +1,5 @@
-"""A collector is one file with its registration line: README's example is run as written."""
+"""A collector is one file with its registration line: docs/development.md's example is run as
+written."""
 
 from __future__ import annotations
 
@@ -57,13 +58,13 @@ print(json.dumps({
 
 
 def example() -> str:
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs/development.md").read_text()
     found = re.search(
         r"<!-- example-collector:start -->\n```python\n(.*?)```\n<!-- example-collector:end -->",
         readme,
         re.S,
     )
-    assert found, "README has no example collector"
+    assert found, "docs/development.md has no example collector"
     return found.group(1)
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts import recording, rules
 from tests.conftest import REPO, need_tool, run_cli
 
 RULES_FILE = REPO / "rules" / "pixcrawler-exporter.rules.yml"
@@ -144,7 +144,7 @@ def test_recording_rules_are_recorded_once_before_the_alerts_that_read_them() ->
             used = set(re.findall(r"pixcrawler:[a-z0-9_:]+", rule["expr"]))
             # Read from another group, a recorded value lags by up to an evaluation interval.
             assert used <= seen, f"{rule['alert']} reads {used - seen} before its group records it"
-    assert sorted(recorded) == sorted(rules.RECORDING_RULES)
+    assert sorted(recorded) == sorted(recording.RECORDING_RULES)
 
 
 # --- promtool ---------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_temp_files_in_ram_count_as_memory_and_bound_capacity(tmpfs: Path, tmp_p
     disk.mkdir()
     _images(tmpfs, 8)
     _images(disk, 2)
-    collector = TempStorageCollector([str(tmpfs), str(disk)], IMAGES, True, 3600, 10**12)
+    collector = TempStorageCollector([str(tmpfs), str(disk)], IMAGES, True, 3600)
     collector.start()
     try:
         temp = collector.read()

@@ -13,14 +13,19 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 
+from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.contract import CollectorError
+from pixcrawler_exporter.collect.scraper import Outcome, Snapshot
 from pixcrawler_exporter.collectors.temp_storage import collector as temp_storage
-from pixcrawler_exporter.collectors.temp_storage.collector import (
+from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageCollector
+from pixcrawler_exporter.collectors.temp_storage.reading import (
     DirectoryUsage,
-    TempStorageCollector,
     TempStorageReading,
 )
 from pixcrawler_exporter.collectors.temp_storage.scan import ScanResult
+from pixcrawler_exporter.derive import capacity, status
+from pixcrawler_exporter.derive.capacity import TempQuota
+from pixcrawler_exporter.derive.status import StatusTracker
 from tests.conftest import Exporter, parse_samples, sample
 from tests.helpers.temp import IMAGES, wait_for, write
 
@@ -36,7 +41,11 @@ class _Families:
 
 
 def exposition(collector: TempStorageCollector, reading: TempStorageReading) -> str:
-    return generate_latest(_Families(collector.metrics(reading))).decode()
+    return text(collector.metrics(reading))
+
+
+def text(families: Iterable[Metric]) -> str:
+    return generate_latest(_Families(families)).decode()
 
 
 @pytest.fixture
@@ -47,12 +56,11 @@ def collectors() -> Iterator[Callable[..., TempStorageCollector]]:
     def make(
         dirs: Sequence[Path],
         interval: float = 3600,
-        limit_bytes: int | None = None,
         recursive: bool = True,
         first_scan_wait: float = 5.0,
     ) -> TempStorageCollector:
         collector = TempStorageCollector(
-            [str(d) for d in dirs], IMAGES, recursive, interval, limit_bytes, first_scan_wait
+            [str(d) for d in dirs], IMAGES, recursive, interval, first_scan_wait
         )
         made.append(collector)
         return collector
@@ -76,7 +84,7 @@ def test_reads_every_directory_from_the_first_scan(
     collectors: Callable[..., TempStorageCollector], two_dirs: tuple[Path, Path]
 ) -> None:
     first, second = two_dirs
-    collector = collectors(two_dirs, limit_bytes=MIB)
+    collector = collectors(two_dirs)
     before = time.time()
     collector.start()
     reading = collector.read()
@@ -86,8 +94,6 @@ def test_reads_every_directory_from_the_first_scan(
     }
     assert reading.errors == {}
     assert reading.total_bytes == 3024
-    assert reading.limit_bytes == MIB
-    assert reading.usage_ratio == 3024 / MIB
     assert reading.scan_errors_total == 0
     assert before <= reading.last_scan_timestamp_seconds <= time.time()
     assert 0 < reading.scan_duration_seconds < 5
@@ -225,7 +231,6 @@ def test_metrics_exposition_is_exact(
     reading = TempStorageReading(
         directories={"/tmp/pix": DirectoryUsage(1536, 3), "/data/pix": DirectoryUsage(512, 1)},
         errors={},
-        limit_bytes=8 * 1024,
         scan_duration_seconds=0.25,
         last_scan_timestamp_seconds=1700000000.5,
         scan_errors_total=7,
@@ -247,14 +252,6 @@ def test_metrics_exposition_is_exact(
         "# TYPE pixcrawler_temp_storage_error gauge\n"
         'pixcrawler_temp_storage_error{directory="/tmp/pix"} 0.0\n'
         'pixcrawler_temp_storage_error{directory="/data/pix"} 0.0\n'
-        "# HELP pixcrawler_temp_storage_limit_bytes Configured limit of the temp storage of "
-        "all directories together.\n"
-        "# TYPE pixcrawler_temp_storage_limit_bytes gauge\n"
-        "pixcrawler_temp_storage_limit_bytes 8192.0\n"
-        "# HELP pixcrawler_temp_storage_usage_ratio Bytes of all temp directories divided by "
-        "the limit (above 1 when over it), from the background scan.\n"
-        "# TYPE pixcrawler_temp_storage_usage_ratio gauge\n"
-        "pixcrawler_temp_storage_usage_ratio 0.25\n"
         "# HELP pixcrawler_temp_storage_scan_duration_seconds How long the last completed "
         "background scan of all temp directories took.\n"
         "# TYPE pixcrawler_temp_storage_scan_duration_seconds gauge\n"
@@ -270,14 +267,15 @@ def test_metrics_exposition_is_exact(
     )
 
 
-def test_without_a_limit_there_is_no_limit_or_ratio(
+def test_the_collector_renders_no_quota(
     collectors: Callable[..., TempStorageCollector], two_dirs: tuple[Path, Path]
 ) -> None:
+    # The quota is configuration, so its limit and the share in use are derived facts
+    # (derive/capacity.py): the collector reads and renders bytes, files and ages only.
     first, second = two_dirs
-    collector = collectors(two_dirs, limit_bytes=None)
+    collector = collectors(two_dirs)
     collector.start()
     reading = collector.read()
-    assert reading.usage_ratio is None
     samples = parse_samples(exposition(collector, reading))
     assert {name for name, _ in samples} == {
         "pixcrawler_temp_storage_bytes",
@@ -294,15 +292,13 @@ def test_without_a_limit_there_is_no_limit_or_ratio(
 
 
 def test_describe_declares_every_metric_without_reading(tmp_path: Path) -> None:
-    collector = TempStorageCollector([str(tmp_path)], IMAGES, True, 60, None)
+    collector = TempStorageCollector([str(tmp_path)], IMAGES, True, 60)
     assert [f.name for f in collector.describe()] == [
         "pixcrawler_temp_storage_bytes",
         "pixcrawler_temp_storage_files",
         "pixcrawler_temp_storage_error",
         "pixcrawler_temp_storage_oldest_file_age_seconds",
         "pixcrawler_temp_storage_in_memory",
-        "pixcrawler_temp_storage_limit_bytes",
-        "pixcrawler_temp_storage_usage_ratio",
         "pixcrawler_temp_storage_scan_duration_seconds",
         "pixcrawler_temp_storage_last_scan_timestamp_seconds",
         "pixcrawler_temp_storage_scan_errors",  # client_python drops _total from the family
@@ -312,12 +308,44 @@ def test_describe_declares_every_metric_without_reading(tmp_path: Path) -> None:
     assert collector.scans == 0
 
 
-@pytest.mark.parametrize(("interval", "limit"), [(0, None), (-1, None), (60, 0), (60, -5)])
-def test_rejects_a_non_positive_interval_or_limit(
-    tmp_path: Path, interval: float, limit: int | None
-) -> None:
+@pytest.mark.parametrize("interval", [0, -1])
+def test_rejects_a_non_positive_interval(tmp_path: Path, interval: float) -> None:
     with pytest.raises(ValueError, match="must be positive"):
-        TempStorageCollector([str(tmp_path)], IMAGES, True, interval, limit)
+        TempStorageCollector([str(tmp_path)], IMAGES, True, interval)
+
+
+def test_quota_families_are_derived_and_exact() -> None:
+    assert text(capacity.temp_families(TempQuota(8 * 1024, 2048))) == (
+        "# HELP pixcrawler_temp_storage_limit_bytes Configured limit of the temp storage of "
+        "all directories together.\n"
+        "# TYPE pixcrawler_temp_storage_limit_bytes gauge\n"
+        "pixcrawler_temp_storage_limit_bytes 8192.0\n"
+        "# HELP pixcrawler_temp_storage_usage_ratio Bytes of all temp directories divided by "
+        "the limit (above 1 when over it), from the background scan.\n"
+        "# TYPE pixcrawler_temp_storage_usage_ratio gauge\n"
+        "pixcrawler_temp_storage_usage_ratio 0.25\n"
+    )
+    # Temp usage unknown (the collector failed): the quota stands, no share of it is made up.
+    assert [f.name for f in capacity.temp_families(TempQuota(8 * 1024, None))] == [
+        "pixcrawler_temp_storage_limit_bytes"
+    ]
+    # The collector off: neither.
+    assert list(capacity.temp_families(None)) == []
+
+
+def test_the_quota_share_is_the_temp_status_figure(tmp_path: Path) -> None:
+    """One figure for the resource: the ratio exported is the one the status is evaluated from."""
+    cfg = config.load({"PIXCRAWLER_MAX_TEMP_STORAGE_MB": "1"}, dotenv_path=tmp_path / ".env").config
+    reading = TempStorageReading({"/t": DirectoryUsage(3024, 3)}, {}, 0.1, 0.0, 0)
+    snapshot = Snapshot({"temp_storage": Outcome("temp_storage", reading, None, 0.0)}, 0.0)
+    facts = StatusTracker(cfg, "local").update(snapshot)
+    assert facts.values["temp_storage"] == 3024 / MIB
+    samples = parse_samples(text(status.families(facts, cfg)))
+    assert sample(samples, "pixcrawler_temp_storage_limit_bytes") == MIB
+    assert sample(samples, "pixcrawler_temp_storage_usage_ratio") == 3024 / MIB
+    assert sample(samples, "pixcrawler_resource_usage_ratio", resource="temp_storage") == (
+        3024 / MIB
+    )
 
 
 # --- end to end -------------------------------------------------------------------------------

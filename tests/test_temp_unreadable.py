@@ -79,6 +79,11 @@ def test_missing_temp_directory_fails_the_collector_not_reads_as_empty(
     assert sample(samples, "pixcrawler_temp_storage_error", directory=str(good)) == 0
     assert sample(samples, "pixcrawler_can_start_chunk") is None
     assert sample(samples, "pixcrawler_resource_status", resource="temp_storage") is None
+    # The share of the quota in use is unknown too, not the readable directory's share alone:
+    # one figure for the resource, the one its status is evaluated from. The quota stands.
+    assert sample(samples, "pixcrawler_temp_storage_usage_ratio") is None
+    assert sample(samples, "pixcrawler_resource_usage_ratio", resource="temp_storage") is None
+    assert sample(samples, "pixcrawler_temp_storage_limit_bytes") == 20000 * 2**20
 
     code, _, body = exp.get("/health")
     health = json.loads(body)
@@ -96,6 +101,7 @@ def test_missing_temp_directory_fails_the_collector_not_reads_as_empty(
     assert sample(samples, SUCCESS, collector="temp_storage") == 1
     assert sample(samples, "pixcrawler_temp_storage_bytes", directory=str(mistyped)) == 0
     assert sample(samples, "pixcrawler_can_start_chunk") == 1
+    assert sample(samples, "pixcrawler_temp_storage_usage_ratio") == 1000 / (20000 * 2**20)
     assert exp.get("/health")[0] == 200
 
 
@@ -129,7 +135,7 @@ def test_before_the_first_scan_completes_capacity_is_unknown_and_health_degraded
     slow_first_scan: threading.Event, tmp_path: Path
 ) -> None:
     loaded = config.load({"PIXCRAWLER_TEMP_DIRS": str(tmp_path)}, dotenv_path=tmp_path / ".env")
-    collector = TempStorageCollector([str(tmp_path)], ("*.jpg",), True, 3600, 10**9, 0.1)
+    collector = TempStorageCollector([str(tmp_path)], ("*.jpg",), True, 3600, 0.1)
     layout = cgroup.CgroupLayout("none", None, None, None, None, None)
     app = App(loaded, registry.Built([collector], layout, loaded.config))
     collector.start()

@@ -15,10 +15,8 @@ from inotify_simple import Event, INotify, flags
 
 from pixcrawler_exporter.collectors import procfs
 from pixcrawler_exporter.collectors.temp_storage import watch
-from pixcrawler_exporter.collectors.temp_storage.collector import (
-    DirectoryUsage,
-    TempStorageCollector,
-)
+from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageCollector
+from pixcrawler_exporter.collectors.temp_storage.reading import DirectoryUsage
 from pixcrawler_exporter.collectors.temp_storage.scan import scan
 from tests.conftest import Exporter, sample
 from tests.helpers.temp import IMAGES, wait_for, write
@@ -33,7 +31,7 @@ def watched() -> Iterator[Make]:
 
     def make(*dirs: Path, recursive: bool = True) -> TempStorageCollector:
         collector = TempStorageCollector(
-            [str(d) for d in dirs], IMAGES, recursive, 3600, None, watch=True
+            [str(d) for d in dirs], IMAGES, recursive, 3600, watch=True
         )
         made.append(collector)
         collector.start()
@@ -165,7 +163,7 @@ def test_no_watches_left_falls_back_to_scanning(
 
     monkeypatch.setattr(INotify, "add_watch", add_watch)
     collector = TempStorageCollector(
-        [str(tmp_path / "small"), str(tmp_path / "big")], IMAGES, True, 0.3, None, watch=True
+        [str(tmp_path / "small"), str(tmp_path / "big")], IMAGES, True, 0.3, watch=True
     )
     try:
         collector.start()
@@ -196,7 +194,7 @@ def test_filesystems_that_do_not_report_every_change_are_scanned(
     assert not procfs.is_local(str(tmp_path / "missing"), mountinfo)
 
     monkeypatch.setattr(procfs, "is_local", lambda directory: False)
-    collector = TempStorageCollector([str(tmp_path)], IMAGES, True, 3600, None, watch=True)
+    collector = TempStorageCollector([str(tmp_path)], IMAGES, True, 3600, watch=True)
     try:
         collector.start()
         reading = collector.read()

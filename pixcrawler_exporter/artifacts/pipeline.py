@@ -1,6 +1,6 @@
 """Alerts for the work pipeline (the celery collector): the broker, the workers, the queue, the
 database against Celery, and Redis's memory. Durations and thresholds that depend on the crawler
-come from ``alerts.*``.
+come from ``rules.*``.
 
 Every expression is silent where the collector is off (its series are absent), and the ones on
 worker figures are silent while the broker is down: the collector leaves those figures out then,

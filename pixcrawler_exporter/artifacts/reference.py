@@ -1,13 +1,14 @@
-"""README's config and metric references, generated from the declarations so they cannot drift.
+"""The config and metric references, generated from the declarations so they cannot drift.
 
-``python -m pixcrawler_exporter.artifacts.reference README.md`` rewrites the marked sections; a
-test fails when README differs from what this generates.
+``python -m pixcrawler_exporter.artifacts.reference``, from the repository's root, rewrites the
+marked sections of docs/configuration.md (every setting), docs/metrics.md (every metric) and
+README.md (an index of the metric names by source); a test fails when a file differs from what
+this generates.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pixcrawler_exporter import config
@@ -53,10 +54,12 @@ def all_descs() -> list[tuple[str, Desc]]:
 
     own = registry.builtin_descs()
     found = [(source, d) for source, d in own if source != "derived"]
-    # The database's metrics come from its queries: every preset's, first declaration wins.
+    # The database's metrics come from its queries: every preset's, first declaration wins,
+    # with each optional column named (a timestamp adds the stuck-work age).
     queries: dict[str, Desc] = {}
-    for preset in PRESETS:
-        for g in (g for q in default_queries(preset) for g in gauges_of(q)):
+    for preset, make in PRESETS.items():
+        optional = {k: k for k, v in (make.__kwdefaults__ or {}).items() if v is None}
+        for g in (g for q in default_queries(preset, **optional) for g in gauges_of(q)):
             queries.setdefault(g.metric, Desc(g.metric, g.help, "gauge", g.label_names))
     found += [("database (preset query)", d) for d in queries.values()]
     return found + [(source, d) for source, d in own if source == "derived"]
@@ -66,21 +69,45 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_readme(readme: str) -> str:
-    tables = {
-        "config-reference": config_table(),
-        "metric-reference": metric_table(all_descs()),
+def metric_index(descs: Iterable[tuple[str, Desc]]) -> str:
+    """One line per source: its metric names, for README's glance at what is exported."""
+    by_source: dict[str, list[str]] = {}
+    for source, d in descs:
+        by_source.setdefault(source.split(" ", 1)[0], []).append(f"`{d.name}`")
+    return "\n".join(f"- **{source}**: {', '.join(names)}" for source, names in by_source.items())
+
+
+# The files with generated sections, and the sections each holds.
+GENERATED = {
+    "docs/configuration.md": ("config-reference",),
+    "docs/metrics.md": ("metric-reference",),
+    "README.md": ("metric-index",),
+}
+
+
+def render(text: str, names: Iterable[str], where: str = "the file") -> str:
+    """``text`` with each named marked section replaced by what the declarations generate."""
+    make: dict[str, Callable[[], str]] = {
+        "config-reference": config_table,
+        "metric-reference": lambda: metric_table(all_descs()),
+        "metric-index": lambda: metric_index(all_descs()),
     }
-    for name, table in tables.items():
+    for name in names:
         start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-        before, found, rest = readme.partition(start)
+        before, found, rest = text.partition(start)
         _, found_end, after = rest.partition(end)
         if not (found and found_end):
-            raise ValueError(f"README has no {start} ... {end} markers")
-        readme = f"{before}{start}\n{table}\n{end}{after}"
-    return readme
+            raise ValueError(f"{where} has no {start} ... {end} markers")
+        text = f"{before}{start}\n{make[name]()}\n{end}{after}"
+    return text
+
+
+def main(root: Path) -> None:
+    for name, sections in GENERATED.items():
+        path = root / name
+        path.write_text(render(path.read_text(), sections, name))
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(render_readme(path.read_text()))
+    # An argument naming a file (the older README.md form) still means "the repository here".
+    main(Path("."))

@@ -13,13 +13,16 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from functools import partial
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_Call = tuple[Future[Any], Callable[[], Any]]
+# A submitted call as the thread sees it: how to cancel it, and how to run it into its future
+# (closures, so the queue holds calls of every result type without erasing them to Any).
+_Call = tuple[Callable[[], bool], Callable[[], None]]
 
 
 class Lane:
@@ -53,7 +56,7 @@ class Lane:
                     future.set_exception(exc)
                     return future
                 self._thread = thread
-            self._calls.put((future, call))
+            self._calls.put((future.cancel, partial(_settle, future, call)))
         return future
 
     def close(self) -> None:
@@ -67,17 +70,23 @@ class Lane:
                 except queue.Empty:
                     break
                 if waiting is not None:
-                    waiting[0].cancel()
+                    cancel, _ = waiting
+                    cancel()
             self._calls.put(None)
 
     def _run(self) -> None:
         while (item := self._calls.get()) is not None:
-            future, call = item
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled while it waited: its caller gave up on it
-            try:
-                result = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            _, run = item
+            run()
+
+
+def _settle(future: Future[T], call: Callable[[], T]) -> None:
+    """Run ``call`` into ``future``, unless it was cancelled while it waited."""
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while it waited: its caller gave up on it
+    try:
+        result = call()
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -59,7 +59,8 @@ AVAILABLE = Desc(
 )
 RATIO = Desc(
     "pixcrawler_disk_usage_ratio",
-    "Share of the filesystem not available to unprivileged users (0-1), as df's Use% counts it.",
+    "Used space over used plus what unprivileged users may still fill (0-1), as df's Use% "
+    "counts it; blocks reserved for root are in neither.",
     "gauge",
     ("path",),
 )
@@ -75,11 +76,20 @@ ERROR = Desc(
 class DiskUsage:
     size_bytes: int
     available_bytes: int
+    # Free including the blocks reserved for root; the size without reservation when unknown.
+    free_bytes: int | None = None
 
     @property
     def usage_ratio(self) -> float:
-        # Root-reserved blocks count as used, as df does: they are not ours to fill.
-        return 1 - self.available_bytes / self.size_bytes if self.size_bytes else 0.0
+        """df's Use%: what is used over what is used plus what an unprivileged user may still
+        fill. The blocks reserved for root are in neither: not ours to fill, but not used
+        either. (1 - available / size counted them as used, and read 71% on a filesystem with
+        60% reserved that df showed 28% full.)"""
+        if self.free_bytes is None:  # nothing known of reserved blocks: counted as used
+            return 1 - self.available_bytes / self.size_bytes if self.size_bytes else 0.0
+        used = self.size_bytes - self.free_bytes
+        room = used + self.available_bytes
+        return used / room if room > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,9 @@ class DiskCollector(Collector[DiskReading]):
 
     def _statvfs(self, path: str) -> DiskUsage:
         st = os.statvfs(self._where(path))
-        return DiskUsage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+        return DiskUsage(
+            st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, st.f_bfree * st.f_frsize
+        )
 
     def _log_changes(self, errors: Mapping[str, str]) -> None:
         for path in self.paths:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import TypeAlias
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -16,6 +17,14 @@ MAX_BYTES = 4 * 1024 * 1024
 # More digits than any setting needs (int64 has 19); beyond this a number is a mistake, and
 # beyond Python's 4300 int() raises an error that YAML does not place.
 MAX_DIGITS = 30
+
+# A value as the safe loader yields it: str, int, float, bool, None, a date or datetime, bytes
+# (!!binary), a list, a set (!!set) or a mapping of those, whose keys need not be strings. Typed
+# as object rather than as a union of those: mypy then makes every reader narrow with isinstance
+# where it takes a value, and that is where a file of another shape becomes a ConfigError that
+# names the key, never an AttributeError or a setting silently of the wrong type.
+Yaml: TypeAlias = object
+YamlMapping: TypeAlias = Mapping[Yaml, Yaml]
 
 
 class _Loader(yaml.SafeLoader):
@@ -52,7 +61,7 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
-def read_yaml_mapping(path: str, what: str) -> dict[object, object]:
+def read_yaml_mapping(path: str, what: str) -> dict[Yaml, Yaml]:
     """A YAML file whose top level is a mapping ({} when empty); ConfigError says what is wrong,
     with ``what`` naming the kind of file ("config file", "web config file")."""
     try:

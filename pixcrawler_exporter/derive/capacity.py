@@ -36,6 +36,24 @@ def temp_limit_bytes(cfg: CapacityConfig) -> int:
     return round(cfg.max_temp_storage_mb * MIB)
 
 
+@dataclass(frozen=True)
+class TempQuota:
+    """The temp storage quota and what the temp storage collector counted against it. The
+    collector reports bytes only; the quota is configuration, so the share is a derived fact."""
+
+    limit_bytes: int
+    used_bytes: int | None  # None while the temp usage is unknown (the collector failed)
+
+    @property
+    def usage_ratio(self) -> float | None:
+        """Used over the limit, above 1 when over it: the temp_storage status's figure."""
+        return None if self.used_bytes is None else self.used_bytes / self.limit_bytes
+
+
+def temp_quota(cfg: CapacityConfig, used_bytes: int | None) -> TempQuota:
+    return TempQuota(temp_limit_bytes(cfg), used_bytes)
+
+
 def capacity(
     cfg: CapacityConfig,
     active: int | None,
@@ -107,6 +125,15 @@ CAN_START_KNOWN = Desc(
     "chunks (the database), temp usage or, with temp files in RAM, the memory left cannot be "
     "read. Absent where it can never be known: the database or temp storage collector is off.",
 )
+TEMP_LIMIT = Desc(
+    "pixcrawler_temp_storage_limit_bytes",
+    "Configured limit of the temp storage of all directories together.",
+)
+TEMP_USAGE_RATIO = Desc(
+    "pixcrawler_temp_storage_usage_ratio",
+    "Bytes of all temp directories divided by the limit (above 1 when over it), "
+    "from the background scan.",
+)
 DESCS = (
     MAX_CONCURRENT,
     MAX_BY_STORAGE,
@@ -115,6 +142,8 @@ DESCS = (
     UTILIZATION,
     CAN_START,
     CAN_START_KNOWN,
+    TEMP_LIMIT,
+    TEMP_USAGE_RATIO,
 )
 
 
@@ -130,3 +159,14 @@ def families(c: Capacity) -> Iterator[Metric]:
         yield CAN_START.value(1 if c.can_start else 0)
     if c.answerable:
         yield CAN_START_KNOWN.value(0 if c.can_start is None else 1)
+
+
+def temp_families(quota: TempQuota | None) -> Iterator[Metric]:
+    """The quota while the temp storage collector runs (``quota`` None: it is off), and the share
+    in use while its reading is good: the figure the temp_storage status is evaluated from, never
+    one built on a directory that could not be read."""
+    if quota is None:
+        return
+    yield TEMP_LIMIT.value(quota.limit_bytes)
+    if quota.usage_ratio is not None:
+        yield TEMP_USAGE_RATIO.value(quota.usage_ratio)

@@ -24,10 +24,10 @@ from pixcrawler_exporter.collectors.cpu import CpuReading
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.collectors.disk import DiskReading
 from pixcrawler_exporter.collectors.memory import MemoryReading
-from pixcrawler_exporter.collectors.temp_storage.collector import TempStorageReading
+from pixcrawler_exporter.collectors.temp_storage.reading import TempStorageReading
 from pixcrawler_exporter.config import Config
 from pixcrawler_exporter.derive import capacity, thresholds
-from pixcrawler_exporter.derive.capacity import MIB, Capacity
+from pixcrawler_exporter.derive.capacity import MIB, Capacity, TempQuota
 from pixcrawler_exporter.derive.resources import Resource
 from pixcrawler_exporter.derive.thresholds import Evaluation, Status
 
@@ -70,12 +70,16 @@ class Pipeline:
 @dataclass(frozen=True)
 class Facts:
     values: Mapping[Resource, float | None]  # per resource: a 0-1 ratio, or active chunks
-    temp_storage_bytes: int | None
+    temp: TempQuota | None  # None where the temp storage collector is off
     evaluations: Mapping[str, Evaluation]
     capacity: Capacity
     environment: str
     timestamp: float
     pipeline: Pipeline
+
+    @property
+    def temp_storage_bytes(self) -> int | None:
+        return self.temp.used_bytes if self.temp is not None else None
 
 
 @dataclass(frozen=True)
@@ -114,18 +118,24 @@ class StatusTracker:
             memory = memory_figure(snapshot.get(MemoryReading), temp)
             database = snapshot.get(DatabaseReading)
             active = database.active_chunks if database is not None else None
+            temp_bytes = temp.total_bytes if temp is not None else None
+            # The quota is the configuration's; where the temp collector is off it means nothing.
+            quota = (
+                capacity.temp_quota(self.config.capacity, temp_bytes)
+                if "temp_storage" in snapshot.outcomes
+                else None
+            )
             values: dict[Resource, float | None] = {
                 "disk": _disk_ratio(snapshot.get(DiskReading)),
                 "memory": self._azure_or_local(
                     snapshot, "MemoryPercentage", memory.ratio if memory is not None else None
                 ),
                 "cpu": self._azure_or_local(snapshot, "CpuPercentage", self._cpu(snapshot)),
-                "temp_storage": temp.usage_ratio if temp is not None else None,
+                "temp_storage": quota.usage_ratio if quota is not None else None,
                 "chunks": active,
             }
             evaluations = thresholds.evaluate_all(values, self.config.thresholds)
             self._log_changes(evaluations)
-        temp_bytes = temp.total_bytes if temp is not None else None
         cap = capacity.capacity(
             self.config.capacity,
             active,
@@ -135,7 +145,7 @@ class StatusTracker:
         )
         return Facts(
             values,
-            temp_bytes,
+            quota,
             evaluations,
             cap,
             self.environment,
@@ -209,6 +219,7 @@ class StatusTracker:
 def families(facts: Facts, config: Config) -> Iterator[Metric]:
     yield from thresholds.families(facts.evaluations, config.thresholds)
     yield from capacity.families(facts.capacity)
+    yield from capacity.temp_families(facts.temp)
 
 
 class StatusMetrics(TypedDict):

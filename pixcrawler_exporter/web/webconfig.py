@@ -17,10 +17,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.config import ConfigError
 from pixcrawler_exporter.config.boundedfile import UnreadableError, read_bounded
+
+if TYPE_CHECKING:  # the module imports PyYAML, which a start without a web config never needs
+    from pixcrawler_exporter.config.yamlfile import Yaml, YamlMapping
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +239,14 @@ class TLSContexts:
 # --- reading and checking ----------------------------------------------------------------------
 
 
-def _read(path: str) -> dict[Any, Any]:
+def _read(path: str) -> YamlMapping:
     # An empty file means plain HTTP without authentication, as with the toolkit.
     from pixcrawler_exporter.config.yamlfile import read_yaml_mapping  # PyYAML: with a file
 
     return read_yaml_mapping(path, "web config file")
 
 
-def _check_keys(node: Mapping[Any, Any], section: str, path: str) -> None:
+def _check_keys(node: YamlMapping, section: str, path: str) -> None:
     """Unknown keys are errors, as with the toolkit's strict YAML: a typo must not turn TLS off."""
     known = KEYS[section]
     for key in node:
@@ -258,7 +261,7 @@ def _check_keys(node: Mapping[Any, Any], section: str, path: str) -> None:
             )
 
 
-def _section(doc: Mapping[str, Any], name: str, path: str) -> Mapping[str, Any]:
+def _section(doc: YamlMapping, name: str, path: str) -> YamlMapping:
     node = doc.get(name)
     if node is None:
         return {}
@@ -268,7 +271,7 @@ def _section(doc: Mapping[str, Any], name: str, path: str) -> Mapping[str, Any]:
     return node
 
 
-def _string(node: Mapping[str, Any], key: str, section: str, path: str) -> str | None:
+def _string(node: YamlMapping, key: str, section: str, path: str) -> str | None:
     value = node.get(key)
     if value is None or value == "":
         return None
@@ -277,7 +280,9 @@ def _string(node: Mapping[str, Any], key: str, section: str, path: str) -> str |
     return value
 
 
-def _one_of(node: Mapping[str, Any], key: str, section: str, path: str, options: Any) -> str | None:
+def _one_of(
+    node: YamlMapping, key: str, section: str, path: str, options: Mapping[str, object]
+) -> str | None:
     value = _string(node, key, section, path)
     if value is not None and value not in options:
         raise ConfigError(
@@ -287,7 +292,7 @@ def _one_of(node: Mapping[str, Any], key: str, section: str, path: str, options:
     return value
 
 
-def _tls(node: Mapping[str, Any], path: str) -> TLSSettings | None:
+def _tls(node: YamlMapping, path: str) -> TLSSettings | None:
     s = "tls_server_config"
     strings = {
         k: _string(node, k, s, path)
@@ -330,7 +335,7 @@ def _tls(node: Mapping[str, Any], path: str) -> TLSSettings | None:
     )
 
 
-def _users(node: Any, path: str) -> dict[str, bytes]:
+def _users(node: Yaml, path: str) -> dict[str, bytes]:
     if node is None:
         return {}
     if not isinstance(node, dict):
@@ -358,7 +363,7 @@ def _users(node: Any, path: str) -> dict[str, bytes]:
     return users
 
 
-def _headers(node: Mapping[str, Any], path: str) -> dict[str, str]:
+def _headers(node: YamlMapping, path: str) -> dict[str, str]:
     if node.get("http2") is not None and not isinstance(node["http2"], bool):
         raise ConfigError(f"http_server_config.http2 in {path}: expected true or false")
     headers = node.get("headers")
@@ -384,7 +389,7 @@ def _headers(node: Mapping[str, Any], path: str) -> dict[str, str]:
     return out
 
 
-def _rate_limit(node: Mapping[str, Any], path: str) -> RateLimit | None:
+def _rate_limit(node: YamlMapping, path: str) -> RateLimit | None:
     if not node:
         return None
     interval = _duration(node.get("interval", 0), f"rate_limit.interval in {path}")
@@ -396,7 +401,7 @@ def _rate_limit(node: Mapping[str, Any], path: str) -> RateLimit | None:
     return RateLimit(interval, burst)
 
 
-def _duration(raw: Any, where: str) -> float:
+def _duration(raw: Yaml, where: str) -> float:
     """A Go duration ('1s', '250ms', '1m30s'); 0 on its own is allowed."""
     if raw == 0 or raw == "0":
         return 0.0

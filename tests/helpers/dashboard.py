@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pixcrawler_exporter.artifacts import rules
+from pixcrawler_exporter.artifacts.recording import RECORDING_RULES
 
 if TYPE_CHECKING:
     from tests.conftest import Exporter
@@ -48,9 +48,7 @@ def source_metrics(expr: str) -> set[str]:
     """The exporter's metrics an expression reads, through the recording rules it uses."""
     found = set()
     for name in metric_names(expr):
-        found |= (
-            metric_names(rules.RECORDING_RULES[name]) if name in rules.RECORDING_RULES else {name}
-        )
+        found |= metric_names(RECORDING_RULES[name]) if name in RECORDING_RULES else {name}
     return found - {"up", "scrape_duration_seconds"}
 
 

@@ -390,8 +390,9 @@ def import_base(engine: Engine, mirror: str) -> str:
 
 
 def readme_docker_commands() -> list[str]:
-    """The shell commands of README's Docker section, continuation lines as written."""
-    text = (REPO / "README.md").read_text()
+    """The shell commands of the Docker section of docs/deployment.md, continuation lines as
+    written (README's own Docker commands are among them: tests/test_docs_site.py checks)."""
+    text = (REPO / "docs/deployment.md").read_text()
     section = text.split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
     return [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
 

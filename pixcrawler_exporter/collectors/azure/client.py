@@ -11,7 +11,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from pixcrawler_exporter.collectors.azure.model import LogQuery
 from pixcrawler_exporter.collectors.azure.parse import MalformedError
@@ -26,7 +26,6 @@ from pixcrawler_exporter.collectors.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
     from azure.core import PipelineClient
-    from azure.core.pipeline import PipelineResponse
     from azure.core.rest import HttpRequest, HttpResponse
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
     from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryResult
@@ -38,6 +37,20 @@ log = logging.getLogger(__name__)
 
 PUBLIC_METRICS_AUDIENCE = "https://metrics.monitor.azure.com"
 _REGIONAL_HOST = re.compile(r"^[a-z0-9-]+\.(metrics\.monitor\..+)$")
+
+
+class _Headers(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class _Answered(Protocol):
+    """What the response hook reads of the SDK's PipelineResponse, whichever request and
+    response types its pipeline carries (the REST ones for Resource Manager, the transport
+    ones inside the Monitor clients)."""
+
+    @property
+    def http_response(self) -> _Headers: ...
 
 
 def metrics_audience(endpoint: str) -> str:
@@ -71,7 +84,7 @@ class Clients:
         if self._credential is None:
             self._credential = make_credential(self.cfg, self.timeout)
         # SDK keyword arguments, passed on to its pipeline untyped.
-        common: dict[str, Any] = {
+        common: dict[str, object] = {
             # Our loop retries, counts and waits; the SDK's would hide calls from both.
             "retry_total": 0,
             "raw_response_hook": self._hook,
@@ -93,11 +106,7 @@ class Clients:
     def query_batch(self, batch: Batch, lookback: float) -> list[MetricsQueryResult]:
         """The raw ``metrics:getBatch`` results, one-minute grains over ``lookback`` seconds;
         one time series per instance when the batch is split by instance."""
-        split: dict[str, Any] = (
-            {"filter": INSTANCE_FILTER, "max_results": batch.max_series}
-            if batch.by_instance
-            else {}
-        )
+        split = batch.by_instance
         return self._metrics[batch.endpoint].query_resources(
             resource_ids=[r.id for r in batch.resources],
             metric_namespace=batch.resource_type,
@@ -107,7 +116,8 @@ class Clients:
             aggregations=list(batch.aggregations),
             connection_timeout=self.timeout,
             read_timeout=self.timeout,
-            **split,
+            filter=INSTANCE_FILTER if split else None,
+            max_results=batch.max_series if split else None,
         )
 
     def query_logs(self, query: LogQuery) -> LogsQueryResult | LogsQueryPartialResult:
@@ -165,14 +175,14 @@ class Clients:
                 except Exception:  # closing is best effort
                     log.debug("closing an Azure client failed", exc_info=True)
 
-    def _hook(self, pipeline_response: PipelineResponse[Any, Any]) -> None:
+    def _hook(self, pipeline_response: _Answered) -> None:
         self._on_headers(pipeline_response.http_response.headers)
 
 
 def make_credential(cfg: AzureSettings, timeout: float) -> Credential:
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
-    kwargs: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout}
+    kwargs: dict[str, object] = {"connection_timeout": timeout, "read_timeout": timeout}
     if cfg.authority_host:
         kwargs["authority"] = cfg.authority_host
         # Otherwise MSAL asks the public cloud to vouch for the authority: a custom one

@@ -12,8 +12,8 @@ listed without one uses the resource's ``aggregation``, else its *natural* aggre
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 AGGREGATIONS = ("Average", "Minimum", "Maximum", "Total", "Count")
 
@@ -233,7 +233,7 @@ def default_resource(resource_id: str) -> AzureResource:
     return _resource({"id": resource_id}, "resource")
 
 
-def parse_resource_id(raw: Any) -> str | None:
+def parse_resource_id(raw: object) -> str | None:
     """``azure.resource_id``: a resource id of a type that has default metrics, or unset."""
     if raw is None or raw == "":
         return None
@@ -249,7 +249,7 @@ def parse_resource_id(raw: Any) -> str | None:
         ) from None
 
 
-def parse_resources(raw: Any) -> tuple[AzureResource, ...]:
+def parse_resources(raw: object) -> tuple[AzureResource, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list | tuple):
@@ -266,7 +266,7 @@ def parse_resources(raw: Any) -> tuple[AzureResource, ...]:
     return tuple(found)
 
 
-def _resource(item: dict[Any, Any], where: str) -> AzureResource:
+def _resource(item: Mapping[object, object], where: str) -> AzureResource:
     def bad(problem: str) -> ValueError:
         return ValueError(f"{RESOURCE_ACCEPTED}; {where}: {problem}")
 
@@ -321,14 +321,14 @@ def _resource(item: dict[Any, Any], where: str) -> AzureResource:
     return AzureResource(rid, region, tuple(metrics))
 
 
-def _aggregation(raw: Any, bad: Any, what: str) -> str:
+def _aggregation(raw: object, bad: Callable[[str], ValueError], what: str) -> str:
     for agg in AGGREGATIONS:
         if isinstance(raw, str) and raw.strip().lower() == agg.lower():
             return agg
     raise bad(f"{what} {raw!r} is not one of {', '.join(AGGREGATIONS)}")
 
 
-def parse_log_queries(raw: Any) -> tuple[LogQuery, ...]:
+def parse_log_queries(raw: object) -> tuple[LogQuery, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list | tuple):
@@ -385,7 +385,7 @@ def parse_log_queries(raw: Any) -> tuple[LogQuery, ...]:
     return tuple(found)
 
 
-def _timespan(raw: Any) -> float:
+def _timespan(raw: object) -> float:
     """Seconds, 0 for no timespan."""
     if raw is None:
         return 0.0

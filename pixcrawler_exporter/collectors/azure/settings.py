@@ -111,7 +111,7 @@ class AzureSettings(SourceSettings):
         env="PIXCRAWLER_AZURE_LOG_PRESETS",
         help="Seed 002's App Insights queries to run, by name (comma-separated in the variable): "
         f"{', '.join(LOG_PRESET_NAMES)}; each is a gauge of its own, counts weighted by "
-        "ItemCount (sampling). README lists their KQL.",
+        "ItemCount (sampling). docs/azure.md lists their KQL.",
     )
 
     def finish(self, given: Provenance) -> AzureSettings:

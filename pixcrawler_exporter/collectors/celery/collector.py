@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
@@ -23,15 +23,13 @@ from prometheus_client.core import Metric
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector
 from pixcrawler_exporter.collect.errors import describe, scrub
-from pixcrawler_exporter.collect.metrics import Desc, add, observe
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
-from pixcrawler_exporter.collectors.celery import broker
+from pixcrawler_exporter.collectors.celery import broker, metrics
 from pixcrawler_exporter.collectors.celery.events import Listener
 from pixcrawler_exporter.collectors.celery.reading import (
     BrokerReading,
     CeleryReading,
-    Histogram,
     ReconcileReading,
 )
 from pixcrawler_exporter.collectors.celery.reconcile import JobsTable, Reconciler
@@ -45,179 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARTS = ("broker", "events", "reconcile")
-
-REDIS_UP = Desc(
-    "pixcrawler_redis_up",
-    "1 when the broker's Redis answered the last round trip, 0 when it failed or timed out.",
-)
-QUEUE = Desc(
-    "pixcrawler_celery_queue_messages",
-    "Messages waiting in the queue, its priority sub-queues summed.",
-    "gauge",
-    ("queue",),
-)
-UNACKED = Desc(
-    "pixcrawler_celery_unacked_messages",
-    "Messages delivered to a worker and not acknowledged yet, every queue's: running tasks "
-    "(with acks_late), prefetched ones, and those of a worker that died.",
-)
-UNACKED_AGE = Desc(
-    "pixcrawler_celery_unacked_oldest_age_seconds",
-    "Seconds since the oldest unacknowledged message was delivered; absent when there is none.",
-)
-VISIBILITY = Desc(
-    "pixcrawler_celery_visibility_timeout_seconds",
-    "The broker's visibility timeout as configured (celery.visibility_timeout_seconds): an "
-    "unacknowledged message older than this is delivered again.",
-)
-EVENTS_UP = Desc(
-    "pixcrawler_celery_events_up",
-    "1 while the workers' event stream is followed, 0 while it is being reconnected.",
-)
-EVENTS = Desc(
-    "pixcrawler_celery_events_received_total",
-    "Events received from the workers since the exporter started.",
-    "counter",
-)
-ONLINE = Desc(
-    "pixcrawler_celery_workers_online",
-    "Workers whose last heartbeat is younger than two heartbeat intervals (Celery's rule).",
-)
-RUNNING = Desc(
-    "pixcrawler_celery_tasks_running",
-    "Tasks running on online workers, from their last heartbeats.",
-)
-WORKER_ONLINE = Desc(
-    "pixcrawler_celery_worker_online",
-    "1 while the worker is online, 0 once it is not; its series go after "
-    "celery.worker_forget_seconds.",
-    "gauge",
-    ("worker",),
-)
-WORKER_ACTIVE = Desc(
-    "pixcrawler_celery_worker_tasks_active",
-    "Tasks the worker was running at its last heartbeat.",
-    "gauge",
-    ("worker",),
-)
-WORKER_PROCESSED = Desc(
-    "pixcrawler_celery_worker_tasks_processed_total",
-    "Tasks the worker has run since it started, at its last heartbeat.",
-    "counter",
-    ("worker",),
-)
-WORKER_AGE = Desc(
-    "pixcrawler_celery_worker_heartbeat_age_seconds",
-    "Seconds since the worker's last heartbeat reached the exporter.",
-    "gauge",
-    ("worker",),
-)
-UNNAMED = Desc(
-    "pixcrawler_celery_workers_unnamed_total",
-    "Workers seen beyond celery.max_workers, counted online but given no series of their own.",
-    "counter",
-)
-TASKS = Desc(
-    "pixcrawler_celery_tasks_total",
-    "Task outcomes from task events (succeeded, failed, retried, rejected, revoked), by task "
-    "name (celery.task_names; others are 'other'); every outcome of a name starts at 0 once "
-    "the name is heard of.",
-    "counter",
-    ("task", "outcome"),
-)
-RUNTIME = Desc(
-    "pixcrawler_celery_task_runtime_seconds",
-    "Run time of tasks that succeeded or failed, from task events.",
-    "histogram",
-    ("task",),
-)
-QUEUE_WAIT = Desc(
-    "pixcrawler_celery_task_queue_wait_seconds",
-    "Time from a task being sent to it starting, from task events (needs "
-    "task_send_sent_event on the producer).",
-    "histogram",
-    ("task",),
-)
-STUCK = Desc(
-    "pixcrawler_celery_chunks_stuck",
-    "Chunk tasks of running jobs whose Celery result is final (success, failure, revoked) "
-    "beyond the chunks the job recorded completed or failed: the database still counts them "
-    "active. Absent without the jobs table's task_ids column.",
-)
-UNACCOUNTED = Desc(
-    "pixcrawler_celery_chunks_unaccounted",
-    "The database's active chunks minus the tasks Celery holds for a live worker (waiting in "
-    "the configured queues or running on an online worker). Above 0: the database counts "
-    "chunks no live worker will run.",
-)
-DB_ACTIVE = Desc(
-    "pixcrawler_celery_reconcile_active_chunks",
-    "The database's active chunks over running jobs, as the last reconciliation read them.",
-)
-AGE = Desc(
-    "pixcrawler_celery_data_age_seconds",
-    "Seconds since each part of the figures was learnt: broker, events, reconcile.",
-    "gauge",
-    ("part",),
-)
-REDIS_INFO = Desc(
-    "pixcrawler_redis_info",
-    "Always 1; the labels give the broker's Redis version and its maxmemory-policy.",
-    "gauge",
-    ("version", "eviction_policy"),
-)
-REDIS_USED = Desc("pixcrawler_redis_memory_used_bytes", "Memory Redis has allocated (used_memory).")
-REDIS_MAX = Desc(
-    "pixcrawler_redis_memory_max_bytes",
-    "Redis's maxmemory; absent when it has none (maxmemory 0).",
-)
-REDIS_EVICTED = Desc(
-    "pixcrawler_redis_evicted_keys_total",
-    "Keys Redis evicted to stay under maxmemory: with a broker, lost messages or results.",
-    "counter",
-)
-REDIS_REJECTED = Desc(
-    "pixcrawler_redis_rejected_connections_total",
-    "Connections Redis refused (maxclients reached).",
-    "counter",
-)
-REDIS_CLIENTS = Desc("pixcrawler_redis_connected_clients", "Clients connected to Redis.")
-
 
 class CeleryCollector(Collector[CeleryReading]):
     name = "celery"
     inline = True  # a scrape copies what the background threads learnt
     services = ("redis", "celery")
-    descs = (
-        REDIS_UP,
-        QUEUE,
-        UNACKED,
-        UNACKED_AGE,
-        VISIBILITY,
-        EVENTS_UP,
-        EVENTS,
-        ONLINE,
-        RUNNING,
-        WORKER_ONLINE,
-        WORKER_ACTIVE,
-        WORKER_PROCESSED,
-        WORKER_AGE,
-        UNNAMED,
-        TASKS,
-        RUNTIME,
-        QUEUE_WAIT,
-        STUCK,
-        UNACCOUNTED,
-        DB_ACTIVE,
-        AGE,
-        REDIS_INFO,
-        REDIS_USED,
-        REDIS_MAX,
-        REDIS_EVICTED,
-        REDIS_REJECTED,
-        REDIS_CLIENTS,
-    )
+    descs = metrics.DESCS
 
     def __init__(self, cfg: CelerySettings, database: DatabaseSettings | None = None) -> None:
         if cfg.broker_url is None:
@@ -307,24 +138,7 @@ class CeleryCollector(Collector[CeleryReading]):
         )
 
     def metrics(self, reading: CeleryReading) -> Iterable[Metric]:
-        yield REDIS_UP.value(0 if "broker" in reading.problems else 1)
-        yield VISIBILITY.value(reading.visibility_timeout_seconds)
-        yield EVENTS_UP.value(0 if "events" in reading.problems else 1)
-        age = AGE.family()
-        for part in PARTS:
-            if part in reading.ages:
-                add(age, reading.ages[part], part)
-        yield age
-        if reading.broker is not None:
-            yield from _broker_metrics(reading.broker)
-        if reading.events is not None:
-            yield from _events_metrics(reading)
-        if reading.reconcile is not None:
-            yield DB_ACTIVE.value(reading.reconcile.active_chunks)
-            if reading.reconcile.stuck is not None:
-                yield STUCK.value(reading.reconcile.stuck)
-            if reading.in_flight is not None:
-                yield UNACCOUNTED.value(reading.reconcile.active_chunks - reading.in_flight)
+        return metrics.render(reading)
 
     # --- the background side ---------------------------------------------------------------
 
@@ -395,55 +209,3 @@ class CeleryCollector(Collector[CeleryReading]):
         self._broker.close()
         if self._backend is not self._broker:
             self._backend.close()
-
-
-def _broker_metrics(b: BrokerReading) -> Iterable[Metric]:
-    queue = QUEUE.family()
-    for name, depth in b.queues.items():
-        add(queue, depth, name)
-    yield queue
-    yield UNACKED.value(b.unacked)
-    if b.unacked_oldest_seconds is not None:
-        yield UNACKED_AGE.value(b.unacked_oldest_seconds)
-    r = b.redis
-    yield REDIS_INFO.value(1, r.version, r.eviction_policy)
-    yield REDIS_USED.value(r.used_memory_bytes)
-    if r.max_memory_bytes is not None:
-        yield REDIS_MAX.value(r.max_memory_bytes)
-    yield REDIS_EVICTED.value(r.evicted_keys)
-    yield REDIS_REJECTED.value(r.rejected_connections)
-    yield REDIS_CLIENTS.value(r.connected_clients)
-
-
-def _events_metrics(reading: CeleryReading) -> Iterable[Metric]:
-    e = reading.events
-    assert e is not None
-    yield EVENTS.value(e.events_total)
-    yield ONLINE.value(e.online)
-    yield RUNNING.value(e.running)
-    yield UNNAMED.value(e.unnamed_workers_total)
-    online, active, processed, age = (
-        d.family() for d in (WORKER_ONLINE, WORKER_ACTIVE, WORKER_PROCESSED, WORKER_AGE)
-    )
-    for w in e.workers:
-        add(online, 1 if w.online else 0, w.hostname)
-        add(age, w.heartbeat_age_seconds, w.hostname)
-        if w.active is not None:
-            add(active, w.active, w.hostname)
-        if w.processed is not None:
-            add(processed, w.processed, w.hostname)
-    yield from (online, active, processed, age)
-    if e.tasks is not None:
-        tasks = TASKS.family()
-        for count in e.tasks.counts:
-            add(tasks, count.count, count.task, count.outcome)
-        yield tasks
-        yield _histogram(RUNTIME, e.tasks.runtime)
-        yield _histogram(QUEUE_WAIT, e.tasks.queue_wait)
-
-
-def _histogram(desc: Desc, by_task: Mapping[str, Histogram]) -> Metric:
-    family = desc.family()
-    for task, h in by_task.items():
-        observe(family, h.buckets, h.total, task)
-    return family

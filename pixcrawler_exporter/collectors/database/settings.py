@@ -84,12 +84,13 @@ class DatabaseSettings(SourceSettings):
         None,
         name_overrides,
         help="Table and column names for the preset, e.g. {table: jobs, active_chunks: active} "
-        "(YAML only; see README for each preset's names).",
+        "(YAML only; docs/database.md lists each preset's names).",
     )
     queries: tuple[Query, ...] = setting(
         (),
         parse_queries,
-        help="Extra queries mapped to metrics, sql_exporter style (YAML only; see README).",
+        help="Extra queries mapped to metrics, sql_exporter style (YAML only; see "
+        "docs/database.md).",
     )
     min_interval_seconds: float = setting(
         0.0,

@@ -3,7 +3,8 @@
 Walking a large temp tree takes far longer than a scrape may, so the walk runs in a thread of its
 own every ``interval`` seconds and ``read`` only hands out the last result. With ``watch``, a
 directory on a local filesystem is followed by inotify between those scans (see watch.py), so
-its figure is fresh within a second; the scan then only reconciles.
+its figure is fresh within a second; the scan then only reconciles. What the reading holds and
+how it is rendered: reading.py.
 """
 
 from __future__ import annotations
@@ -13,99 +14,31 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.contract import Collector, CollectorError
-from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collect.worker import Worker
 from pixcrawler_exporter.collectors.temp_storage.memoryfs import in_memory
+from pixcrawler_exporter.collectors.temp_storage.reading import (
+    DESCS,
+    DirectoryUsage,
+    TempStorageReading,
+    families,
+)
 from pixcrawler_exporter.collectors.temp_storage.scan import matcher, scan
 from pixcrawler_exporter.collectors.temp_storage.settings import TempSettings
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.collectors.temp_storage.watch import Watcher
-
-if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
 
 log = logging.getLogger(__name__)
 
-BYTES = Desc(
-    "pixcrawler_temp_storage_bytes",
-    "Apparent size of the files below the directory that match the temp file patterns, "
-    "from the background scan.",
-    "gauge",
-    ("directory",),
-)
-FILES = Desc(
-    "pixcrawler_temp_storage_files",
-    "Number of files below the directory that match the temp file patterns, "
-    "from the background scan.",
-    "gauge",
-    ("directory",),
-)
-LIMIT = Desc(
-    "pixcrawler_temp_storage_limit_bytes",
-    "Configured limit of the temp storage of all directories together.",
-)
-RATIO = Desc(
-    "pixcrawler_temp_storage_usage_ratio",
-    "Bytes of all temp directories divided by the limit (above 1 when over it), "
-    "from the background scan.",
-)
-DURATION = Desc(
-    "pixcrawler_temp_storage_scan_duration_seconds",
-    "How long the last completed background scan of all temp directories took.",
-)
-LAST_SCAN = Desc(
-    "pixcrawler_temp_storage_last_scan_timestamp_seconds",
-    "Unix time the last background scan of the temp directories completed.",
-)
-OLDEST = Desc(
-    "pixcrawler_temp_storage_oldest_file_age_seconds",
-    "Age of the oldest matching file below the directory (by modification time) when the last "
-    "background scan completed; absent without any. A crashed worker's chunk stays behind.",
-    "gauge",
-    ("directory",),
-)
-IN_MEMORY = Desc(
-    "pixcrawler_temp_storage_in_memory",
-    "1 when the directory is on tmpfs or ramfs (its files use memory, not disk), 0 when on "
-    "another filesystem; absent when it cannot be told.",
-    "gauge",
-    ("directory",),
-)
-UNREADABLE = Desc(
-    "pixcrawler_temp_storage_error",
-    "1 when the configured directory cannot be opened (missing, deleted or moved away, not a "
-    "directory, not permitted): its usage is unknown, so its bytes are absent and the "
-    "collector fails; 0 when it can.",
-    "gauge",
-    ("directory",),
-)
-ERRORS = Desc(
-    "pixcrawler_temp_storage_scan_errors_total",
-    "Directories the background scan could not read, counted once in every scan that hit them.",
-    "counter",
-)
-MODE = Desc(
-    "pixcrawler_temp_storage_mode",
-    "1 for how the directory's figures are kept, 0 for the other: mode=events follows changes "
-    "by inotify (fresh within a second, reconciled by each scan), mode=scan counts in each "
-    "background scan only (network shares, no inotify watches left).",
-    "gauge",
-    ("directory", "mode"),
-)
-WATCHES = Desc(
-    "pixcrawler_temp_storage_watches",
-    "inotify watches held to follow the temp directories (one per directory below them).",
-)
-MODES = ("events", "scan")
 # Events of a burst that arrive within this are taken together.
 BATCH_SECONDS = 0.1
 # The longest wait for events: close() is seen within it, and a configured directory that cannot
@@ -114,55 +47,6 @@ BATCH_SECONDS = 0.1
 TICK_SECONDS = 0.5
 # Following events may take at most this share of the time; a storm of them is listed less often.
 MAX_BUSY_SHARE = 0.1
-
-
-@dataclass(frozen=True)
-class DirectoryUsage:
-    bytes: int
-    files: int
-
-
-@dataclass(frozen=True)
-class TempStorageReading:
-    # Every configured directory the scan could open, in config order. One it could not open
-    # (missing, mistyped, not permitted) is left out: its usage is unknown, not 0.
-    directories: Mapping[str, DirectoryUsage]
-    errors: Mapping[str, tuple[str, ...]]  # the last scan's errors of the directories that had any
-    limit_bytes: int | None
-    scan_duration_seconds: float
-    last_scan_timestamp_seconds: float  # wall clock, when the scan completed
-    scan_errors_total: int  # since start-up
-    # Directory -> on tmpfs/ramfs, for the directories whose filesystem could be told.
-    in_memory: Mapping[str, bool] = field(default_factory=dict)
-
-    # Directories the last scan could not open at all, with why.
-    unreadable: Mapping[str, str] = field(default_factory=dict)
-    # Directory -> age in seconds of its oldest matching file, for those with any.
-    oldest_file_age: Mapping[str, float] = field(default_factory=dict)
-    modes: Mapping[str, str] = field(default_factory=dict)  # directory -> "events" or "scan"
-    watches: int = 0
-
-    @property
-    def error(self) -> str | None:
-        """Set when a configured directory could not be read: the collector then fails (the
-        scraper reads this), so the total, the temp status and can_start_chunk are unknown
-        rather than built on a directory silently counted as empty."""
-        if not self.unreadable:
-            return None
-        return "temp directory unreadable: " + "; ".join(self.unreadable.values())
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(d.bytes for d in self.directories.values())
-
-    @property
-    def in_memory_bytes(self) -> int:
-        """Bytes of the directories in RAM: memory the container uses for temp files."""
-        return sum(u.bytes for d, u in self.directories.items() if self.in_memory.get(d))
-
-    @property
-    def usage_ratio(self) -> float | None:
-        return None if self.limit_bytes is None else self.total_bytes / self.limit_bytes
 
 
 @dataclass(frozen=True)
@@ -190,20 +74,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
 
     name = "temp_storage"
     inline = True
-    descs = (
-        BYTES,
-        FILES,
-        UNREADABLE,
-        OLDEST,
-        IN_MEMORY,
-        LIMIT,
-        RATIO,
-        DURATION,
-        LAST_SCAN,
-        ERRORS,
-        MODE,
-        WATCHES,
-    )
+    descs = DESCS
 
     def __init__(
         self,
@@ -211,20 +82,16 @@ class TempStorageCollector(Collector[TempStorageReading]):
         patterns: Sequence[str],
         recursive: bool,
         interval: float,
-        limit_bytes: int | None,
         first_scan_wait: float = 5.0,
         watch: bool = False,
         missing_ok: bool = False,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
-        if limit_bytes is not None and limit_bytes <= 0:
-            raise ValueError(f"limit_bytes must be positive or None, not {limit_bytes!r}")
         self.dirs = list(dict.fromkeys(dirs))  # a directory named twice is scanned once
         self.patterns = tuple(patterns)
         self.recursive = recursive
         self.interval = interval
-        self.limit_bytes = limit_bytes
         self.first_scan_wait = first_scan_wait
         self.watch = watch
         self.missing_ok = missing_ok
@@ -249,20 +116,16 @@ class TempStorageCollector(Collector[TempStorageReading]):
 
     @classmethod
     def settings(cls, config: Config) -> object:
-        return config.source(TempSettings), config.capacity
+        return config.source(TempSettings)
 
     @classmethod
     def build(cls, context: BuildContext) -> TempStorageCollector:
-        from pixcrawler_exporter.derive import capacity  # derive imports config: not at load
-
         temp = context.config.source(TempSettings)
-        limit = capacity.temp_limit_bytes(context.config.capacity)
         return cls(
             temp.dirs,
             temp.patterns,
             temp.recursive,
             temp.scan_interval_seconds,
-            limit,
             watch=True,
             missing_ok=temp.missing_ok,
         )
@@ -290,38 +153,7 @@ class TempStorageCollector(Collector[TempStorageReading]):
         return reading
 
     def metrics(self, reading: TempStorageReading) -> Iterable[Metric]:
-        size, files = BYTES.family(), FILES.family()
-        for directory, usage in reading.directories.items():
-            add(size, usage.bytes, directory)
-            add(files, usage.files, directory)
-        yield from (size, files)
-        failed = UNREADABLE.family()
-        for directory in [*reading.directories, *reading.unreadable]:
-            add(failed, 1 if directory in reading.unreadable else 0, directory)
-        yield failed
-        if reading.oldest_file_age:
-            oldest = OLDEST.family()
-            for directory, age in reading.oldest_file_age.items():
-                add(oldest, age, directory)
-            yield oldest
-        if reading.in_memory:
-            ram = IN_MEMORY.family()
-            for directory, flag in reading.in_memory.items():
-                add(ram, 1 if flag else 0, directory)
-            yield ram
-        if reading.limit_bytes is not None and reading.usage_ratio is not None:
-            yield LIMIT.value(reading.limit_bytes)
-            yield RATIO.value(reading.usage_ratio)
-        yield DURATION.value(reading.scan_duration_seconds)
-        yield LAST_SCAN.value(reading.last_scan_timestamp_seconds)
-        yield ERRORS.value(reading.scan_errors_total)
-        if reading.modes:
-            mode = MODE.family()
-            for directory, current in reading.modes.items():
-                for name in MODES:
-                    add(mode, 1 if name == current else 0, directory, name)
-            yield mode
-            yield WATCHES.value(reading.watches)
+        return families(reading)
 
     def _cycle(self) -> None:
         """A full scan, then the events until the next one is due."""
@@ -431,7 +263,6 @@ class TempStorageCollector(Collector[TempStorageReading]):
         self._reading = TempStorageReading(
             usage,
             errors,
-            self.limit_bytes,
             *self._last_scan,
             self._errors_total,
             in_memory=dict(self._in_memory),
