@@ -26,6 +26,9 @@ from pixcrawler_exporter.logs import JsonFormatter
 from tests.conftest import REPO, Exporter, Samples, parse_samples, sample
 
 if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
+
     from tests.pg import PostgresServer
 
 pytest_plugins = ["tests.pg"]
@@ -208,27 +211,43 @@ def test_running_jobs_whose_counters_do_not_add_up_are_counted_in_the_database(
     assert sample(samples, "pixcrawler_jobs_stalled") == 0
 
 
+def trace_queries(conn: Connection[TupleRow], path: Path, reads: Callable[[], None]) -> list[str]:
+    """The messages libpq sent on ``conn`` while ``reads`` ran: each as its type, a tab and
+    (for a Query) its text."""
+    from psycopg import pq
+
+    with open(path, "w", encoding="utf-8") as out:
+        conn.pgconn.trace(out.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            reads()
+        finally:
+            conn.pgconn.untrace()
+    lines = [line.split("\t") for line in path.read_text().splitlines() if line[:1] == "F"]
+    return ["\t".join(fields[2:4]) for fields in lines]
+
+
 def test_a_collection_of_the_preset_is_one_message(
     jobs: PostgresServer, make: Factory, tmp_path: Path
 ) -> None:
-    from psycopg import pq
-
     collector = make()
     assert collector.read().up
     conn = collector._kept
     assert conn is not None
-    trace = tmp_path / "libpq.trace"
     jobs.reset_statements()
-    with open(trace, "w", encoding="utf-8") as out:
-        conn.pgconn.trace(out.fileno())
-        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
-        try:
-            for _ in range(3):
-                assert collector.read().up
-        finally:
-            conn.pgconn.untrace()
-    sent = [line.split("\t")[2] for line in trace.read_text().splitlines() if line[:1] == "F"]
-    assert sent == ["Query"] * 3, sent  # one message, so one round trip, per collection
+
+    def reads() -> None:
+        for _ in range(3):
+            assert collector.read().active_chunks == ACTIVE
+
+    sent = trace_queries(conn, tmp_path / "libpq.trace", reads)
+    # One message, so one round trip, per collection; the statement prepared on the
+    # connection's first read is executed, not sent and planned again.
+    message = (
+        'Query\t "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; '
+        'SET LOCAL statement_timeout = 2000; EXECUTE pixcrawler_preset; COMMIT"'
+    )
+    assert sent == [message] * 3, sent
     rows = jobs.query(
         "SELECT query, calls FROM pg_stat_statements WHERE userid = 'pixcrawler'::regrole"
     )
@@ -236,9 +255,40 @@ def test_a_collection_of_the_preset_is_one_message(
     assert ran == {
         "BEGIN ISOLATION LEVEL REPEATABLE READ RE": 3,  # one read-only snapshot
         "SET LOCAL statement_timeout = 2000": 3,  # the server's bound, for this transaction
-        'SELECT "status"::text AS status, count(*': 3,  # every figure, from one scan
+        # Every figure, from one scan: counted under the text it was prepared with.
+        'PREPARE pixcrawler_preset AS SELECT "sta': 3,
         "COMMIT": 3,
     }, ran
+
+
+def test_a_prepared_statement_gone_between_transactions_is_sent_whole(
+    jobs: PostgresServer, make: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind a transaction-pooling PgBouncer, the next transaction may reach a server
+    # connection where the statement was never prepared: as if it were deallocated.
+    collector = make()
+    assert collector.read().up
+    conn = collector._kept
+    assert conn is not None
+    conn.execute("DEALLOCATE pixcrawler_preset")
+    with caplog.at_level(logging.WARNING):
+
+        def reads() -> None:
+            for _ in range(2):
+                assert collector.read().active_chunks == ACTIVE
+
+        sent = trace_queries(conn, tmp_path / "libpq.trace", reads)
+    assert [line.split("\t")[0] for line in sent] == ["Query"] * 4, sent
+    assert "EXECUTE pixcrawler_preset" in sent[0]  # refused: the statement is gone
+    assert sent[1] == 'Query\t "ROLLBACK"'
+    for retried in sent[2:]:  # this read again, and every read after: the statement whole
+        assert 'FROM "crawl_jobs" GROUP BY' in retried, retried
+        assert "PREPARE" not in retried and "EXECUTE" not in retried
+    warned = [r.getMessage() for r in caplog.records if "prepared statements" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert collector.read().errors_total == dict.fromkeys(
+        ("connect", "auth", "timeout", "missing_object", "permission", "query"), 0
+    )
 
 
 def test_the_preset_is_cancelled_at_its_statement_timeout(
