@@ -1,9 +1,10 @@
 """Benchmark: the database scrape path against Debian's prometheus-postgres-exporter (v0.11).
 
 A real PostgreSQL (started like the tests do, see ``tests/pg.py``) holds seed 003's
-``crawl_jobs`` table. Both exporters run the same three SQL statements (our ``crawl_jobs``
-preset, rendered by ``default_queries()``; the peer gets them through ``--extend.query-path``),
-with every other collector of either exporter turned off. For each concurrency, N scraper
+``crawl_jobs`` table. Both exporters run the same SELECT (our ``crawl_jobs`` preset's one
+statement, rendered by ``default_queries()``; the peer gets it through ``--extend.query-path``,
+and both must report the same figures before anything is measured), with every other collector
+of either exporter turned off. For each concurrency, N scraper
 threads (one persistent HTTP/1.1 connection each) scrape ``/metrics`` back to back for a fixed
 window, ours first and then the peer's, alternately. Reported per window: scrapes/s, latency
 percentiles, the exporter's CPU time per scrape, and the queries the database received

@@ -245,7 +245,7 @@ def test_a_collection_of_the_preset_is_one_message(
     # connection's first read is executed, not sent and planned again.
     message = (
         'Query\t "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; '
-        'SET LOCAL statement_timeout = 2000; EXECUTE pixcrawler_preset; COMMIT"'
+        'SET LOCAL statement_timeout = 2000; EXECUTE exporter_preset; COMMIT"'
     )
     assert sent == [message] * 3, sent
     rows = jobs.query(
@@ -256,7 +256,7 @@ def test_a_collection_of_the_preset_is_one_message(
         "BEGIN ISOLATION LEVEL REPEATABLE READ RE": 3,  # one read-only snapshot
         "SET LOCAL statement_timeout = 2000": 3,  # the server's bound, for this transaction
         # Every figure, from one scan: counted under the text it was prepared with.
-        'PREPARE pixcrawler_preset AS SELECT "sta': 3,
+        'PREPARE exporter_preset AS SELECT "sta': 3,
         "COMMIT": 3,
     }, ran
 
@@ -270,7 +270,7 @@ def test_a_prepared_statement_gone_between_transactions_is_sent_whole(
     assert collector.read().up
     conn = collector._kept
     assert conn is not None
-    conn.execute("DEALLOCATE pixcrawler_preset")
+    conn.execute("DEALLOCATE exporter_preset")
     with caplog.at_level(logging.WARNING):
 
         def reads() -> None:
@@ -279,7 +279,7 @@ def test_a_prepared_statement_gone_between_transactions_is_sent_whole(
 
         sent = trace_queries(conn, tmp_path / "libpq.trace", reads)
     assert [line.split("\t")[0] for line in sent] == ["Query"] * 4, sent
-    assert "EXECUTE pixcrawler_preset" in sent[0]  # refused: the statement is gone
+    assert "EXECUTE exporter_preset" in sent[0]  # refused: the statement is gone
     assert sent[1] == 'Query\t "ROLLBACK"'
     for retried in sent[2:]:  # this read again, and every read after: the statement whole
         assert 'FROM "crawl_jobs" GROUP BY' in retried, retried

@@ -71,7 +71,7 @@ MARGIN_SECONDS = 0.1
 BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # The preset's statement, prepared once per connection: the server parses and plans it once
 # rather than on every scrape (a fifth of the statement's time on the server).
-PREPARED = "pixcrawler_preset"
+PREPARED = "exporter_preset"
 
 UP = Desc(
     "pixcrawler_database_up",
