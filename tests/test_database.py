@@ -256,7 +256,7 @@ def test_a_collection_of_the_preset_is_one_message(
         "BEGIN ISOLATION LEVEL REPEATABLE READ RE": 3,  # one read-only snapshot
         "SET LOCAL statement_timeout = 2000": 3,  # the server's bound, for this transaction
         # Every figure, from one scan: counted under the text it was prepared with.
-        'PREPARE exporter_preset AS SELECT "sta': 3,
+        'PREPARE exporter_preset AS SELECT "statu': 3,
         "COMMIT": 3,
     }, ran
 
