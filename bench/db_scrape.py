@@ -1,9 +1,10 @@
 """Benchmark: the database scrape path against Debian's prometheus-postgres-exporter (v0.11).
 
 A real PostgreSQL (started like the tests do, see ``tests/pg.py``) holds seed 003's
-``crawl_jobs`` table. Both exporters run the same three SQL statements (our ``crawl_jobs``
-preset, rendered by ``default_queries()``; the peer gets them through ``--extend.query-path``),
-with every other collector of either exporter turned off. For each concurrency, N scraper
+``crawl_jobs`` table. Both exporters run the same SELECT (our ``crawl_jobs`` preset's one
+statement, rendered by ``default_queries()``; the peer gets it through ``--extend.query-path``,
+and both must report the same figures before anything is measured), with every other collector
+of either exporter turned off. For each concurrency, N scraper
 threads (one persistent HTTP/1.1 connection each) scrape ``/metrics`` back to back for a fixed
 window, ours first and then the peer's, alternately. Reported per window: scrapes/s, latency
 percentiles, the exporter's CPU time per scrape, and the queries the database received
@@ -43,7 +44,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pixcrawler_exporter.collectors.database.queries import default_queries  # noqa: E402
+from pixcrawler_exporter.collectors.database.presets import (  # noqa: E402
+    PresetQuery,
+    default_queries,
+)
 from tests.conftest import free_port  # noqa: E402
 from tests.pg import CRAWL_JOBS_TABLE, ROLE, PostgresServer, find_binaries  # noqa: E402
 
@@ -68,6 +72,7 @@ PEER_FLAGS = (
     "--log.level=warn",
 )
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+PEER_PRESET = "bench_preset"  # the peer's namespace for the preset's statement
 HTTP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -178,13 +183,19 @@ def seed(pg: PostgresServer, rows: int) -> None:
         conn.execute("ANALYZE crawl_jobs")
 
 
+def preset() -> PresetQuery:
+    (statement,) = default_queries()
+    assert isinstance(statement, PresetQuery)
+    return statement
+
+
 def peer_queries(path: Path) -> None:
-    """The preset's statements as the peer's extend.query-path YAML, one namespace each."""
-    out: dict[str, object] = {}
-    for query in default_queries():
-        columns = [{name: {"usage": "LABEL", "description": name}} for name in query.labels]
-        columns += [{name: {"usage": "GAUGE", "description": query.help}} for name in query.values]
-        out[f"bench_{query.metric}"] = {"query": query.sql, "metrics": columns}
+    """The preset's statement as the peer's extend.query-path YAML: the peer runs the very SQL
+    ours does, and exports its rows (a label per grouping column, a gauge per value)."""
+    statement = preset()
+    columns = [{name: {"usage": "LABEL", "description": name}} for name in statement.labels]
+    columns += [{name: {"usage": "GAUGE", "description": name}} for name in statement.values]
+    out = {PEER_PRESET: {"query": statement.sql, "metrics": columns}}
     path.write_text(yaml.safe_dump(out, sort_keys=False), encoding="utf-8")
 
 
@@ -306,20 +317,30 @@ def report(windows: dict[tuple[str, int], Window], levels: Sequence[int]) -> Non
         print(f"db queries/s c={high} vs c={low} ({name}): {ratio:.2f}")
 
 
-def _same_numbers(ours: str, peer: str) -> None:
-    """Both exporters must report the same active-chunk count, or the comparison is void."""
-
-    def value(body: str, name: str) -> float:
-        for family in text_string_to_metric_families(body):
+def _same_numbers(ours: str, peer: str) -> int:
+    """Both exporters must report the same figures, or the comparison is void: the peer's rows
+    of the preset's statement, made into figures as ours makes its own, against ours. How many
+    figures agree."""
+    statement = preset()
+    rows: dict[tuple[str, ...], dict[str, float | None]] = {}
+    for family in text_string_to_metric_families(peer):
+        column = family.name.removeprefix(f"{PEER_PRESET}_")
+        if family.name.startswith(f"{PEER_PRESET}_") and column in statement.values:
             for s in family.samples:
-                if s.name == name:
-                    return float(s.value)
-        raise RuntimeError(f"{name} missing from a scrape")
-
-    a = value(ours, "pixcrawler_chunks_active")
-    b = value(peer, "bench_pixcrawler_chunks_active_active")
-    if a != b:
-        raise RuntimeError(f"the exporters disagree: pixcrawler_chunks_active {a} vs {b}")
+                key = tuple(s.labels.get(name, "") for name in statement.labels)
+                # The peer reads NULL as NaN.
+                rows.setdefault(key, {})[column] = None if math.isnan(s.value) else s.value
+    made = statement.figures([(*k, *(v.get(c) for c in statement.values)) for k, v in rows.items()])
+    theirs = {(m, labels): value for m, samples in made.items() for labels, value in samples}
+    mine: dict[tuple[str, tuple[str, ...]], float] = {}
+    wanted = {g.metric: g.label_names for g in statement.gauges}
+    for family in text_string_to_metric_families(ours):
+        for s in family.samples:
+            if s.name in wanted:
+                mine[(s.name, tuple(s.labels[n] for n in wanted[s.name]))] = s.value
+    if not mine or mine != theirs:
+        raise RuntimeError(f"the exporters disagree: ours {mine}, the peer's {theirs}")
+    return len(mine)
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -390,9 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir,
         )
         exporters.append(peer)
-        _same_numbers(
+        agreed = _same_numbers(
             ours.wait_ready("pixcrawler_database_up 1.0"),
-            peer.wait_ready("bench_pixcrawler_chunks_active_active"),
+            peer.wait_ready(f"{PEER_PRESET}_{preset().values[0]}"),
         )
 
         version = subprocess.run(
@@ -402,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"PostgreSQL {pg.query('SHOW server_version')[0][0]}, crawl_jobs {args.rows} rows; "
             f"{args.seconds:g} s per window, {args.rounds} round(s); "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
-            f"peer: {(version.stdout + version.stderr).splitlines()[0]}",
+            f"peer: {(version.stdout + version.stderr).splitlines()[0]}; "
+            f"both report the same {agreed} figures; load average {os.getloadavg()[0]:.2f}",
             flush=True,
         )
         windows: dict[tuple[str, int], Window] = {}

@@ -530,6 +530,19 @@ def database_row(cfg: Config) -> Row:
                 "Chunks summed over all jobs: total, active, completed, failed.",
             ),
             Panel(
+                "Jobs out of sync or stalled",
+                "timeseries",
+                "none",
+                [
+                    Target(sel("pixcrawler_jobs_counters_out_of_sync"), "{{instance}} out of sync"),
+                    Target(sel("pixcrawler_jobs_stalled"), "{{instance}} stalled"),
+                ],
+                "Running jobs whose chunk counters do not add up, and running jobs with chunks "
+                "left and none active, counted job by job in the database "
+                "(PixCrawlerJobCountersOutOfSync, PixCrawlerJobStalled).",
+                thresholds=[(GREEN, None), (ORANGE, 1)],
+            ),
+            Panel(
                 "Failed chunks in 10m",
                 "timeseries",
                 "none",

@@ -15,7 +15,7 @@ from grafana import dashboard as generator
 from pixcrawler_exporter import config
 from pixcrawler_exporter.artifacts import recording
 from pixcrawler_exporter.collect.metrics import Desc
-from pixcrawler_exporter.collectors.database import queries
+from pixcrawler_exporter.collectors.database import presets
 from pixcrawler_exporter.derive.resources import Resource
 from tests.conftest import REPO
 from tests.helpers.dashboard import metric_names, panels
@@ -59,8 +59,8 @@ def declared_metrics() -> set[str]:
             for desc in getattr(value, "descs", ()) if isinstance(value, type) else ():
                 if isinstance(desc, Desc):
                     add(desc)
-    for preset in queries.PRESETS:
-        found |= {q.metric for q in queries.default_queries(preset)}
+    for preset in presets.PRESETS:
+        found |= {g.metric for q in presets.default_queries(preset) for g in presets.gauges_of(q)}
     return found
 
 

@@ -19,12 +19,16 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.database.dsn import redact_url
-from pixcrawler_exporter.collectors.database.queries import Query, default_queries, parse_queries
+from pixcrawler_exporter.collectors.database.presets import default_queries
+from pixcrawler_exporter.collectors.database.queries import Query, parse_queries
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading
 from pixcrawler_exporter.logs import JsonFormatter
 from tests.conftest import REPO, Exporter, Samples, parse_samples, sample
 
 if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
+
     from tests.pg import PostgresServer
 
 pytest_plugins = ["tests.pg"]
@@ -153,6 +157,164 @@ def test_crawl_jobs_defaults_are_exact(jobs: PostgresServer, make: Factory) -> N
         assert sample(samples, "pixcrawler_job_chunks", state=state) == value
     for reason in ("connect", "auth", "timeout", "missing_object", "permission", "query"):
         assert errors_total(samples, reason) == 0
+    # Every running job's counters add up, and the one with nothing active has nothing left.
+    assert sample(samples, "pixcrawler_jobs_counters_out_of_sync") == 0
+    assert sample(samples, "pixcrawler_jobs_stalled") == 0
+
+
+# Seed 003's "job never completes: chunk counters out of sync", row by row: what the database
+# counts, and what a sum over all jobs would hide (+2 and -2 chunks offset each other).
+OUT_OF_SYNC_JOBS = """
+INSERT INTO crawl_jobs
+    (project_id, max_images, status, total_chunks, active_chunks, completed_chunks, failed_chunks)
+VALUES
+    -- active decremented without completed incremented: 2 left, none active
+    (5, 2000, 'running', 4, 0, 2, 0),
+    -- a completion counted while its chunk stayed active: 4 + 2 = 6 of 4, so the sums over
+    -- all jobs add up again
+    (5, 2000, 'running', 4, 4, 2, 0),
+    -- one chunk never counted: 1 left and 1 active, so something still works on it
+    (5, 2500, 'running', 5, 1, 3, 0),
+    -- out of sync, but not running: the other alerts' business
+    (6, 1000, 'failed', 2, 0, 0, 1),
+    (6, 1000, 'pending', 3, 0, 0, 0);
+"""
+
+
+@pytest.mark.parametrize("column", ["varchar", "enum"])
+def test_running_jobs_whose_counters_do_not_add_up_are_counted_in_the_database(
+    jobs: PostgresServer, make: Factory, column: str
+) -> None:
+    jobs.execute(OUT_OF_SYNC_JOBS)
+    if column == "enum":  # grouped by the column itself: an enum is cast once per status
+        jobs.execute(
+            "DROP TYPE IF EXISTS job_status; CREATE TYPE job_status AS ENUM "
+            "('pending', 'running', 'completed', 'failed', 'cancelled');"
+            "ALTER TABLE crawl_jobs ALTER COLUMN status TYPE job_status "
+            "USING status::job_status;"
+        )
+    collector = make()
+    _, samples = render(collector, collector.read())
+    assert sample(samples, "pixcrawler_jobs_counters_out_of_sync") == 3
+    assert sample(samples, "pixcrawler_jobs_stalled") == 1
+    assert sample(samples, "pixcrawler_chunks_active") == ACTIVE + 0 + 4 + 1
+    assert sample(samples, "pixcrawler_jobs", status="running") == JOBS["running"] + 3
+    assert sample(samples, "pixcrawler_jobs", status="pending") == JOBS["pending"] + 1
+    assert sample(samples, "pixcrawler_job_chunks", state="total") == JOB_CHUNKS["total"] + 18
+
+    jobs.execute(
+        # The seed's reconcile: active = total - completed - failed.
+        "UPDATE crawl_jobs SET active_chunks = total_chunks - completed_chunks - failed_chunks"
+    )
+    _, samples = render(collector, collector.read())
+    assert sample(samples, "pixcrawler_jobs_counters_out_of_sync") == 0
+    assert sample(samples, "pixcrawler_jobs_stalled") == 0
+
+
+def trace_queries(conn: Connection[TupleRow], path: Path, reads: Callable[[], None]) -> list[str]:
+    """The messages libpq sent on ``conn`` while ``reads`` ran: each as its type, a tab and
+    (for a Query) its text."""
+    from psycopg import pq
+
+    with open(path, "w", encoding="utf-8") as out:
+        conn.pgconn.trace(out.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            reads()
+        finally:
+            conn.pgconn.untrace()
+    lines = [line.split("\t") for line in path.read_text().splitlines() if line[:1] == "F"]
+    return ["\t".join(fields[2:4]) for fields in lines]
+
+
+def test_a_collection_of_the_preset_is_one_message(
+    jobs: PostgresServer, make: Factory, tmp_path: Path
+) -> None:
+    collector = make()
+    assert collector.read().up
+    conn = collector._kept
+    assert conn is not None
+    jobs.reset_statements()
+
+    def reads() -> None:
+        for _ in range(3):
+            assert collector.read().active_chunks == ACTIVE
+
+    sent = trace_queries(conn, tmp_path / "libpq.trace", reads)
+    # One message, so one round trip, per collection; the statement prepared on the
+    # connection's first read is executed, not sent and planned again.
+    message = (
+        'Query\t "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; '
+        'SET LOCAL statement_timeout = 2000; EXECUTE exporter_preset; COMMIT"'
+    )
+    assert sent == [message] * 3, sent
+    rows = jobs.query(
+        "SELECT query, calls FROM pg_stat_statements WHERE userid = 'pixcrawler'::regrole"
+    )
+    ran = {" ".join(str(query).split())[:40]: int(calls) for query, calls in rows}
+    assert ran == {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ RE": 3,  # one read-only snapshot
+        "SET LOCAL statement_timeout = 2000": 3,  # the server's bound, for this transaction
+        # Every figure, from one scan: counted under the text it was prepared with.
+        'PREPARE exporter_preset AS SELECT "statu': 3,
+        "COMMIT": 3,
+    }, ran
+
+
+def test_a_prepared_statement_gone_between_transactions_is_sent_whole(
+    jobs: PostgresServer, make: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind a transaction-pooling PgBouncer, the next transaction may reach a server
+    # connection where the statement was never prepared: as if it were deallocated.
+    collector = make()
+    assert collector.read().up
+    conn = collector._kept
+    assert conn is not None
+    conn.execute("DEALLOCATE exporter_preset")
+    with caplog.at_level(logging.WARNING):
+
+        def reads() -> None:
+            for _ in range(2):
+                assert collector.read().active_chunks == ACTIVE
+
+        sent = trace_queries(conn, tmp_path / "libpq.trace", reads)
+    assert [line.split("\t")[0] for line in sent] == ["Query"] * 4, sent
+    assert "EXECUTE exporter_preset" in sent[0]  # refused: the statement is gone
+    assert sent[1] == 'Query\t "ROLLBACK"'
+    for retried in sent[2:]:  # this read again, and every read after: the statement whole
+        assert 'FROM "crawl_jobs" GROUP BY' in retried, retried
+        assert "PREPARE" not in retried and "EXECUTE" not in retried
+    warned = [r.getMessage() for r in caplog.records if "prepared statements" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert collector.read().errors_total == dict.fromkeys(
+        ("connect", "auth", "timeout", "missing_object", "permission", "query"), 0
+    )
+
+
+def test_the_preset_is_cancelled_at_its_statement_timeout(
+    jobs: PostgresServer, make: Factory
+) -> None:
+    # The timeout set in the preset's own message bounds it on the server, which cancels it:
+    # the connection is kept, not cut.
+    jobs.execute(
+        "CREATE OR REPLACE VIEW slow_jobs AS SELECT crawl_jobs.* FROM crawl_jobs, pg_sleep(5)"
+    )
+    try:
+        collector = make(default_queries(table="slow_jobs"), statement_timeout=0.5)
+        start = time.monotonic()
+        reading = collector.read()
+        assert 0.45 <= time.monotonic() - start < 1.4
+        assert reading.reason == "timeout"
+        assert reading.error is not None
+        assert "the preset's statement: canceling statement due to statement timeout" in (
+            reading.error
+        )
+        assert reading.error.endswith("(statement timeout 0.5s)")
+        assert_kept(collector)
+        jobs.execute("CREATE OR REPLACE VIEW slow_jobs AS SELECT * FROM crawl_jobs")
+        assert collector.read().active_chunks == ACTIVE
+    finally:
+        jobs.execute("DROP VIEW slow_jobs")
 
 
 def test_empty_table_gives_zeros_not_absence(jobs: PostgresServer, make: Factory) -> None:
@@ -549,15 +711,15 @@ def test_min_interval_caches_and_failure_drops_the_cache(
     for _ in range(4):
         again = cached.read()
         assert again.cached and again.active_chunks == ACTIVE  # the cache, not the table
-    assert jobs.statements("crawl_jobs") == 3  # three default queries, asked once
+    assert jobs.statements("crawl_jobs") == 1  # the preset's one statement, asked once
     time.sleep(0.6)
     assert cached.read().active_chunks == ACTIVE + 1
-    assert jobs.statements("crawl_jobs") == 6
+    assert jobs.statements("crawl_jobs") == 2
 
     uncached = make()
     for _ in range(3):
         uncached.read()
-    assert jobs.statements("crawl_jobs") == 6 + 9
+    assert jobs.statements("crawl_jobs") == 2 + 3
 
     time.sleep(0.6)
     jobs.execute("ALTER TABLE crawl_jobs RENAME TO crawl_jobs_gone")

@@ -65,6 +65,8 @@ DATABASE_METRICS = {
     "pixcrawler_chunks_active",
     "pixcrawler_jobs",
     "pixcrawler_job_chunks",
+    "pixcrawler_jobs_counters_out_of_sync",
+    "pixcrawler_jobs_stalled",
     # Built on the active count from the database.
     "pixcrawler_chunks_available",
     "pixcrawler_capacity_utilization_ratio",
@@ -80,7 +82,9 @@ CRAWL_JOBS = (
     CRAWL_JOBS_TABLE
     + """
 GRANT SELECT ON crawl_jobs TO pixcrawler;
-INSERT INTO crawl_jobs (status, total_chunks, active_chunks) VALUES ('running', 10, 2);
+-- 8 of its 10 chunks done and 2 running: its counters add up, as a sound job's do.
+INSERT INTO crawl_jobs (status, total_chunks, active_chunks, completed_chunks)
+VALUES ('running', 10, 2, 8);
 """
 )
 
@@ -304,6 +308,44 @@ def test_active_chunks_in_the_database_past_the_threshold_page_and_resolve(stack
         str(critical + 1),  # 2 active before, plus critical - 1
         breach,
         recover,
+    )
+
+
+def test_a_running_job_whose_counters_are_out_of_sync_pages_and_resolves(stack: Stack) -> None:
+    """Seed 003's "job never completes": a running job's active chunks freed without their end
+    being counted, counted job by job in the real database; both alerts through the rendered
+    rules, then the seed's reconcile resolves them."""
+    need(
+        stack.database is not None, "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
+    )
+    assert stack.database is not None
+    db = stack.database
+
+    def breach() -> None:
+        # 2 of 4 chunks completed, none active: 0 + 2 + 0 is not 4, and 2 are left.
+        db.execute(
+            "INSERT INTO crawl_jobs (status, total_chunks, active_chunks, completed_chunks) "
+            "VALUES ('running', 4, 0, 2)",
+            database=E2E_DATABASE,
+        )
+
+    def recover() -> None:
+        db.execute(
+            "UPDATE crawl_jobs SET active_chunks = total_chunks - completed_chunks - failed_chunks"
+            " WHERE status = 'running'",
+            E2E_DATABASE,
+        )
+
+    assert_pages_and_resolves(
+        stack,
+        "PixCrawlerJobCountersOutOfSync",
+        {"severity": "warning"},
+        "1",
+        breach,
+        recover,
+        # for: 30m of PixCrawlerJobStalled, 30 s here.
+        companions=("PixCrawlerJobStalled",),
+        timeout=90,
     )
 
 

@@ -48,6 +48,9 @@ ISSUE_ALERTS = {
     "PixCrawlerDiskFillingUp": None,
     "PixCrawlerTempScanStale": None,
     "PixCrawlerTempScanErrors": None,
+    # Issue 19: seed 003's per-job chunk counters, checked job by job.
+    "PixCrawlerJobCountersOutOfSync": "warning",
+    "PixCrawlerJobStalled": "warning",
     # Issue 18: the work pipeline.
     "PixCrawlerRedisDown": None,
     "PixCrawlerCeleryEventsDown": None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pixcrawler_exporter import config
 from pixcrawler_exporter.collect.metrics import Desc
-from pixcrawler_exporter.collectors.database.queries import PRESETS, default_queries
+from pixcrawler_exporter.collectors.database.presets import PRESETS, default_queries, gauges_of
 
 
 def config_table() -> str:
@@ -59,8 +59,8 @@ def all_descs() -> list[tuple[str, Desc]]:
     queries: dict[str, Desc] = {}
     for preset, make in PRESETS.items():
         optional = {k: k for k, v in (make.__kwdefaults__ or {}).items() if v is None}
-        for q in default_queries(preset, **optional):
-            queries.setdefault(q.metric, Desc(q.metric, q.help, "gauge", q.label_names))
+        for g in (g for q in default_queries(preset, **optional) for g in gauges_of(q)):
+            queries.setdefault(g.metric, Desc(g.metric, g.help, "gauge", g.label_names))
     found += [("database (preset query)", d) for d in queries.values()]
     return found + [(source, d) for source, d in own if source == "derived"]
 

@@ -1,6 +1,7 @@
 """Alerts for what the seeds' operators watch for beyond the thresholds: work left behind (chunks
-stuck active, temp files a crashed worker never removed), storage filling up, and a temp scan
-that stopped or cannot read everything. Ages, windows and the floor come from ``rules.*``."""
+stuck active, temp files a crashed worker never removed), jobs whose chunk counters are out of
+sync, storage filling up, and a temp scan that stopped or cannot read everything. Ages, windows
+and the floor come from ``rules.*``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ SCAN_ERRORS_WINDOW = "15m"
 
 
 def groups(cfg: Config) -> list[Group]:
-    return [_leftovers(cfg), _filling(cfg), _temp_scan(cfg)]
+    return [_leftovers(cfg), _job_counters(cfg), _filling(cfg), _temp_scan(cfg)]
 
 
 def _leftovers(cfg: Config) -> Group:
@@ -69,6 +70,43 @@ def _leftovers(cfg: Config) -> Group:
                 f"The oldest crawler file below {{{{ $labels.directory }}}} on {INSTANCE} is "
                 f"{AGE} old, older than {orphaned}, for {FOR}: a crashed worker's chunk was "
                 "left behind and holds temp storage.",
+            ),
+        ],
+    )
+
+
+def _job_counters(cfg: Config) -> Group:
+    """Seed 003's "job never completes: chunk counters out of sync", job by job: the database
+    counts the running jobs (the crawl_jobs preset), since sums over all jobs let one job's
+    error offset another's."""
+    return Group(
+        "pixcrawler-exporter.jobs",
+        [
+            alert(
+                "PixCrawlerJobCountersOutOfSync",
+                "pixcrawler_jobs_counters_out_of_sync > 0",
+                # The orchestrator changes a job's counters in one statement, so no snapshot
+                # sees them apart; 15m rides over one that changes them in several.
+                900,
+                "warning",
+                f"Chunk counters of running jobs on {INSTANCE} do not add up",
+                f"The jobs table {INSTANCE} reads has had {{{{ $value }}}} running job(s) whose "
+                f"total_chunks is not active + completed + failed chunks for {FOR}: a chunk's "
+                "end was counted twice or never, or a counter was changed by hand. Such a job "
+                "completes early or never. Reconcile its counters with Celery.",
+            ),
+            alert(
+                "PixCrawlerJobStalled",
+                "pixcrawler_jobs_stalled > 0",
+                # No timestamp in seed 003's table: the count is of jobs now, and for: says
+                # for how long. A job may wait that long for a free slot, no longer.
+                cfg.rules.chunk_duration_seconds,
+                "warning",
+                f"Running jobs on {INSTANCE} have chunks left and none active",
+                f"The jobs table {INSTANCE} reads has had {{{{ $value }}}} running job(s) with "
+                f"chunks left and none active for {FOR}, longer than a chunk can take: nothing "
+                "will finish them, so they never complete. Requeue their chunks, or fail the "
+                "jobs.",
             ),
         ],
     )

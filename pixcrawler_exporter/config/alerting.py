@@ -202,14 +202,15 @@ class Rules:
         help="The filling-up alerts wait until usage is at least this (0-1; percent in the "
         "variable), so a burst on an empty volume does not page.",
     )
-    # The work pipeline's alerts (artifacts/pipeline.py).
+    # The work pipeline's alerts (artifacts/pipeline.py), and PixCrawlerJobStalled.
     chunk_duration_seconds: int = setting(
         1800,
         integer(10, 7 * 86400),
         env="PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS",
         help="The longest a chunk can take: PixCrawlerChunksUnaccounted fires when the database "
         "and Celery disagree for longer (a prefetched chunk is seen by neither while the one "
-        "before it runs).",
+        "before it runs), PixCrawlerJobStalled when a running job has had chunks left and "
+        "none active for longer.",
     )
     queue_wait_seconds: int = setting(
         1800,

@@ -5,27 +5,25 @@ then reports the collector failed but still renders the reading), so ``pixcrawle
 and the error counter are exported while the query metrics are absent: a stale count would let
 the orchestrator over-commit.
 
-A read is bounded on the client side. ``statement_timeout`` is the server's to enforce, and a
-server that is stopped (SIGSTOP, a host whose storage stalls, a PgBouncer queueing the
-connection) enforces nothing while its kernel still acknowledges, so TCP keepalives never fire
-either. So the I/O runs on a thread of the collector's own, and the read waits for it only until
-its deadline, or until a statement has gone unanswered a second past its statement timeout; then
-the database reads as down (reason ``timeout``) and the connection in use is cut (see
-:func:`_cut`) and dropped: that thread is free again at once, and the next read connects afresh
-instead of waiting on the stuck one.
+A read is bounded on the client side (see :mod:`.watchdog`): it waits for a statement until a
+second past its statement timeout and for the whole collection until shortly before its
+deadline; then the database reads as down (reason ``timeout``) and the connection in use is cut
+and dropped, so the read returns at once and the next one connects afresh instead of waiting
+on the stuck one. Statements run on the reading thread; connecting, which cannot be cut (libpq
+has no socket to give before it has connected), runs on a thread of the collector's own and is
+waited for until the same bounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
 import re
-import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import CancelledError, Future
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import CancelledError
 from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -42,9 +40,22 @@ from pixcrawler_exporter.collect.lane import Lane
 from pixcrawler_exporter.collect.metrics import Desc, add
 from pixcrawler_exporter.collect.registration import BuildContext
 from pixcrawler_exporter.collectors.database.dsn import redact_url
-from pixcrawler_exporter.collectors.database.queries import ACTIVE_CHUNKS, Query, database_queries
+from pixcrawler_exporter.collectors.database.presets import (
+    ACTIVE_CHUNKS,
+    PresetQuery,
+    Statement,
+    database_queries,
+    gauges_of,
+)
+from pixcrawler_exporter.collectors.database.queries import Query
 from pixcrawler_exporter.collectors.database.reading import DatabaseReading, Sample
 from pixcrawler_exporter.collectors.database.settings import DatabaseSettings
+from pixcrawler_exporter.collectors.database.watchdog import (
+    AbandonedError,
+    Attempt,
+    Conn,
+    Watchdog,
+)
 
 if TYPE_CHECKING:
     from pixcrawler_exporter.config import Config
@@ -56,9 +67,11 @@ MAX_ROWS = 10_000  # per query: a runaway custom query must not flood /metrics
 # A read answers this long before its deadline (or a tenth of its time, if less), so that the
 # scraper, waiting until the deadline itself, finds the reading rather than a late collector.
 MARGIN_SECONDS = 0.1
-# A statement is answered, or cancelled by the server, within its statement timeout: this long
-# after it, the server is taken to have stopped answering (plenty for the cancel's round trip).
-ANSWER_GRACE_SECONDS = 1.0
+# Every collection's transaction: one snapshot for all statements, and nothing written.
+BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+# The preset's statement, prepared once per connection: the server parses and plans it once
+# rather than on every scrape (a fifth of the statement's time on the server).
+PREPARED = "exporter_preset"
 
 UP = Desc(
     "pixcrawler_database_up",
@@ -72,92 +85,15 @@ ERRORS = Desc(
     ("reason",),
 )
 
-Conn = psycopg.Connection[TupleRow]
+
+class _UnpreparedError(Exception):
+    """The preset's prepared statement is not on the server connection the message reached."""
 
 
 class _ReadError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class _Attempt:
-    """One collection on the collector's thread: the connection it has in use, so that the read
-    that gives up on it can cut that connection, and when the statement under way must have
-    been answered by."""
-
-    def __init__(self, cutoff: float, first: float) -> None:
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._conn: Conn | None = None
-        self.abandoned = False
-        self.cutoff = cutoff
-        self._expires = cutoff
-        self.step(first)
-
-    def step(self, timeout: float) -> None:
-        """What goes out next is answered within ``timeout``: statements (the server answers or
-        cancels them by their statement timeout) or connecting (psycopg gives up by then)."""
-        expires = min(self.cutoff, time.monotonic() + timeout + ANSWER_GRACE_SECONDS)
-        with self._changed:
-            earlier, self._expires = expires < self._expires, expires
-            # A later time is seen when the waiter wakes at the earlier one: waking it for each
-            # statement would cost a third more CPU per read.
-            if earlier:
-                self._changed.notify_all()
-
-    def wait(self, future: Future[Any]) -> bool:
-        """Wait for ``future``: True once it is done, False once the statement under way is
-        overdue or the cutoff has come."""
-        future.add_done_callback(self._wake)
-        with self._changed:
-            while not future.done():
-                left = self._expires - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-        return True
-
-    def _wake(self, _done: Future[Any]) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
-    def use(self, conn: Conn) -> None:
-        with self._lock:
-            if self.abandoned:  # given up on while it was connecting
-                raise _ReadError("timeout", "abandoned while connecting")
-            self._conn = conn
-
-    def done_with(self) -> None:
-        # Before the connection may be closed: a descriptor is cut only while it is in use.
-        with self._lock:
-            self._conn = None
-
-    def abandon(self) -> None:
-        with self._lock:
-            self.abandoned = True
-            if self._conn is not None:
-                _cut(self._conn)
-
-
-def _cut(conn: Conn) -> None:
-    """Shut the connection's socket down under libpq: its wait returns at once with end of
-    file, the statement fails as "server closed the connection" and the connection is broken.
-
-    Not ``cancel()``: a cancel request is a signal the stopped backend does not act on, sent
-    through a postmaster that may be stopped too. Not closing the descriptor: that wakes no
-    poll() on Linux, and its number could be handed to another socket meanwhile; shutdown(2)
-    acts on the socket and leaves the descriptor to libpq, which closes it with the connection.
-    """
-    try:
-        fd = conn.pgconn.socket
-    except psycopg.Error:
-        return  # no socket any more: nothing waits on it
-    try:
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already shut down or reset: the wait has ended or is about to
 
 
 class DatabaseCollector(Collector[DatabaseReading]):
@@ -170,32 +106,53 @@ class DatabaseCollector(Collector[DatabaseReading]):
     """
 
     name = "database"
+    # Read on the scrape's own thread: a read returns by its deadline by itself (the watchdog
+    # cuts what goes unanswered), and an ordinary one is one round trip, most of it spent
+    # waiting on the server with the GIL released. A hand-off to a thread of the scraper's
+    # and back cost more CPU than the rest of the read.
+    inline = True
     services = ("database",)
     descs = (UP, ERRORS)
 
     def __init__(
         self,
         url: str,
-        queries: Sequence[Query],
+        queries: Sequence[Statement],
         statement_timeout: float,
         connect_timeout: float,
         min_interval: float,
-        custom: frozenset[str] = frozenset(),
     ) -> None:
         self.queries = tuple(queries)
+        presets = [q for q in self.queries if isinstance(q, PresetQuery)]
+        if len(presets) > 1 or (presets and self.queries[0] is not presets[0]):
+            raise ValueError("one preset statement at most, before the other queries")
+        # The preset's statement goes with BEGIN in one message; the others are prepared.
+        self.preset = presets[0] if presets else None
+        self.custom_queries = tuple(q for q in self.queries if isinstance(q, Query))
         self.query_descs = {
-            q.metric: Desc(q.metric, q.help, "gauge", q.label_names) for q in self.queries
+            g.metric: Desc(g.metric, g.help, "gauge", g.label_names)
+            for q in self.queries
+            for g in gauges_of(q)
         }
         self.target = redact_url(url)
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self.min_interval = min_interval
-        self.custom = custom  # metrics of database.queries; the others are the preset's
         self._url = url
         self._errors = dict.fromkeys(REASONS, 0)
-        self._lane = Lane("database")  # the I/O, which reads wait for until their deadline
-        self._attempt: _Attempt | None = None  # the latest, for close() to cut
+        self._errors_rendered: tuple[tuple[int, ...], Metric] | None = None
+        self._families: dict[str, tuple[tuple[Sample, ...], Metric]] = {}
+        self._up = {True: UP.value(1), False: UP.value(0)}
+        self._lane = Lane("database")  # connecting, which reads wait for until their bounds
+        self._watchdog = Watchdog("database-watchdog")  # cuts statements gone unanswered
+        self._attempt: Attempt | None = None  # the latest, for close() to cut
         self._kept: Conn | None = None  # the connection kept between reads
+        # A cursor of the connection in use, kept with it: making one costs a fifth of a read.
+        self._cursor: psycopg.Cursor[TupleRow] | None = None
+        # The connection the preset's statement is prepared on; none once a prepared statement
+        # has been seen to vanish between transactions (_unprepared).
+        self._prepared: Conn | None = None
+        self._prepare = True
         self._kept_lock = threading.Lock()
         self._cache: DatabaseReading | None = None
         self._cached_at = 0.0
@@ -205,7 +162,8 @@ class DatabaseCollector(Collector[DatabaseReading]):
         self._kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout,
             "application_name": "pixcrawler-exporter",
-            "autocommit": True,  # transactions are explicit; nothing is left open on error
+            # Transactions are explicit (see _run_all); nothing is left open on error.
+            "autocommit": True,
             # A server that vanishes without closing the connection (a network partition): TCP
             # gives up on the kept connection within about 15 s instead of the kernel's two
             # hours, so it is found broken and replaced rather than waited on to the deadline.
@@ -233,7 +191,6 @@ class DatabaseCollector(Collector[DatabaseReading]):
             db.statement_timeout_seconds,
             db.connect_timeout_seconds,
             db.min_interval_seconds,
-            frozenset(q.metric for q in db.queries),
         )
 
     def read_until(self, deadline: float) -> DatabaseReading:
@@ -254,6 +211,7 @@ class DatabaseCollector(Collector[DatabaseReading]):
     def close(self) -> None:
         self._closed = True
         self._lane.close()
+        self._watchdog.close()
         if (attempt := self._attempt) is not None:
             attempt.abandon()  # a read under way ends now rather than at its deadline
         with self._kept_lock:
@@ -298,42 +256,31 @@ class DatabaseCollector(Collector[DatabaseReading]):
         return reading
 
     def _bounded(self, start: float, deadline: float) -> dict[str, tuple[Sample, ...]]:
-        """The samples of one collection on the collector's thread, waited for until shortly
-        before ``deadline``, or until a statement goes unanswered for its statement timeout and
-        a second; then the collection is abandoned and its connection cut."""
+        """The samples of one collection, or a timeout shortly before ``deadline``, or once a
+        statement has gone unanswered for its statement timeout and a second: the collection
+        is then abandoned and its connection cut."""
         cutoff = deadline - min(MARGIN_SECONDS, max(0.0, deadline - start) / 10)
-        # The first step is a statement on the kept connection, the usual case.
-        attempt = self._attempt = _Attempt(cutoff, self.statement_timeout)
+        attempt = self._attempt = Attempt(self._watchdog, start, cutoff)
         try:
-            future = self._lane.submit(partial(self._collect, attempt))
-            if attempt.wait(future):
-                return future.result()
+            return self._collect(attempt)
         except (RuntimeError, CancelledError) as exc:  # closed, or no thread to be had
             raise _ReadError("connect", f"reading {self.target}: {exc or 'closed'}") from None
-        now = time.monotonic()
-        why = (
-            "the scrape's deadline" if now >= cutoff else "a statement unanswered past its timeout"
-        )
-        waited = f"reading {self.target}: no answer within {now - start:.2f}s ({why})"
-        if future.cancel():
-            # Behind a connection attempt abandoned earlier, which ends by its connect timeout
-            # (there is no socket to cut before libpq has connected).
-            raise _ReadError("timeout", f"{waited}: an earlier connection attempt is under way")
-        attempt.abandon()
-        raise _ReadError("timeout", f"{waited}; connection dropped")
+        finally:
+            self._watchdog.release(attempt)
 
-    def _collect(self, attempt: _Attempt) -> dict[str, tuple[Sample, ...]]:
+    def _collect(self, attempt: Attempt) -> dict[str, tuple[Sample, ...]]:
         for tried in (1, 2):
             conn, kept = self._checkout(attempt)
             try:
-                attempt.use(conn)
                 try:
                     return self._run_all(conn, attempt)
                 finally:
                     attempt.done_with()
             except psycopg.Error as exc:
+                if attempt.abandoned:
+                    raise self._overdue(attempt, "; connection dropped") from None
                 # A kept connection may predate a server restart: try once on a fresh one.
-                if kept and conn.broken and tried == 1 and not attempt.abandoned:
+                if kept and conn.broken and tried == 1:
                     continue
                 reason, message = _classify(exc, "connect" if conn.broken else "query")
                 raise _ReadError(reason, f"reading {self.target}: {message}") from None
@@ -341,27 +288,65 @@ class DatabaseCollector(Collector[DatabaseReading]):
                 self._checkin(conn, attempt)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _checkout(self, attempt: _Attempt) -> tuple[Conn, bool]:
+    def _overdue(self, attempt: Attempt, what: str) -> _ReadError:
+        now = time.monotonic()
+        why = (
+            "the scrape's deadline"
+            if now >= attempt.cutoff
+            else "a statement unanswered past its timeout"
+        )
+        took = now - attempt.started
+        return _ReadError(
+            "timeout", f"reading {self.target}: no answer within {took:.2f}s ({why}){what}"
+        )
+
+    def _checkout(self, attempt: Attempt) -> tuple[Conn, bool]:
+        """A connection in use by ``attempt``: the one kept from the last read, else a new one."""
         if self._closed:
             raise _ReadError("connect", "the database collector is closed")
         with self._kept_lock:
             conn, self._kept = self._kept, None
         if conn is not None:
+            try:
+                attempt.use(conn)
+            except AbandonedError:
+                conn.close()
+                raise self._overdue(attempt, "") from None
             return conn, True
         timeout = self._time_left(self.connect_timeout, attempt.cutoff)
         # libpq takes whole seconds, and reads 0 as "wait forever"; psycopg makes 1 into 2. An
         # attempt still connecting at the cutoff is abandoned, and ends by itself.
         seconds = max(2, math.ceil(timeout))
         attempt.step(seconds)
+        future = self._lane.submit(partial(self._connect, attempt, seconds))
+        try:
+            return future.result(max(0.0, attempt.expires - time.monotonic())), False
+        except AbandonedError:  # the watchdog gave up on it, or the collector closed
+            raise self._overdue(attempt, "; connection dropped") from None
+        except TimeoutError:
+            attempt.abandon()
+            if future.cancel():
+                # Behind a connection attempt abandoned earlier, which ends by its connect
+                # timeout (there is no socket to cut before libpq has connected).
+                raise self._overdue(
+                    attempt, ": an earlier connection attempt is under way"
+                ) from None
+            raise self._overdue(attempt, "; connection dropped") from None
+
+    def _connect(self, attempt: Attempt, seconds: int) -> Conn:
         try:
             conn = psycopg.connect(self._url, **{**self._kwargs, "connect_timeout": seconds})
-            _configure(conn)
         except psycopg.Error as exc:
             reason, message = _classify(exc, "connect")
             raise _ReadError(reason, f"connecting to {self.target}: {message}") from None
-        return conn, False
+        try:
+            attempt.use(conn)
+        except AbandonedError:  # the read gave up waiting: nobody will use it
+            conn.close()
+            raise
+        return conn
 
-    def _checkin(self, conn: Conn, attempt: _Attempt) -> None:
+    def _checkin(self, conn: Conn, attempt: Attempt) -> None:
         """Keep a connection that is sound and idle for the next read; close any other."""
         if (
             attempt.abandoned
@@ -376,39 +361,154 @@ class DatabaseCollector(Collector[DatabaseReading]):
         if other is not None:  # pragma: no cover - reads never overlap
             other.close()
 
-    def _run_all(self, conn: Conn, attempt: _Attempt) -> dict[str, tuple[Sample, ...]]:
+    def _run_all(self, conn: Conn, attempt: Attempt) -> dict[str, tuple[Sample, ...]]:
+        """Every statement in one read-only transaction, so that all figures of a collection
+        come from one snapshot, under a statement timeout that the server enforces.
+
+        BEGIN, the transaction's statement timeout, the preset's statement and (with no query
+        of your own) COMMIT go as one message: a collection of the preset is one round trip
+        (and one more on a new connection, which prepares the preset's statement first).
+        The timeout is a transaction's setting, never a session's: behind a transaction-pooling
+        PgBouncer a session's would stay on a server connection that the crawler's own
+        transactions get next. A query of your own starting with less time left than the
+        timeout in force gets the time left first, so that the server still cancels it before
+        the deadline (with the defaults that never happens).
+        """
         results: dict[str, tuple[Sample, ...]] = {}
-        attempt.step(self.statement_timeout)  # BEGIN
-        # One transaction: every metric of a collection comes from the same snapshot.
-        with conn.transaction(), conn.cursor() as cur:
-            for query in self.queries:
-                timeout = self._time_left(self.statement_timeout, attempt.cutoff)
-                attempt.step(timeout)
-                # 0 would mean no timeout at all.
-                millis = max(1, round(timeout * 1000))
-                cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(millis),))
+        cur = self._cursor
+        if cur is None or cur.connection is not conn:
+            cur = self._cursor = conn.cursor()
+        try:
+            if self.preset is not None and self._prepare and self._prepared is not conn:
+                self._prepare_preset(conn, cur, attempt)
+            in_force = self._millis_left(attempt)
+            if self.preset is None:
+                attempt.step(in_force / 1000)
+                cur.execute(self._opening(in_force), prepare=False)
+            else:
                 try:
-                    # Prepared, so through the extended protocol, which takes one statement:
-                    # "SELECT 1; COMMIT; BEGIN READ WRITE; DELETE ..." would otherwise leave
-                    # the read-only transaction and its statement timeout behind.
-                    cur.execute(query.sql.encode(), prepare=True)
-                except psycopg.Error as exc:
-                    if conn.broken:
-                        raise  # the connection failed, not the query: the caller decides
-                    reason, message = _classify(exc, "query")
-                    if reason == "timeout":
-                        message += f" (statement timeout {timeout:g}s)"
-                    elif reason == "missing_object":
-                        message += self._names_hint(query)
-                    raise _ReadError(reason, f"query for {query.metric}: {message}") from None
-                results[query.metric] = _samples(query, cur)
-            attempt.step(self.statement_timeout)  # COMMIT
+                    results.update(self._preset(conn, cur, attempt, in_force))
+                except _UnpreparedError:
+                    self._unprepared(cur)
+                    in_force = self._millis_left(attempt)
+                    results.update(self._preset(conn, cur, attempt, in_force))
+            for query in self.custom_queries:
+                millis = self._millis_left(attempt)
+                if millis < in_force:
+                    cur.execute(f"SET LOCAL statement_timeout = {millis}".encode(), prepare=False)
+                    in_force = millis
+                attempt.step(millis / 1000)
+                results[query.metric] = self._custom(conn, cur, query, millis / 1000)
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                attempt.step(self.statement_timeout)
+                cur.execute(b"COMMIT", prepare=False)
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                # The connection is kept for the next read only once idle (_checkin).
+                with contextlib.suppress(psycopg.Error):
+                    cur.execute(b"ROLLBACK", prepare=False)
+            raise
         return results
 
-    def _names_hint(self, query: Query) -> str:
+    def _millis_left(self, attempt: Attempt) -> int:
+        # 0 would mean no timeout at all.
+        return max(1, round(self._time_left(self.statement_timeout, attempt.cutoff) * 1000))
+
+    @staticmethod
+    def _opening(millis: int) -> bytes:
+        # Whole milliseconds, rendered by us: no parameter, so the simple protocol, which
+        # takes several statements in one message.
+        return f"{BEGIN}; SET LOCAL statement_timeout = {millis}".encode()
+
+    def _prepare_preset(self, conn: Conn, cur: psycopg.Cursor[TupleRow], attempt: Attempt) -> None:
+        """Prepare the preset's statement on a connection new to it: a round trip of its own,
+        once per connection, so that a failure says for certain that nothing was prepared
+        (a prepared statement outlives the transaction it was made in, even rolled back).
+        In a transaction of its own with the statement timeout, as a collection is: parsing
+        waits for a lock on the table, which an ALTER TABLE holds."""
+        assert self.preset is not None
+        millis = self._millis_left(attempt)
+        attempt.step(millis / 1000)
+        message = (
+            f"{self._opening(millis).decode()}; PREPARE {PREPARED} AS {self.preset.sql}; COMMIT"
+        )
+        self._send(conn, cur, message.encode(), None, millis / 1000, "the preset's statement")
+        self._prepared = conn
+
+    def _unprepared(self, cur: psycopg.Cursor[TupleRow]) -> None:
+        """The prepared statement is gone from a connection it was made on: the server
+        connection behind ours changed between transactions, as behind a transaction-pooling
+        PgBouncer. The statement is sent whole from now on; this read sends it again."""
+        self._prepare, self._prepared = False, None
+        cur.execute(b"ROLLBACK", prepare=False)
+        log.warning(
+            "the database's prepared statements do not outlive a transaction (a "
+            "transaction-pooling proxy?): the preset's statement is sent whole on every read",
+            extra={"database": self.target},
+        )
+
+    def _preset(
+        self, conn: Conn, cur: psycopg.Cursor[TupleRow], attempt: Attempt, millis: int
+    ) -> Mapping[str, tuple[Sample, ...]]:
+        """BEGIN, the statement timeout, the preset's statement and (with no query of your
+        own) COMMIT, in one message."""
+        assert self.preset is not None
+        attempt.step(millis / 1000)
+        statement = f"EXECUTE {PREPARED}" if self._prepared is conn else self.preset.sql
+        closing = "" if self.custom_queries else "; COMMIT"
+        message = f"{self._opening(millis).decode()}; {statement}{closing}".encode()
+        try:
+            self._send(conn, cur, message, None, millis / 1000, "the preset's statement")
+        except _UnpreparedError:
+            if statement is self.preset.sql:
+                raise _ReadError("query", "the preset's statement: no prepared statement") from None
+            raise
+        # BEGIN's and SET's results come first: the rows are in the third.
+        cur.nextset()
+        cur.nextset()
+        rows = cur.fetchmany(MAX_ROWS + 1)
+        if len(rows) > MAX_ROWS:
+            raise _ReadError("query", f"the preset's statement: more than {MAX_ROWS} rows")
+        return self.preset.figures(rows)
+
+    def _custom(
+        self, conn: Conn, cur: psycopg.Cursor[TupleRow], query: Query, timeout: float
+    ) -> tuple[Sample, ...]:
+        # Prepared, so through the extended protocol, which takes one statement: "SELECT 1;
+        # COMMIT; BEGIN READ WRITE; DELETE ..." would otherwise leave the read-only
+        # transaction and its statement timeout behind.
+        self._send(conn, cur, query.sql.encode(), query, timeout, f"query for {query.metric}")
+        return _samples(query, cur)
+
+    def _send(
+        self,
+        conn: Conn,
+        cur: psycopg.Cursor[TupleRow],
+        message: bytes,
+        query: Query | None,
+        timeout: float,
+        what: str,
+    ) -> None:
+        try:
+            # Ours unprepared: the preset's message holds several statements, which only the
+            # simple protocol takes (psycopg would prepare any statement it sees five times).
+            cur.execute(message, prepare=query is not None)
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise  # the connection failed, not the query: the caller decides
+            if isinstance(exc, errors.InvalidSqlStatementName) and query is None:
+                raise _UnpreparedError from None
+            reason, text = _classify(exc, "query")
+            if reason == "timeout":
+                text += f" (statement timeout {timeout:g}s)"
+            elif reason == "missing_object":
+                text += self._names_hint(query)
+            raise _ReadError(reason, f"{what}: {text}") from None
+
+    def _names_hint(self, query: Query | None) -> str:
         """Which setting names what the query did not find: a table or column of a preset is
         named by database.names, one of a query of your own by that query."""
-        if query.metric in self.custom:
+        if query is not None:
             return f" (database.queries: the query for {query.metric})"
         return (
             " (database.names names the preset's table, schema and columns; database.preset "
@@ -434,25 +534,34 @@ class DatabaseCollector(Collector[DatabaseReading]):
 
     # --- rendering ------------------------------------------------------------------------------
 
+    def _errors_family(self, counts: Mapping[str, int]) -> Metric:
+        # The counts change only when a read fails: the family is made once per change, as
+        # families are read and never changed once rendered.
+        key = tuple(counts.get(reason, 0) for reason in REASONS)
+        cached = self._errors_rendered
+        if cached is None or cached[0] != key:
+            family = ERRORS.family()
+            for reason, count in zip(REASONS, key, strict=True):
+                add(family, count, reason)
+            cached = self._errors_rendered = (key, family)
+        return cached[1]
+
     def metrics(self, reading: DatabaseReading) -> Iterable[Metric]:
-        yield UP.value(1 if reading.up else 0)
-        errors_total = ERRORS.family()
-        for reason in REASONS:
-            add(errors_total, reading.errors_total.get(reason, 0), reason)
-        yield errors_total
+        yield self._up[reading.up]
+        yield self._errors_family(reading.errors_total)
         for metric, desc in self.query_descs.items():
             samples = reading.samples.get(metric)
             if samples is None:
                 continue
-            family = desc.family()
-            for labels, value in samples:
-                add(family, value, *labels)
-            yield family
-
-
-def _configure(conn: Conn) -> None:
-    conn.read_only = True
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            # The figures seldom change between scrapes: a family is made when they do, and
+            # kept (families are never changed once rendered), as the error counts' is.
+            cached = self._families.get(metric)
+            if cached is None or cached[0] != samples:
+                family = desc.family()
+                for labels, value in samples:
+                    add(family, value, *labels)
+                cached = self._families[metric] = (samples, family)
+            yield cached[1]
 
 
 def _replace_cached(reading: DatabaseReading) -> DatabaseReading:

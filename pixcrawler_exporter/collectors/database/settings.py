@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from pixcrawler_exporter.collectors.database import dsn
-from pixcrawler_exporter.collectors.database.queries import (
-    Query,
+from pixcrawler_exporter.collectors.database.presets import (
     check_names,
     database_queries,
-    parse_queries,
+    gauges_of,
 )
+from pixcrawler_exporter.collectors.database.queries import Query, parse_queries
 from pixcrawler_exporter.config.parsers import (
     ConfigError,
     choice,
@@ -133,7 +133,7 @@ class DatabaseSettings(SourceSettings):
                 check_names(self.preset, **(self.names or {}))
         except ValueError as exc:
             raise ConfigError(f"{given.where('names')}: expected {exc}") from None
-        metrics = [q.metric for q in queries]
+        metrics = [g.metric for q in queries for g in gauges_of(q)]
         twice = sorted({m for m in metrics if metrics.count(m) > 1})
         if twice:
             raise ConfigError(
