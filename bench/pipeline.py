@@ -52,6 +52,8 @@ truth. Then:
    in the bench's own process, after 3 real tasks, timed without HTTP (best of 20 x 500).
 
 Needs redis-server, wrk, the test extra (``pip install -e '.[test]'``) and Flower 2.x.
+``--scrape-only`` runs 4 to 6 alone, without Flower: ``--kills`` workers killed and
+``--warm-tasks`` real tasks run first, unmeasured, so that ours holds what a full run leaves it.
 """
 
 from __future__ import annotations
@@ -634,6 +636,48 @@ def print_part(part: Part) -> None:
     print(f"| samples | {part.samples} | {part.histogram_samples} |")
 
 
+def print_memory(processes: Sequence[Process]) -> dict[str, float]:
+    """The table of section 5; each process's VmRSS in MB."""
+    print("\n## 5. Memory at the end\n| process | VmRSS MB | threads |\n| --- | ---: | ---: |")
+    rss = {}
+    for p in processes:
+        rss[p.name] = p.status("VmRSS") / 1024
+        print(f"| {p.name} | {rss[p.name]:.1f} | {p.status('Threads')} |")
+    return rss
+
+
+def warm(crawler: MiniCrawler, on: Process, kills: int, tasks: int) -> None:
+    """What a full run leaves ours with, without Flower and without timing anything: ``kills``
+    workers seen online and SIGKILLed, and ``tasks`` real tasks counted, so that the scrapes of
+    section 4 carry the same workers' series and task histograms."""
+    look = observers(on, on)["ours: /metrics pixcrawler_celery_worker_online"]
+
+    def says(host: str, offline: bool) -> None:
+        wait_for(f"{host} {'offline' if offline else 'online'}", lambda: look(host) is offline)
+
+    for worker in crawler.workers:
+        says(worker.hostname, False)
+    victims = [crawler.spawn_worker(f"victim{i + 1}", concurrency=1) for i in range(kills)]
+    for victim in victims:
+        victim.wait_online()
+        says(victim.hostname, False)
+    for victim in victims:
+        victim.kill()
+    for _ in range(tasks):
+        crawler.send_chunk(0)
+
+    def succeeded() -> float:
+        return total(samples(on), "pixcrawler_celery_tasks_total", outcome="succeeded")
+
+    wait_for(f"{tasks} tasks counted", lambda: succeeded() >= tasks, timeout=60)
+    for victim in victims:
+        says(victim.hostname, True)
+    print(
+        f"# warmed: {kills} workers killed, {tasks} real tasks counted by ours; "
+        f"series of ours-on: {series(on)}"
+    )
+
+
 def versions(redis_binary: str) -> str:
     words = subprocess.run(
         [redis_binary, "--version"], capture_output=True, text=True, check=False
@@ -646,12 +690,14 @@ def versions(redis_binary: str) -> str:
     return ", ".join(parts)
 
 
-def missing() -> list[str]:
+def missing(flower: bool = True) -> list[str]:
     problems = []
     if find_binary() is None:
         problems.append("redis-server is not installed (apt-get install redis-server)")
     if shutil.which("wrk") is None:
         problems.append("wrk is not installed (apt-get install wrk)")
+    if not flower:
+        return problems
     try:
         if not importlib.metadata.version("flower").startswith("2."):
             problems.append("Flower is not 2.x (pip install 'flower>=2,<3')")
@@ -676,8 +722,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="of scrape windows")
     parser.add_argument("--window", type=float, default=1, help="seconds of one scrape window")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument(
+        "--scrape-only",
+        action="store_true",
+        help="no Flower: only sections 4-6, after --kills workers are killed and --warm-tasks "
+        "real tasks are run, so ours knows what a full run leaves it with",
+    )
+    parser.add_argument(
+        "--warm-tasks", type=int, default=20, help="real tasks run first with --scrape-only"
+    )
     args = parser.parse_args(argv)
-    problems = missing()
+    problems = missing(flower=not args.scrape_only)
     if problems:
         print("\n".join(problems))
         return 2
@@ -716,6 +771,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"{HOST}:{port}"]
             ours[name] = stack.enter_context(serving(name, cmd, env, port, "/metrics", logs))
         on = ours["ours-on"]
+        if args.scrape_only:
+            warm(crawler, on, args.kills, args.warm_tasks)
+            rounds = max(args.rounds, 1)
+            p50_ratio = print_scrapes(list(ours.values()), rounds, args.window)
+            rss = print_memory(list(ours.values()))
+            print_part(collector_part(server, crawler))
+            print(
+                f"\n## Ratios\n- scrape p50, collector on / off: {p50_ratio['ours-on']:.2f}x "
+                f"with task events, {p50_ratio['ours-on-no-task-events']:.2f}x without "
+                f"(target <= 1.1)\n- RSS: ours on / off {rss['ours-on'] / rss['ours-off']:.2f}x"
+            )
+            print(f"# load average after: {loadavg()}")
+            return 0
         flower_env = {
             k: v
             for k, v in crawler.worker_env().items()
@@ -790,11 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = list(ours.values())
         p50_ratio = print_scrapes(targets, args.rounds, args.window) if args.rounds else {}
 
-        print("\n## 5. Memory at the end\n| process | VmRSS MB | threads |\n| --- | ---: | ---: |")
-        rss = {}
-        for p in [*targets, flower]:
-            rss[p.name] = p.status("VmRSS") / 1024
-            print(f"| {p.name} | {rss[p.name]:.1f} | {p.status('Threads')} |")
+        rss = print_memory([*targets, flower])
 
         if args.rounds:
             print_part(collector_part(server, crawler))
