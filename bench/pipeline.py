@@ -520,7 +520,7 @@ def collector_part(server: RedisServer, crawler: MiniCrawler, tasks: int = 3) ->
         # The same families as made anew, not marked as kept: what the encoder writes in full.
         afresh = list(Families().render(reading))
         for family in afresh:
-            del family.encoded  # type: ignore[attr-defined]
+            vars(family).pop("encoded", None)
         histograms = [
             _histogram(RUNTIME, figures.runtime),
             _histogram(QUEUE_WAIT, figures.queue_wait),
