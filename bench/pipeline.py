@@ -52,6 +52,8 @@ truth. Then:
    in the bench's own process, after 3 real tasks, timed without HTTP (best of 20 x 500).
 
 Needs redis-server, wrk, the test extra (``pip install -e '.[test]'``) and Flower 2.x.
+``--scrape-only`` runs 4 to 6 alone, without Flower: ``--kills`` workers killed and
+``--warm-tasks`` real tasks run first, unmeasured, so that ours holds what a full run leaves it.
 """
 
 from __future__ import annotations
@@ -468,9 +470,15 @@ def scrape_rounds(targets: Sequence[Process], rounds: int, window: float) -> lis
 @dataclass(frozen=True)
 class Part:
     take: float  # microseconds: CeleryCollector.take, the read of what the threads learnt
-    build: float  # the families, all and the histograms alone
+    # The families, kept (nothing changed since the last scrape: served as they were) and
+    # afresh (what the first scrape after a change costs), all and the histograms alone.
+    build: float
+    build_afresh: float
     build_histograms: float
-    encode: float  # OpenMetrics, as Prometheus asks for it, by the exporter's own encoder
+    # OpenMetrics, as Prometheus asks for it, by the exporter's own encoder; kept families are
+    # written once and their text served after.
+    encode: float
+    encode_afresh: float
     encode_histograms: float
     samples: int
     histogram_samples: int
@@ -480,7 +488,12 @@ def collector_part(server: RedisServer, crawler: MiniCrawler, tasks: int = 3) ->
     """The celery collector (task events on) in this process, after ``tasks`` real tasks: what
     each step of a scrape costs it, best of 20 x 500 (no HTTP, no other collector)."""
     from pixcrawler_exporter.collectors.celery.collector import CeleryCollector
-    from pixcrawler_exporter.collectors.celery.metrics import QUEUE_WAIT, RUNTIME, _histogram
+    from pixcrawler_exporter.collectors.celery.metrics import (
+        QUEUE_WAIT,
+        RUNTIME,
+        Families,
+        _histogram,
+    )
     from pixcrawler_exporter.collectors.celery.reading import CeleryReading
     from pixcrawler_exporter.collectors.celery.settings import CelerySettings
     from pixcrawler_exporter.web import exposition, routes
@@ -502,9 +515,16 @@ def collector_part(server: RedisServer, crawler: MiniCrawler, tasks: int = 3) ->
         reading = collector.read()
         assert isinstance(reading, CeleryReading)
         families = list(collector.metrics(reading))
-        histograms = [f for f in families if f.type == "histogram"]
         assert reading.events is not None and reading.events.tasks is not None
         figures = reading.events.tasks
+        # The same families as made anew, not marked as kept: what the encoder writes in full.
+        afresh = list(Families().render(reading))
+        for family in afresh:
+            vars(family).pop("encoded", None)
+        histograms = [
+            _histogram(RUNTIME, figures.runtime),
+            _histogram(QUEUE_WAIT, figures.queue_wait),
+        ]
 
         def best(step: Callable[[], object]) -> float:
             return 1e6 * min(timeit.repeat(step, number=500, repeat=20)) / 500
@@ -512,6 +532,7 @@ def collector_part(server: RedisServer, crawler: MiniCrawler, tasks: int = 3) ->
         return Part(
             take=best(lambda: collector.take(time.monotonic() + 10)),
             build=best(lambda: list(collector.metrics(reading))),
+            build_afresh=best(lambda: list(Families().render(reading))),
             build_histograms=best(
                 lambda: [
                     _histogram(RUNTIME, figures.runtime),
@@ -519,6 +540,7 @@ def collector_part(server: RedisServer, crawler: MiniCrawler, tasks: int = 3) ->
                 ]
             ),
             encode=best(lambda: encode(families)),
+            encode_afresh=best(lambda: encode(afresh)),
             encode_histograms=best(lambda: encode(histograms)),
             samples=sum(len(f.samples) for f in families),
             histogram_samples=sum(len(f.samples) for f in histograms),
@@ -627,11 +649,62 @@ def print_part(part: Part) -> None:
         "\n## 6. The celery collector's part of one scrape: in the bench's process, task events "
         "on, 2 workers and 1 task name, best of 20 x 500"
     )
-    print("| step | microseconds | of which the two histograms |\n| --- | ---: | ---: |")
-    print(f"| take: read what the background threads learnt | {part.take:.0f} | |")
-    print(f"| build the families | {part.build:.0f} | {part.build_histograms:.0f} |")
-    print(f"| encode them (OpenMetrics) | {part.encode:.0f} | {part.encode_histograms:.0f} |")
-    print(f"| samples | {part.samples} | {part.histogram_samples} |")
+    print(
+        "| step | µs, nothing changed (kept) | µs after a change (afresh) | of which the two "
+        "histograms, afresh |\n| --- | ---: | ---: | ---: |"
+    )
+    print(f"| take: read what the background threads learnt | {part.take:.0f} | | |")
+    print(
+        f"| build the families | {part.build:.0f} | {part.build_afresh:.0f} | "
+        f"{part.build_histograms:.0f} |"
+    )
+    print(
+        f"| encode them (OpenMetrics) | {part.encode:.0f} | {part.encode_afresh:.0f} | "
+        f"{part.encode_histograms:.0f} |"
+    )
+    print(f"| samples | {part.samples} | | {part.histogram_samples} |")
+
+
+def print_memory(processes: Sequence[Process]) -> dict[str, float]:
+    """The table of section 5; each process's VmRSS in MB."""
+    print("\n## 5. Memory at the end\n| process | VmRSS MB | threads |\n| --- | ---: | ---: |")
+    rss = {}
+    for p in processes:
+        rss[p.name] = p.status("VmRSS") / 1024
+        print(f"| {p.name} | {rss[p.name]:.1f} | {p.status('Threads')} |")
+    return rss
+
+
+def warm(crawler: MiniCrawler, on: Process, kills: int, tasks: int) -> None:
+    """What a full run leaves ours with, without Flower and without timing anything: ``kills``
+    workers seen online and SIGKILLed, and ``tasks`` real tasks counted, so that the scrapes of
+    section 4 carry the same workers' series and task histograms."""
+    look = observers(on, on)["ours: /metrics pixcrawler_celery_worker_online"]
+
+    def says(host: str, offline: bool) -> None:
+        wait_for(f"{host} {'offline' if offline else 'online'}", lambda: look(host) is offline)
+
+    for worker in crawler.workers:
+        says(worker.hostname, False)
+    victims = [crawler.spawn_worker(f"victim{i + 1}", concurrency=1) for i in range(kills)]
+    for victim in victims:
+        victim.wait_online()
+        says(victim.hostname, False)
+    for victim in victims:
+        victim.kill()
+    for _ in range(tasks):
+        crawler.send_chunk(0)
+
+    def succeeded() -> float:
+        return total(samples(on), "pixcrawler_celery_tasks_total", outcome="succeeded")
+
+    wait_for(f"{tasks} tasks counted", lambda: succeeded() >= tasks, timeout=60)
+    for victim in victims:
+        says(victim.hostname, True)
+    print(
+        f"# warmed: {kills} workers killed, {tasks} real tasks counted by ours; "
+        f"series of ours-on: {series(on)}"
+    )
 
 
 def versions(redis_binary: str) -> str:
@@ -646,12 +719,14 @@ def versions(redis_binary: str) -> str:
     return ", ".join(parts)
 
 
-def missing() -> list[str]:
+def missing(flower: bool = True) -> list[str]:
     problems = []
     if find_binary() is None:
         problems.append("redis-server is not installed (apt-get install redis-server)")
     if shutil.which("wrk") is None:
         problems.append("wrk is not installed (apt-get install wrk)")
+    if not flower:
+        return problems
     try:
         if not importlib.metadata.version("flower").startswith("2."):
             problems.append("Flower is not 2.x (pip install 'flower>=2,<3')")
@@ -676,8 +751,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="of scrape windows")
     parser.add_argument("--window", type=float, default=1, help="seconds of one scrape window")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument(
+        "--scrape-only",
+        action="store_true",
+        help="no Flower: only sections 4-6, after --kills workers are killed and --warm-tasks "
+        "real tasks are run, so ours knows what a full run leaves it with",
+    )
+    parser.add_argument(
+        "--warm-tasks", type=int, default=20, help="real tasks run first with --scrape-only"
+    )
     args = parser.parse_args(argv)
-    problems = missing()
+    problems = missing(flower=not args.scrape_only)
     if problems:
         print("\n".join(problems))
         return 2
@@ -716,6 +800,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"{HOST}:{port}"]
             ours[name] = stack.enter_context(serving(name, cmd, env, port, "/metrics", logs))
         on = ours["ours-on"]
+        if args.scrape_only:
+            warm(crawler, on, args.kills, args.warm_tasks)
+            rounds = max(args.rounds, 1)
+            p50_ratio = print_scrapes(list(ours.values()), rounds, args.window)
+            rss = print_memory(list(ours.values()))
+            print_part(collector_part(server, crawler))
+            print(
+                f"\n## Ratios\n- scrape p50, collector on / off: {p50_ratio['ours-on']:.2f}x "
+                f"with task events, {p50_ratio['ours-on-no-task-events']:.2f}x without "
+                f"(target <= 1.1)\n- RSS: ours on / off {rss['ours-on'] / rss['ours-off']:.2f}x"
+            )
+            print(f"# load average after: {loadavg()}")
+            return 0
         flower_env = {
             k: v
             for k, v in crawler.worker_env().items()
@@ -790,11 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = list(ours.values())
         p50_ratio = print_scrapes(targets, args.rounds, args.window) if args.rounds else {}
 
-        print("\n## 5. Memory at the end\n| process | VmRSS MB | threads |\n| --- | ---: | ---: |")
-        rss = {}
-        for p in [*targets, flower]:
-            rss[p.name] = p.status("VmRSS") / 1024
-            print(f"| {p.name} | {rss[p.name]:.1f} | {p.status('Threads')} |")
+        rss = print_memory([*targets, flower])
 
         if args.rounds:
             print_part(collector_part(server, crawler))

@@ -14,6 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from pixcrawler_exporter.collect.metrics import frozen
 from pixcrawler_exporter.web import exposition, routes
 
 ACCEPTS = (
@@ -116,3 +117,23 @@ def test_openmetrics_and_text_as_the_formats_say() -> None:
     assert om([c]).decode() == (
         "# HELP pixcrawler_y Count.\n# TYPE pixcrawler_y counter\npixcrawler_y_total 3.0\n# EOF\n"
     )
+
+
+def test_a_frozen_family_is_written_once_per_format() -> None:
+    g = GaugeMetricFamily("pixcrawler_x", "X.", labels=["a"])
+    g.add_metric(["1"], 2.0)
+    frozen(g)
+    for accept in ACCEPTS:
+        ours, theirs = _both(accept, [g])
+        assert ours == theirs, accept
+    # Changing a frozen family breaks its promise: the encoders keep what they wrote first,
+    # which is how the test sees that they did not write it again.
+    g.add_metric(["2"], 3.0)
+    text, om = _ours("text/plain; version=0.0.4"), _ours("application/openmetrics-text")
+    assert text([g]).decode().count("pixcrawler_x{") == 1
+    assert om([g]).decode().count("pixcrawler_x{") == 1
+    plain = GaugeMetricFamily("pixcrawler_y", "Y.", labels=["a"])
+    plain.add_metric(["1"], 1.0)
+    text([plain])
+    plain.add_metric(["2"], 1.0)
+    assert text([plain]).decode().count("pixcrawler_y{") == 2

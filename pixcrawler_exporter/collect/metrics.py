@@ -109,3 +109,11 @@ def observe(
     bound, the last bound +Inf, and the sum of the observations."""
     shown = [("+Inf" if b == float("inf") else f"{b:g}", float(n)) for b, n in buckets]
     fam.add_metric([_utf8(v) for v in label_values], shown, total)  # type: ignore[attr-defined]
+
+
+def frozen(fam: Metric) -> Metric:
+    """``fam``, marked as never changing again: the encoders (web/exposition.py) then write it
+    once per format and keep the text on it. For a family a collector serves scrape after scrape
+    until what it says changes, when the collector makes a new one instead of changing it."""
+    fam.encoded = {}  # type: ignore[attr-defined]
+    return fam

@@ -6,8 +6,10 @@ produce the same bytes for what the exporter exposes: gauges and counters (any o
 with names and label names of the legacy character set, without exemplars or native
 histograms. Anything else, and any content type but the two Prometheus asks for, goes to
 client_python's own encoder, so what a scraper receives never depends on which one ran. The
-HELP and TYPE lines of a family are made once and kept. Content negotiation stays client_python's
-(routes.negotiate): this only takes over the writing of what it chose.
+HELP and TYPE lines of a family are made once and kept, and so is the whole text of a family its
+collector marked frozen (``collect.metrics.frozen``: served again unchanged, scrape after scrape).
+Content negotiation stays client_python's (routes.negotiate): this only takes over the writing of
+what it chose.
 """
 
 from __future__ import annotations
@@ -70,7 +72,16 @@ def _encode(
     out: list[str] = []
     try:
         for family in families:
-            write(family, out)
+            # A family marked frozen (collect.metrics.frozen) is written once per format.
+            kept: dict[object, str] | None = getattr(family, "encoded", None)
+            if kept is None:
+                write(family, out)
+            elif (text := kept.get(write)) is not None:
+                out.append(text)
+            else:
+                mine: list[str] = []
+                write(family, mine)
+                out.append(kept.setdefault(write, "".join(mine)))
     except _UnsupportedError:
         return bytes(fallback(_Families(families)))
     if write is _openmetrics:

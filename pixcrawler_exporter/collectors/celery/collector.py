@@ -82,6 +82,7 @@ class CeleryCollector(Collector[CeleryReading]):
         self._reconcile_reading: ReconcileReading | None = None
         self._problems: dict[str, str] = {"broker": "not read yet"}
         self._state: Changes[str, str | None] = Changes(None)
+        self._families = metrics.Families()
         interval = cfg.refresh_interval_seconds
         self._workers = [Worker("celery-broker", self._refresh_broker, interval, self._failed)]
         if self._reconciler is not None:
@@ -138,7 +139,7 @@ class CeleryCollector(Collector[CeleryReading]):
         )
 
     def metrics(self, reading: CeleryReading) -> Iterable[Metric]:
-        return metrics.render(reading)
+        return self._families.render(reading)
 
     # --- the background side ---------------------------------------------------------------
 

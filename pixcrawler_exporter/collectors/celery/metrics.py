@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from prometheus_client.core import Metric
 
-from pixcrawler_exporter.collect.metrics import Desc, add, observe
-from pixcrawler_exporter.collectors.celery.reading import BrokerReading, CeleryReading, Histogram
+from pixcrawler_exporter.collect.metrics import Desc, add, frozen, observe
+from pixcrawler_exporter.collectors.celery.reading import (
+    BrokerReading,
+    CeleryReading,
+    EventsReading,
+    Histogram,
+    TaskFigures,
+)
+
+T = TypeVar("T")
 
 PARTS = ("broker", "events", "reconcile")
 
@@ -179,25 +188,66 @@ DESCS = (
 )
 
 
-def render(reading: CeleryReading) -> Iterable[Metric]:
+class Families:
+    """Renders readings. The families of each part are kept, frozen so that the encoders write
+    them once, and served again while what they are made from is equal: most scrapes then make
+    only the few figures that move by themselves (the ages and the event counter).
+
+    What a family says is decided by the reading alone: a part older than its maximum age is
+    left out of the reading (``CeleryCollector.read``), and a worker's being online is decided
+    at each reading, so nothing kept here outlives what the reading says. Scrapes may render at
+    once: the worst a race costs is a part made twice.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[object, tuple[Metric, ...]]] = {}
+
+    def render(self, reading: CeleryReading) -> Iterable[Metric]:
+        broker_up, events_up = "broker" not in reading.problems, "events" not in reading.problems
+        yield from self._part(
+            "up", (broker_up, events_up, reading.visibility_timeout_seconds), _up, reading
+        )
+        age = AGE.family()
+        for part in PARTS:
+            if part in reading.ages:
+                add(age, reading.ages[part], part)
+        yield age
+        if reading.broker is not None:
+            yield from self._part("broker", reading.broker, _broker_metrics, reading.broker)
+        if (e := reading.events) is not None:
+            yield EVENTS.value(e.events_total)
+            workers = (
+                e.online,
+                e.running,
+                e.unnamed_workers_total,
+                tuple((w.hostname, w.online, w.active, w.processed) for w in e.workers),
+            )
+            yield from self._part("workers", workers, _workers_metrics, e)
+            ages = WORKER_AGE.family()
+            for w in e.workers:
+                add(ages, w.heartbeat_age_seconds, w.hostname)
+            yield ages
+            if e.tasks is not None:
+                yield from self._part("tasks", e.tasks, _tasks_metrics, e.tasks)
+        if reading.reconcile is not None:
+            key = (reading.reconcile, reading.in_flight)
+            yield from self._part("reconcile", key, _reconcile_metrics, reading)
+
+    def _part(
+        self, name: str, key: object, make: Callable[[T], Iterable[Metric]], source: T
+    ) -> tuple[Metric, ...]:
+        kept = self._kept.get(name)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        families = tuple(frozen(f) for f in make(source))
+        self._kept[name] = (key, families)
+        return families
+
+
+def _up(reading: CeleryReading) -> Iterable[Metric]:
     yield REDIS_UP.value(0 if "broker" in reading.problems else 1)
     yield VISIBILITY.value(reading.visibility_timeout_seconds)
     yield EVENTS_UP.value(0 if "events" in reading.problems else 1)
-    age = AGE.family()
-    for part in PARTS:
-        if part in reading.ages:
-            add(age, reading.ages[part], part)
-    yield age
-    if reading.broker is not None:
-        yield from _broker_metrics(reading.broker)
-    if reading.events is not None:
-        yield from _events_metrics(reading)
-    if reading.reconcile is not None:
-        yield DB_ACTIVE.value(reading.reconcile.active_chunks)
-        if reading.reconcile.stuck is not None:
-            yield STUCK.value(reading.reconcile.stuck)
-        if reading.in_flight is not None:
-            yield UNACCOUNTED.value(reading.reconcile.active_chunks - reading.in_flight)
 
 
 def _broker_metrics(b: BrokerReading) -> Iterable[Metric]:
@@ -218,31 +268,40 @@ def _broker_metrics(b: BrokerReading) -> Iterable[Metric]:
     yield REDIS_CLIENTS.value(r.connected_clients)
 
 
-def _events_metrics(reading: CeleryReading) -> Iterable[Metric]:
-    e = reading.events
-    assert e is not None
-    yield EVENTS.value(e.events_total)
+def _workers_metrics(e: EventsReading) -> Iterable[Metric]:
+    """Everything about the workers but the age of their heartbeats, which moves by itself."""
     yield ONLINE.value(e.online)
     yield RUNNING.value(e.running)
     yield UNNAMED.value(e.unnamed_workers_total)
-    online, active, processed, age = (
-        d.family() for d in (WORKER_ONLINE, WORKER_ACTIVE, WORKER_PROCESSED, WORKER_AGE)
+    online, active, processed = (
+        d.family() for d in (WORKER_ONLINE, WORKER_ACTIVE, WORKER_PROCESSED)
     )
     for w in e.workers:
         add(online, 1 if w.online else 0, w.hostname)
-        add(age, w.heartbeat_age_seconds, w.hostname)
         if w.active is not None:
             add(active, w.active, w.hostname)
         if w.processed is not None:
             add(processed, w.processed, w.hostname)
-    yield from (online, active, processed, age)
-    if e.tasks is not None:
-        tasks = TASKS.family()
-        for count in e.tasks.counts:
-            add(tasks, count.count, count.task, count.outcome)
-        yield tasks
-        yield _histogram(RUNTIME, e.tasks.runtime)
-        yield _histogram(QUEUE_WAIT, e.tasks.queue_wait)
+    yield from (online, active, processed)
+
+
+def _tasks_metrics(t: TaskFigures) -> Iterable[Metric]:
+    tasks = TASKS.family()
+    for count in t.counts:
+        add(tasks, count.count, count.task, count.outcome)
+    yield tasks
+    yield _histogram(RUNTIME, t.runtime)
+    yield _histogram(QUEUE_WAIT, t.queue_wait)
+
+
+def _reconcile_metrics(reading: CeleryReading) -> Iterable[Metric]:
+    rec = reading.reconcile
+    assert rec is not None
+    yield DB_ACTIVE.value(rec.active_chunks)
+    if rec.stuck is not None:
+        yield STUCK.value(rec.stuck)
+    if reading.in_flight is not None:
+        yield UNACCOUNTED.value(rec.active_chunks - reading.in_flight)
 
 
 def _histogram(desc: Desc, by_task: Mapping[str, Histogram]) -> Metric:

@@ -73,6 +73,9 @@ class TaskBook:
         self._names: set[str] = set()
         self._runtime: dict[str, _Histogram] = {}
         self._wait: dict[str, _Histogram] = {}
+        # Every scrape asks for the figures and few events change them: they are made once per
+        # change (the scrape's families are then kept too, as equal to the last ones).
+        self._figures: TaskFigures | None = None
 
     def heard(self, event: Mapping[str, object]) -> None:
         kind, uuid = event.get("type"), event.get("uuid")
@@ -80,7 +83,9 @@ class TaskBook:
             return
         stamp = _number(event.get("timestamp"))
         task = self._task(uuid, event.get("name"))
-        self._names.add(task.name)
+        if task.name not in self._names:
+            self._names.add(task.name)
+            self._figures = None
         if kind == "task-sent":
             task.sent = stamp
         elif kind == "task-started":
@@ -90,6 +95,7 @@ class TaskBook:
         elif (outcome := OUTCOMES.get(kind)) is not None:
             key = (task.name, outcome)
             self._counts[key] = self._counts.get(key, 0) + 1
+            self._figures = None
             if outcome == "succeeded" or outcome == "failed":
                 runtime = _number(event.get("runtime"))
                 if runtime is None and stamp is not None and task.started is not None:
@@ -100,13 +106,16 @@ class TaskBook:
                 self._tasks.pop(uuid, None)
 
     def figures(self) -> TaskFigures:
+        if self._figures is not None:
+            return self._figures
         every = {(t, o): 0 for t in self._names for o in OUTCOMES.values()} | self._counts
         counts = tuple(TaskCount(t, o, n) for (t, o), n in sorted(every.items()))
-        return TaskFigures(
+        self._figures = TaskFigures(
             counts,
             {name: h.frozen() for name, h in sorted(self._runtime.items())},
             {name: h.frozen() for name, h in sorted(self._wait.items())},
         )
+        return self._figures
 
     def _task(self, uuid: str, name: object) -> _Task:
         task = self._tasks.get(uuid)
@@ -129,11 +138,11 @@ class TaskBook:
             return name
         return OTHER
 
-    @staticmethod
     def _observe(
-        book: dict[str, _Histogram], bounds: Sequence[float], name: str, value: float
+        self, book: dict[str, _Histogram], bounds: Sequence[float], name: str, value: float
     ) -> None:
         book.setdefault(name, _Histogram(bounds)).observe(value)
+        self._figures = None
 
 
 def _number(value: object) -> float | None:
