@@ -95,7 +95,19 @@ def test_a_worker_is_online_for_two_heartbeat_intervals_as_celery_says() -> None
     views, online, running = book.view(104.0)
     assert (online, running) == (0, 0)
     assert views[0].hostname == "w1@host" and not views[0].online
-    assert views[0].heartbeat_age_seconds == pytest.approx(4.0)
+    assert 104.0 - views[0].heard == pytest.approx(4.0)
+
+
+def test_a_view_is_kept_until_a_heartbeat_or_the_clock_changes_it() -> None:
+    book = WorkerBook(max_workers=10, forget_after=300)
+    book.heard(beat("w1@host"), now=100.0)
+    first = book.view(100.5)
+    assert book.view(103.9) is first  # nothing new: the scrape takes the last view
+    assert book.view(104.0)[1] == 0  # its deadline passed: made again, by the rule
+    assert book.view(101.0)[1] == 1  # a clock set back is not taken for later
+    book.heard(beat("w1@host", active=3), now=104.5)
+    assert book.view(104.6)[1:] == (1, 3)
+    assert book.view(404.5)[0] == ()  # forgotten on time
 
 
 def test_a_worker_that_says_goodbye_is_offline_at_once_and_forgotten_later() -> None:

@@ -81,6 +81,7 @@ class Listener:
                 tasks=self.tasks.figures() if self.tasks is not None else None,
                 events_total=self._events,
                 learnt=now if self._connected else self._learnt,
+                at=now,
             )
 
     # --- life --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pixcrawler_exporter.collectors.celery.reading import (
     EventsReading,
     Histogram,
     TaskFigures,
+    WorkerView,
 )
 
 T = TypeVar("T")
@@ -191,7 +192,7 @@ DESCS = (
 class Families:
     """Renders readings. The families of each part are kept, frozen so that the encoders write
     them once, and served again while what they are made from is equal: most scrapes then make
-    only the few figures that move by themselves (the ages and the event counter).
+    only the figures that move by themselves, the ages.
 
     What a family says is decided by the reading alone: a part older than its maximum age is
     left out of the reading (``CeleryCollector.read``), and a worker's being online is decided
@@ -201,6 +202,8 @@ class Families:
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[object, tuple[Metric, ...]]] = {}
+        # The workers' part is keyed by what it shows of them, not by when each was heard.
+        self._workers: tuple[tuple[WorkerView, ...], tuple[object, ...]] = ((), ())
 
     def render(self, reading: CeleryReading) -> Iterable[Metric]:
         broker_up, events_up = "broker" not in reading.problems, "events" not in reading.problems
@@ -215,23 +218,22 @@ class Families:
         if reading.broker is not None:
             yield from self._part("broker", reading.broker, _broker_metrics, reading.broker)
         if (e := reading.events) is not None:
-            yield EVENTS.value(e.events_total)
-            workers = (
-                e.online,
-                e.running,
-                e.unnamed_workers_total,
-                tuple((w.hostname, w.online, w.active, w.processed) for w in e.workers),
-            )
+            yield from self._part("events", e.events_total, _events_metrics, e)
+            seen, key = self._workers
+            if seen is not e.workers:
+                key = tuple((w.hostname, w.online, w.active, w.processed) for w in e.workers)
+                self._workers = e.workers, key
+            workers = (e.online, e.running, e.unnamed_workers_total, key)
             yield from self._part("workers", workers, _workers_metrics, e)
             ages = WORKER_AGE.family()
             for w in e.workers:
-                add(ages, w.heartbeat_age_seconds, w.hostname)
+                add(ages, e.at - w.heard, w.hostname)
             yield ages
             if e.tasks is not None:
                 yield from self._part("tasks", e.tasks, _tasks_metrics, e.tasks)
         if reading.reconcile is not None:
-            key = (reading.reconcile, reading.in_flight)
-            yield from self._part("reconcile", key, _reconcile_metrics, reading)
+            compared = (reading.reconcile, reading.in_flight)
+            yield from self._part("reconcile", compared, _reconcile_metrics, reading)
 
     def _part(
         self, name: str, key: object, make: Callable[[T], Iterable[Metric]], source: T
@@ -283,6 +285,10 @@ def _workers_metrics(e: EventsReading) -> Iterable[Metric]:
         if w.processed is not None:
             add(processed, w.processed, w.hostname)
     yield from (online, active, processed)
+
+
+def _events_metrics(e: EventsReading) -> Iterable[Metric]:
+    yield EVENTS.value(e.events_total)
 
 
 def _tasks_metrics(t: TaskFigures) -> Iterable[Metric]:

@@ -41,7 +41,7 @@ class WorkerView:
     online: bool  # a heartbeat within two of its intervals, Celery's own rule
     active: int | None  # tasks running, from its last heartbeat
     processed: int | None  # tasks it has run since it started, from its last heartbeat
-    heartbeat_age_seconds: float
+    heard: float  # monotonic time its last heartbeat reached the exporter
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class EventsReading:
     tasks: TaskFigures | None  # None unless task events are counted
     events_total: int  # events received since start
     learnt: float  # monotonic time the listener last knew it was connected
+    at: float  # monotonic time the reading was made: what the heartbeats' ages are taken at
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ named by their pod) must not grow ``/metrics`` without bound.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,12 +43,16 @@ class WorkerBook:
         self._unnamed: dict[str, _Worker] = {}
         self.unnamed_total = 0  # distinct workers kept out of the named ones by the cap
         self._swept = float("-inf")  # when a full book was last swept of departed workers
+        # The last view, and the span of time it holds for: from when it was made until just
+        # before a worker's online state or its being forgotten changes with time alone.
+        self._view: tuple[tuple[tuple[WorkerView, ...], int, int], float, float] | None = None
 
     def heard(self, event: Mapping[str, object], now: float) -> None:
         """A worker-heartbeat, worker-online or worker-offline event."""
         hostname = event.get("hostname")
         if not isinstance(hostname, str) or not hostname:
             return
+        self._view = None
         entry = _Worker(
             received=now,
             frequency=_number(event.get("freq")) or DEFAULT_FREQUENCY,
@@ -66,17 +71,29 @@ class WorkerBook:
 
     def view(self, now: float) -> tuple[tuple[WorkerView, ...], int, int]:
         """The named workers (online first, then by name), how many workers are online in all,
-        and how many tasks they run."""
+        and how many tasks they run.
+
+        Made again only after a heartbeat or when time alone changes it: a scrape with nothing
+        new (most of them) takes the last one. Each change still comes from the rule itself,
+        applied at the first view past the moment it can change (less a microsecond, so that
+        rounding cannot put a view that is still kept past it).
+        """
+        kept = self._view
+        if kept is not None and kept[1] <= now < kept[2]:
+            return kept[0]
         self._forget(self._named, now)
         self._forget(self._unnamed, now)
         views = []
         for hostname, w in self._named.items():
-            views.append(
-                WorkerView(hostname, _online(w, now), w.active, w.processed, now - w.received)
-            )
+            views.append(WorkerView(hostname, _online(w, now), w.active, w.processed, w.received))
         views.sort(key=lambda v: (not v.online, v.hostname))
-        live = [w for w in (*self._named.values(), *self._unnamed.values()) if _online(w, now)]
-        return tuple(views), len(live), sum(w.active or 0 for w in live)
+        every = (*self._named.values(), *self._unnamed.values())
+        live = [w for w in every if _online(w, now)]
+        found = tuple(views), len(live), sum(w.active or 0 for w in live)
+        changes = [w.received + self.forget_after for w in every]
+        changes += [w.received + w.frequency * EXPIRE_WINDOW for w in live]
+        self._view = found, now, min(changes, default=math.inf) - 1e-6
+        return found
 
     def _room(self, book: dict[str, _Worker], cap: int, now: float) -> bool:
         if len(book) < cap:
