@@ -16,6 +16,7 @@ import pytest
 
 from pixcrawler_exporter.collectors.database.collector import DatabaseCollector
 from pixcrawler_exporter.collectors.database.presets import default_queries
+from pixcrawler_exporter.collectors.database.queries import Query
 from tests.conftest import Exporter, Samples, sample
 
 if TYPE_CHECKING:  # imported by pytest as plugins, so that their asserts are rewritten
@@ -209,3 +210,53 @@ def test_a_statement_another_exporter_prepared_on_the_pool_is_never_run(
         assert (reading.up, reading.active_chunks) == (True, 40), reading
     assert reading.errors_total == dict.fromkeys(REASONS, 0)
     assert fallbacks(caplog) == 1
+
+
+# --- queries of your own --------------------------------------------------------------------------
+
+
+def jobs_query(table: str) -> Query:
+    return Query(
+        "pixcrawler_test_jobs", "Jobs.", f"SELECT count(*) AS jobs FROM {table}", ("jobs",)
+    )
+
+
+@pytest.mark.parametrize("preset", ["crawl_jobs", "none"])
+def test_a_query_of_your_own_reaching_another_server_connection(
+    jobs: PostgresServer, pgbouncer: PgBouncer, preset: str
+) -> None:
+    presets = default_queries(preset) if preset != "none" else ()
+    queries = (*presets, jobs_query("crawl_jobs"))
+    collector = DatabaseCollector(pgbouncer.url, queries, 2.0, 2.0, 0.0)
+    try:
+        assert collector.read().samples["pixcrawler_test_jobs"] == (((), 5.0),)
+        # The next collection reaches the pool's other server connection.
+        with holding_a_server_connection(pgbouncer):
+            reading = collector.read()
+        for _ in range(3):
+            assert reading.up, reading
+            assert reading.samples["pixcrawler_test_jobs"] == (((), 5.0),)
+            reading = collector.read()
+        assert reading.errors_total == dict.fromkeys(REASONS, 0)
+    finally:
+        collector.close()
+
+
+def test_a_query_another_exporter_runs_on_the_pool_is_never_run(
+    other_jobs: PostgresServer, pgbouncer: PgBouncer
+) -> None:
+    first = DatabaseCollector(pgbouncer.url, (jobs_query("crawl_jobs"),), 2.0, 2.0, 0.0)
+    other = DatabaseCollector(pgbouncer.url, (jobs_query("other_jobs"),), 2.0, 2.0, 0.0)
+    try:
+        assert first.read().samples["pixcrawler_test_jobs"] == (((), 5.0),)
+        with holding_a_server_connection(pgbouncer):  # the other on the second connection
+            assert other.read().samples["pixcrawler_test_jobs"] == (((), 1.0),)
+        for _ in range(3):  # and on the first exporter's
+            reading = other.read()
+            assert (reading.up, reading.samples.get("pixcrawler_test_jobs")) == (
+                True,
+                (((), 1.0),),
+            ), reading
+    finally:
+        first.close()
+        other.close()

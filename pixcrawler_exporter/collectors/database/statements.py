@@ -1,6 +1,6 @@
 """The statements of one collection, and how they go over a connection: one read-only
 transaction under a statement timeout the server enforces, the preset's statement prepared once
-per connection and sent with BEGIN in one message, queries of your own prepared one by one.
+per connection and sent with BEGIN in one message, queries of your own one by one.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Statements:
         presets = [q for q in queries if isinstance(q, PresetQuery)]
         if len(presets) > 1 or (presets and queries[0] is not presets[0]):
             raise ValueError("one preset statement at most, before the other queries")
-        # The preset's statement goes with BEGIN in one message; the others are prepared.
+        # The preset's statement goes with BEGIN in one message; the others one by one.
         self.preset = presets[0] if presets else None
         self.prepared_name = (
             f"{PREPARED}_{hashlib.sha256(self.preset.sql.encode()).hexdigest()[:16]}"
@@ -183,9 +183,9 @@ class Statements:
     def _custom(
         self, conn: Conn, cur: psycopg.Cursor[TupleRow], query: Query, timeout: float
     ) -> tuple[Sample, ...]:
-        # Prepared, so through the extended protocol, which takes one statement: "SELECT 1;
-        # COMMIT; BEGIN READ WRITE; DELETE ..." would otherwise leave the read-only
-        # transaction and its statement timeout behind.
+        # Through the extended protocol, which takes one statement: "SELECT 1; COMMIT; BEGIN
+        # READ WRITE; DELETE ..." would otherwise leave the read-only transaction and its
+        # statement timeout behind.
         self._send(conn, cur, query.sql.encode(), query, timeout, f"query for {query.metric}")
         return _samples(query, cur)
 
@@ -199,9 +199,19 @@ class Statements:
         what: str,
     ) -> None:
         try:
-            # Ours unprepared: the preset's message holds several statements, which only the
-            # simple protocol takes (psycopg would prepare any statement it sees five times).
-            cur.execute(message, prepare=query is not None)
+            if query is None:
+                # Ours unprepared: the preset's message holds several statements, which only
+                # the simple protocol takes (psycopg would prepare any statement it sees five
+                # times).
+                cur.execute(message, prepare=False)
+            else:
+                # The unnamed statement, which psycopg sends through the extended protocol in a
+                # pipeline only. Not one of psycopg's prepared statements: their names
+                # (_pg3_0, ...) are every connection's, and behind a transaction-pooling
+                # PgBouncer the next transaction may reach a server connection that lacks the
+                # statement, or holds another client's of that name.
+                with conn.pipeline():
+                    cur.execute(message, prepare=False)
         except psycopg.Error as exc:
             if conn.broken:
                 raise  # the connection failed, not the query: the caller decides
