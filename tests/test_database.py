@@ -243,20 +243,22 @@ def test_a_collection_of_the_preset_is_one_message(
     sent = trace_queries(conn, tmp_path / "libpq.trace", reads)
     # One message, so one round trip, per collection; the statement prepared on the
     # connection's first read is executed, not sent and planned again.
+    name = collector.statements.prepared_name
+    assert name is not None and name.startswith("exporter_preset_")
     message = (
         'Query\t "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; '
-        'SET LOCAL statement_timeout = 2000; EXECUTE exporter_preset; COMMIT"'
+        f'SET LOCAL statement_timeout = 2000; EXECUTE {name}; COMMIT"'
     )
     assert sent == [message] * 3, sent
     rows = jobs.query(
         "SELECT query, calls FROM pg_stat_statements WHERE userid = 'pixcrawler'::regrole"
     )
-    ran = {" ".join(str(query).split())[:40]: int(calls) for query, calls in rows}
+    ran = {" ".join(str(query).split())[:57]: int(calls) for query, calls in rows}
     assert ran == {
-        "BEGIN ISOLATION LEVEL REPEATABLE READ RE": 3,  # one read-only snapshot
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY": 3,  # one read-only snapshot
         "SET LOCAL statement_timeout = 2000": 3,  # the server's bound, for this transaction
         # Every figure, from one scan: counted under the text it was prepared with.
-        'PREPARE exporter_preset AS SELECT "statu': 3,
+        f'PREPARE {name} AS SELECT "statu': 3,
         "COMMIT": 3,
     }, ran
 
@@ -270,7 +272,7 @@ def test_a_prepared_statement_gone_between_transactions_is_sent_whole(
     assert collector.read().up
     conn = collector._kept
     assert conn is not None
-    conn.execute("DEALLOCATE exporter_preset")
+    conn.execute(f"DEALLOCATE {collector.statements.prepared_name}")
     with caplog.at_level(logging.WARNING):
 
         def reads() -> None:

@@ -1,11 +1,12 @@
 """The statements of one collection, and how they go over a connection: one read-only
 transaction under a statement timeout the server enforces, the preset's statement prepared once
-per connection and sent with BEGIN in one message, queries of your own prepared one by one.
+per connection and sent with BEGIN in one message, queries of your own one by one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -27,8 +28,14 @@ MAX_ROWS = 10_000  # per query: a runaway custom query must not flood /metrics
 # Every collection's transaction: one snapshot for all statements, and nothing written.
 BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # The preset's statement, prepared once per connection: the server parses and plans it once
-# rather than on every scrape (a fifth of the statement's time on the server).
+# rather than on every scrape (a fifth of the statement's time on the server). Its name ends in
+# a digest of its text: behind a transaction-pooling PgBouncer, a server connection keeps the
+# statements other client connections prepared on it (another exporter, or this one before a
+# restart with other database.names), and an EXECUTE that reaches one must not run theirs.
 PREPARED = "exporter_preset"
+# Behind such a pool: the statement is not on the server connection the EXECUTE reached, or
+# is on the one the PREPARE reached (made there by another client connection).
+_POOLED = (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement)
 
 
 class _UnpreparedError(Exception):
@@ -43,15 +50,20 @@ class Statements:
         presets = [q for q in queries if isinstance(q, PresetQuery)]
         if len(presets) > 1 or (presets and queries[0] is not presets[0]):
             raise ValueError("one preset statement at most, before the other queries")
-        # The preset's statement goes with BEGIN in one message; the others are prepared.
+        # The preset's statement goes with BEGIN in one message; the others one by one.
         self.preset = presets[0] if presets else None
+        self.prepared_name = (
+            f"{PREPARED}_{hashlib.sha256(self.preset.sql.encode()).hexdigest()[:16]}"
+            if self.preset is not None
+            else None
+        )
         self.custom_queries = tuple(q for q in queries if isinstance(q, Query))
         self.statement_timeout = statement_timeout
         self.target = target
         # A cursor of the connection in use, kept with it: making one costs a fifth of a read.
         self._cursor: psycopg.Cursor[TupleRow] | None = None
         # The connection the preset's statement is prepared on; none once a prepared statement
-        # has been seen to vanish between transactions (_unprepared).
+        # has been seen to vanish between transactions, or to be another's (_unprepared).
         self._prepared: Conn | None = None
         self._prepare = True
 
@@ -73,14 +85,15 @@ class Statements:
         if cur is None or cur.connection is not conn:
             cur = self._cursor = conn.cursor()
         try:
-            if self.preset is not None and self._prepare and self._prepared is not conn:
-                self._prepare_preset(conn, cur, attempt)
-            in_force = self._millis_left(attempt)
             if self.preset is None:
+                in_force = self._millis_left(attempt)
                 attempt.step(in_force / 1000)
                 cur.execute(self._opening(in_force), prepare=False)
             else:
                 try:
+                    if self._prepare and self._prepared is not conn:
+                        self._prepare_preset(conn, cur, attempt)
+                    in_force = self._millis_left(attempt)
                     results.update(self._preset(conn, cur, attempt, in_force))
                 except _UnpreparedError:
                     self._unprepared(cur)
@@ -124,19 +137,21 @@ class Statements:
         millis = self._millis_left(attempt)
         attempt.step(millis / 1000)
         message = (
-            f"{self._opening(millis).decode()}; PREPARE {PREPARED} AS {self.preset.sql}; COMMIT"
+            f"{self._opening(millis).decode()}; "
+            f"PREPARE {self.prepared_name} AS {self.preset.sql}; COMMIT"
         )
         self._send(conn, cur, message.encode(), None, millis / 1000, "the preset's statement")
         self._prepared = conn
 
     def _unprepared(self, cur: psycopg.Cursor[TupleRow]) -> None:
-        """The prepared statement is gone from a connection it was made on: the server
-        connection behind ours changed between transactions, as behind a transaction-pooling
+        """The prepared statement is gone from a connection it was made on, or another
+        connection's is where it was to be made: the server connection behind ours changes
+        between transactions and is shared with other clients, as behind a transaction-pooling
         PgBouncer. The statement is sent whole from now on; this read sends it again."""
         self._prepare, self._prepared = False, None
         cur.execute(b"ROLLBACK", prepare=False)
         log.warning(
-            "the database's prepared statements do not outlive a transaction (a "
+            "the database's prepared statements are not the connection's own (a "
             "transaction-pooling proxy?): the preset's statement is sent whole on every read",
             extra={"database": self.target},
         )
@@ -148,7 +163,7 @@ class Statements:
         own) COMMIT, in one message."""
         assert self.preset is not None
         attempt.step(millis / 1000)
-        statement = f"EXECUTE {PREPARED}" if self._prepared is conn else self.preset.sql
+        statement = f"EXECUTE {self.prepared_name}" if self._prepared is conn else self.preset.sql
         closing = "" if self.custom_queries else "; COMMIT"
         message = f"{self._opening(millis).decode()}; {statement}{closing}".encode()
         try:
@@ -168,9 +183,9 @@ class Statements:
     def _custom(
         self, conn: Conn, cur: psycopg.Cursor[TupleRow], query: Query, timeout: float
     ) -> tuple[Sample, ...]:
-        # Prepared, so through the extended protocol, which takes one statement: "SELECT 1;
-        # COMMIT; BEGIN READ WRITE; DELETE ..." would otherwise leave the read-only
-        # transaction and its statement timeout behind.
+        # Through the extended protocol, which takes one statement: "SELECT 1; COMMIT; BEGIN
+        # READ WRITE; DELETE ..." would otherwise leave the read-only transaction and its
+        # statement timeout behind.
         self._send(conn, cur, query.sql.encode(), query, timeout, f"query for {query.metric}")
         return _samples(query, cur)
 
@@ -184,13 +199,23 @@ class Statements:
         what: str,
     ) -> None:
         try:
-            # Ours unprepared: the preset's message holds several statements, which only the
-            # simple protocol takes (psycopg would prepare any statement it sees five times).
-            cur.execute(message, prepare=query is not None)
+            if query is None:
+                # Ours unprepared: the preset's message holds several statements, which only
+                # the simple protocol takes (psycopg would prepare any statement it sees five
+                # times).
+                cur.execute(message, prepare=False)
+            else:
+                # The unnamed statement, which psycopg sends through the extended protocol in a
+                # pipeline only. Not one of psycopg's prepared statements: their names
+                # (_pg3_0, ...) are every connection's, and behind a transaction-pooling
+                # PgBouncer the next transaction may reach a server connection that lacks the
+                # statement, or holds another client's of that name.
+                with conn.pipeline():
+                    cur.execute(message, prepare=False)
         except psycopg.Error as exc:
             if conn.broken:
                 raise  # the connection failed, not the query: the caller decides
-            if isinstance(exc, errors.InvalidSqlStatementName) and query is None:
+            if isinstance(exc, _POOLED) and query is None:
                 raise _UnpreparedError from None
             reason, text = classify(exc, "query")
             if reason == "timeout":
