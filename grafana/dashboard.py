@@ -646,7 +646,8 @@ def pipeline_row(cfg: Config) -> Row:
                 "s",
                 [
                     Target(
-                        sel("pixcrawler_celery_worker_heartbeat_age_seconds"),
+                        "time() - "
+                        + sel("pixcrawler_celery_worker_last_heartbeat_timestamp_seconds"),
                         "{{instance}} {{worker}}",
                     )
                 ],

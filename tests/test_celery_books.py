@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pixcrawler_exporter import config
-from pixcrawler_exporter.collectors.celery.reading import Histogram
+from pixcrawler_exporter.collectors.celery.reading import Histogram, Moment
 from pixcrawler_exporter.collectors.celery.settings import CelerySettings, password_of, redact
 from pixcrawler_exporter.collectors.celery.tasks import MAX_NAMES_SEEN, OUTCOMES, TaskBook
 from pixcrawler_exporter.collectors.celery.workers import WorkerBook
@@ -90,30 +90,30 @@ def beat(hostname: str, kind: str = "worker-heartbeat", **fields: object) -> dic
 
 def test_a_worker_is_online_for_two_heartbeat_intervals_as_celery_says() -> None:
     book = WorkerBook(max_workers=10, forget_after=300)
-    book.heard(beat("w1@host"), now=100.0)
+    book.heard(beat("w1@host"), at=Moment(100.0, 1_700_000_100.0))
     assert book.view(103.9)[1:] == (1, 1)
     views, online, running = book.view(104.0)
     assert (online, running) == (0, 0)
     assert views[0].hostname == "w1@host" and not views[0].online
-    assert 104.0 - views[0].heard == pytest.approx(4.0)
+    assert views[0].heard == 1_700_000_100.0  # the wall clock's, as received
 
 
 def test_a_view_is_kept_until_a_heartbeat_or_the_clock_changes_it() -> None:
     book = WorkerBook(max_workers=10, forget_after=300)
-    book.heard(beat("w1@host"), now=100.0)
+    book.heard(beat("w1@host"), at=Moment(100.0, 100.0))
     first = book.view(100.5)
     assert book.view(103.9) is first  # nothing new: the scrape takes the last view
     assert book.view(104.0)[1] == 0  # its deadline passed: made again, by the rule
     assert book.view(101.0)[1] == 1  # a clock set back is not taken for later
-    book.heard(beat("w1@host", active=3), now=104.5)
+    book.heard(beat("w1@host", active=3), at=Moment(104.5, 104.5))
     assert book.view(104.6)[1:] == (1, 3)
     assert book.view(404.5)[0] == ()  # forgotten on time
 
 
 def test_a_worker_that_says_goodbye_is_offline_at_once_and_forgotten_later() -> None:
     book = WorkerBook(max_workers=10, forget_after=60)
-    book.heard(beat("w1@host"), now=0.0)
-    book.heard(beat("w1@host", "worker-offline"), now=1.0)
+    book.heard(beat("w1@host"), at=Moment(0.0, 0.0))
+    book.heard(beat("w1@host", "worker-offline"), at=Moment(1.0, 1.0))
     assert book.view(1.0)[1] == 0
     assert [v.hostname for v in book.view(60.9)[0]] == ["w1@host"]
     assert book.view(61.0)[0] == ()
@@ -122,7 +122,7 @@ def test_a_worker_that_says_goodbye_is_offline_at_once_and_forgotten_later() -> 
 def test_ten_thousand_worker_names_keep_the_cap_and_are_still_counted() -> None:
     book = WorkerBook(max_workers=100, forget_after=300)
     for i in range(10_000):
-        book.heard(beat(f"pod-{i}@host"), now=float(i) / 10_000)
+        book.heard(beat(f"pod-{i}@host"), at=Moment(float(i) / 10_000, float(i) / 10_000))
     views, online, running = book.view(1.5)
     assert len(views) == 100
     # The named ones and ten times the cap more are counted online; beyond, only the counter.
@@ -133,7 +133,7 @@ def test_ten_thousand_worker_names_keep_the_cap_and_are_still_counted() -> None:
 def test_a_malformed_event_changes_nothing() -> None:
     book = WorkerBook(max_workers=10, forget_after=300)
     for event in ({}, {"hostname": 3}, {"hostname": ""}, {"type": "worker-heartbeat"}):
-        book.heard(event, now=0.0)
+        book.heard(event, at=Moment(0.0, 0.0))
     assert book.view(0.0) == ((), 0, 0)
 
 

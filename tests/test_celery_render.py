@@ -14,12 +14,13 @@ import pytest
 from prometheus_client.core import Metric
 
 from pixcrawler_exporter.collectors.celery import collector as collector_module
-from pixcrawler_exporter.collectors.celery import events as events_module
+from pixcrawler_exporter.collectors.celery import reading as reading_module
 from pixcrawler_exporter.collectors.celery.collector import CeleryCollector
-from pixcrawler_exporter.collectors.celery.reading import BrokerReading, RedisInfo
+from pixcrawler_exporter.collectors.celery.reading import BrokerReading, Moment, RedisInfo
 from pixcrawler_exporter.collectors.celery.settings import CelerySettings
 
 MAX_AGE = 15.0
+WALL = 1_700_000_000.0  # the wall clock, this far ahead of the monotonic one
 
 
 class Clock:
@@ -29,11 +30,14 @@ class Clock:
     def monotonic(self) -> float:
         return self.now
 
+    def time(self) -> float:
+        return WALL + self.now
+
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(1000.0)
-    for module in (collector_module, events_module):
+    for module in (collector_module, reading_module):
         monkeypatch.setattr(module, "time", clock)
     return clock
 
@@ -52,7 +56,7 @@ def collector(clock: Clock) -> Iterator[CeleryCollector]:
 
 def broker_reading(learnt: float, depth: int = 3) -> BrokerReading:
     redis = RedisInfo("7.0.15", 1_000_000, None, "noeviction", 0, 0, 4)
-    return BrokerReading({"celery": depth}, 1, 2.5, redis, learnt)
+    return BrokerReading({"celery": depth}, 1, 2.5, redis, Moment(learnt, WALL + learnt))
 
 
 def scrape(collector: CeleryCollector) -> dict[str, Metric]:
@@ -76,6 +80,14 @@ def heartbeat(collector: CeleryCollector, hostname: str, active: int = 0) -> Non
     )
 
 
+def one_busy_worker(collector: CeleryCollector, clock: Clock) -> float:
+    """The broker read, the stream followed and a heartbeat of a worker running a task: when."""
+    collector._record("broker", broker_reading(clock.now), None)
+    collector._listener._up()
+    heartbeat(collector, "w1@host", active=1)
+    return clock.now
+
+
 def task(collector: CeleryCollector, uuid: str, *kinds: str) -> None:
     for kind in kinds:
         collector._listener._receive(
@@ -83,7 +95,7 @@ def task(collector: CeleryCollector, uuid: str, *kinds: str) -> None:
         )
 
 
-def test_unchanged_parts_are_served_as_they_were_and_only_ages_move(
+def test_unchanged_parts_are_served_as_they_were_with_their_moments(
     collector: CeleryCollector, clock: Clock
 ) -> None:
     collector._record("broker", broker_reading(clock.now), None)
@@ -91,20 +103,25 @@ def test_unchanged_parts_are_served_as_they_were_and_only_ages_move(
     heartbeat(collector, "w1@host")
     task(collector, "a", "task-sent", "task-started", "task-succeeded")
     first = scrape(collector)
+    beat = clock.now
     clock.now += 1.0
     second = scrape(collector)
     for kept in (
         "pixcrawler_celery_queue_messages",
         "pixcrawler_redis_up",
         "pixcrawler_celery_worker_online",
+        "pixcrawler_celery_worker_last_heartbeat_timestamp_seconds",
+        "pixcrawler_celery_last_success_timestamp_seconds",
         "pixcrawler_celery_tasks",
         "pixcrawler_celery_task_runtime_seconds",
         "pixcrawler_celery_events_received",  # no event in between
     ):
         assert second[kept] is first[kept], kept
-    age = "pixcrawler_celery_worker_heartbeat_age_seconds"
-    assert value(second, age, worker="w1@host") == pytest.approx(1.0)
-    assert value(second, "pixcrawler_celery_data_age_seconds", part="broker") == 1.0
+    heard = "pixcrawler_celery_worker_last_heartbeat_timestamp_seconds"
+    assert value(second, heard, worker="w1@host") == WALL + beat
+    learnt = "pixcrawler_celery_last_success_timestamp_seconds"
+    assert value(second, learnt, part="broker") == WALL + beat
+    assert value(second, learnt, part="events") == WALL + beat
     # Something new: made again, and says so.
     task(collector, "b", "task-sent", "task-started", "task-failed")
     heartbeat(collector, "w1@host", active=1)
@@ -138,10 +155,7 @@ def test_a_part_older_than_its_maximum_age_goes_on_time(
 def test_a_worker_goes_offline_at_its_deadline_however_often_it_was_scraped(
     collector: CeleryCollector, clock: Clock
 ) -> None:
-    collector._record("broker", broker_reading(clock.now), None)
-    collector._listener._up()
-    heartbeat(collector, "w1@host", active=1)
-    beat = clock.now
+    beat = one_busy_worker(collector, clock)
     for step in range(1, 14):
         clock.now = beat + 0.3 * step  # up to 3.9 s after
         collector._record("broker", broker_reading(clock.now), None)  # the broker stays fresh
@@ -152,3 +166,27 @@ def test_a_worker_goes_offline_at_its_deadline_however_often_it_was_scraped(
     assert value(families, "pixcrawler_celery_worker_online", worker="w1@host") == 0
     assert value(families, "pixcrawler_celery_workers_online") == 0
     assert value(families, "pixcrawler_celery_tasks_running") == 0
+
+
+def test_a_scrape_with_nothing_new_takes_the_last_reading_until_the_clock_changes_it(
+    collector: CeleryCollector, clock: Clock
+) -> None:
+    beat = one_busy_worker(collector, clock)
+    first = collector.take(1e9)
+    kept = tuple(first.render())
+    clock.now = beat + 3.9
+    second = collector.take(1e9)
+    assert second.reading is first.reading
+    assert all(a is b for a, b in zip(second.render(), kept, strict=True))
+    # Nothing new but time: the worker's two heartbeat intervals are up, so it is made again.
+    clock.now = beat + 4.0
+    third = collector.take(1e9)
+    assert third.reading is not first.reading
+    families = {f.name: f for f in third.render()}
+    assert value(families, "pixcrawler_celery_worker_online", worker="w1@host") == 0
+    # A heartbeat is new: made again, with its moment.
+    heartbeat(collector, "w1@host", active=2)
+    families = scrape(collector)
+    assert value(families, "pixcrawler_celery_worker_tasks_active", worker="w1@host") == 2
+    heard = "pixcrawler_celery_worker_last_heartbeat_timestamp_seconds"
+    assert value(families, heard, worker="w1@host") == WALL + beat + 4.0

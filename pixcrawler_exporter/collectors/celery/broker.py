@@ -10,12 +10,11 @@ replies whether or not any worker answers).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.errors import CollectorError
-from pixcrawler_exporter.collectors.celery.reading import BrokerReading, RedisInfo
+from pixcrawler_exporter.collectors.celery.reading import BrokerReading, Moment, RedisInfo
 
 if TYPE_CHECKING:
     import redis
@@ -66,14 +65,14 @@ def read(conn: redis.Redis, queues: Sequence[str]) -> BrokerReading:
         answers = pipe.execute()
     except redis.RedisError as exc:
         raise CollectorError(f"reading the broker: {_reason(exc)}") from None
-    now_wall, now = time.time(), time.monotonic()
+    now = Moment.now()
     steps = len(PRIORITY_STEPS)
     depths = {
         queue: sum(int(n) for n in answers[i * steps : (i + 1) * steps])
         for i, queue in enumerate(queues)
     }
     unacked_count, oldest, info = answers[len(queues) * steps :]
-    oldest_age = max(0.0, now_wall - float(oldest[0][1])) if oldest else None
+    oldest_age = max(0.0, now.wall - float(oldest[0][1])) if oldest else None
     return BrokerReading(depths, int(unacked_count), oldest_age, redis_info(info), now)
 
 

@@ -13,6 +13,7 @@ workers, and "no worker online" must not be claimed on that ground.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -81,6 +82,10 @@ class CeleryCollector(Collector[CeleryReading]):
         self._broker_reading: BrokerReading | None = None
         self._reconcile_reading: ReconcileReading | None = None
         self._problems: dict[str, str] = {"broker": "not read yet"}
+        self._recorded = 0  # results recorded: a reading made before one is out of date
+        # The last reading, what it was made from, and until when it holds: a scrape with
+        # nothing new (most of them) takes it, and its families are kept with it.
+        self._kept: tuple[tuple[object, ...], float, CeleryReading] | None = None
         self._state: Changes[str, str | None] = Changes(None)
         self._families = metrics.Families()
         interval = cfg.refresh_interval_seconds
@@ -113,30 +118,43 @@ class CeleryCollector(Collector[CeleryReading]):
         now = time.monotonic()
         events = self._listener.reading(now)
         with self._lock:
-            brk, rec, problems = self._broker_reading, self._reconcile_reading, dict(self._problems)
+            brk, rec = self._broker_reading, self._reconcile_reading
+            key = (events, brk, rec, self._recorded, self._listener.error)
+            kept = self._kept
+            if kept is not None and now <= kept[1] and kept[0] == key:
+                return kept[2]
+            problems = dict(self._problems)
         if not events.connected and self._listener.error is not None:
             problems["events"] = self._listener.error
-        ages = {
-            part: now - learnt
-            for part, learnt in (
+        learnt = {
+            part: moment
+            for part, moment in (
                 ("broker", brk.learnt if brk else None),
                 ("events", events.learnt),
                 ("reconcile", rec.learnt if rec else None),
             )
-            if learnt is not None
+            if moment is not None
         }
-        for part, age in ages.items():
-            if age > self.cfg.max_age:
-                problems.setdefault(part, f"last learnt {age:.0f}s ago")
+        until = math.inf  # when the first part still fresh grows too old
+        for part, moment in learnt.items():
+            if now - moment.monotonic > self.cfg.max_age:
+                # No moving figure here: the reading is kept until something changes.
+                problems.setdefault(
+                    part, f"older than celery.max_age_seconds ({self.cfg.max_age:g}s)"
+                )
+            else:
+                until = min(until, moment.monotonic + self.cfg.max_age)
         keep_events = "events" not in problems and "broker" not in problems
-        return CeleryReading(
+        made = CeleryReading(
             broker=brk if "broker" not in problems else None,
             events=events if keep_events else None,
             reconcile=rec if "reconcile" not in problems else None,
             visibility_timeout_seconds=self.cfg.visibility_timeout_seconds,
             problems=problems,
-            ages=ages,
+            learnt={part: moment.wall for part, moment in learnt.items()},
         )
+        self._kept = key, until, made
+        return made
 
     def metrics(self, reading: CeleryReading) -> Iterable[Metric]:
         return self._families.render(reading)
@@ -173,6 +191,7 @@ class CeleryCollector(Collector[CeleryReading]):
                 self._problems.pop(part, None)
             else:
                 self._problems[part] = error
+            self._recorded += 1
         self._log_change(part, error)
 
     def _failed(self, exc: Exception) -> None:

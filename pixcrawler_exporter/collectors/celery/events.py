@@ -17,14 +17,13 @@ import contextlib
 import logging
 import random
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.errors import describe, scrub
 from pixcrawler_exporter.collect.worker import Worker
-from pixcrawler_exporter.collectors.celery.reading import EventsReading
+from pixcrawler_exporter.collectors.celery.reading import EventsReading, Moment
 from pixcrawler_exporter.collectors.celery.tasks import TaskBook
 from pixcrawler_exporter.collectors.celery.workers import WorkerBook
 
@@ -62,17 +61,24 @@ class Listener:
         )
         self._stopping = self._worker.stopping
         self._connected = False
-        self._learnt = time.monotonic()  # when the stream was last known to be flowing
+        self._learnt = Moment.now()  # when the stream was last known to be flowing
         self._events = 0
         self.error: str | None = "not connected yet"
         self.connections = 0  # connections made, for the tests and the log
+        # The last reading, and what it was made from: a scrape with nothing new takes it.
+        self._kept: tuple[tuple[object, ...], EventsReading] | None = None
 
     # --- what the scrape reads -------------------------------------------------------------
 
     def reading(self, now: float) -> EventsReading:
         with self._lock:
-            workers, online, running = self.workers.view(now)
-            return EventsReading(
+            view = self.workers.view(now)
+            # Every event counts, and the task figures and unnamed workers change only by one.
+            key = (view, self._connected, self._events, self._learnt)
+            if self._kept is not None and self._kept[0] == key:
+                return self._kept[1]
+            workers, online, running = view
+            made = EventsReading(
                 connected=self._connected,
                 workers=workers,
                 online=online,
@@ -80,9 +86,10 @@ class Listener:
                 unnamed_workers_total=self.workers.unnamed_total,
                 tasks=self.tasks.figures() if self.tasks is not None else None,
                 events_total=self._events,
-                learnt=now if self._connected else self._learnt,
-                at=now,
+                learnt=self._learnt,
             )
+            self._kept = key, made
+            return made
 
     # --- life --------------------------------------------------------------------------------
 
@@ -139,21 +146,22 @@ class Listener:
                     # No event this second is no failure: the connection is checked each time.
                     with contextlib.suppress(TimeoutError):
                         conn.drain_events(timeout=DRAIN_SECONDS)
+                    learnt = Moment.now()
                     with self._lock:
-                        self._learnt = time.monotonic()
+                        self._learnt = learnt
         finally:
             conn.release()
 
     def _receive(self, body: object, _message: object) -> None:
         # Celery 4+ sends a worker's buffered task events as one list.
         events = body if isinstance(body, list) else [body]
-        now = time.monotonic()
+        now = Moment.now()
         with self._lock:
             for event in events:
                 if isinstance(event, Mapping):
                     self._handle(event, now)
 
-    def _handle(self, event: Mapping[str, object], now: float) -> None:
+    def _handle(self, event: Mapping[str, object], now: Moment) -> None:
         self._events += 1
         kind = event.get("type")
         if not isinstance(kind, str):
@@ -165,7 +173,7 @@ class Listener:
 
     def _up(self) -> None:
         with self._lock:
-            self._connected, self._learnt = True, time.monotonic()
+            self._connected, self._learnt = True, Moment.now()
             was, self.error = self.error, None
             self.connections += 1
         if was is not None and self.connections > 1:

@@ -81,9 +81,10 @@ WORKER_PROCESSED = Desc(
     "counter",
     ("worker",),
 )
-WORKER_AGE = Desc(
-    "pixcrawler_celery_worker_heartbeat_age_seconds",
-    "Seconds since the worker's last heartbeat reached the exporter.",
+WORKER_HEARTBEAT = Desc(
+    "pixcrawler_celery_worker_last_heartbeat_timestamp_seconds",
+    "When the worker's last heartbeat reached the exporter, on the exporter's clock: "
+    "time() minus this is the heartbeat's age.",
     "gauge",
     ("worker",),
 )
@@ -129,9 +130,11 @@ DB_ACTIVE = Desc(
     "pixcrawler_celery_reconcile_active_chunks",
     "The database's active chunks over running jobs, as the last reconciliation read them.",
 )
-AGE = Desc(
-    "pixcrawler_celery_data_age_seconds",
-    "Seconds since each part of the figures was learnt: broker, events, reconcile.",
+LEARNT = Desc(
+    "pixcrawler_celery_last_success_timestamp_seconds",
+    "When each part of the figures was last learnt, on the exporter's clock: broker (its last "
+    "round trip), events (the stream last known flowing), reconcile (its last reconciliation). "
+    "A part older than celery.max_age_seconds is left out of the figures.",
     "gauge",
     ("part",),
 )
@@ -171,7 +174,7 @@ DESCS = (
     WORKER_ONLINE,
     WORKER_ACTIVE,
     WORKER_PROCESSED,
-    WORKER_AGE,
+    WORKER_HEARTBEAT,
     UNNAMED,
     TASKS,
     RUNTIME,
@@ -179,7 +182,7 @@ DESCS = (
     STUCK,
     UNACCOUNTED,
     DB_ACTIVE,
-    AGE,
+    LEARNT,
     REDIS_INFO,
     REDIS_USED,
     REDIS_MAX,
@@ -191,8 +194,8 @@ DESCS = (
 
 class Families:
     """Renders readings. The families of each part are kept, frozen so that the encoders write
-    them once, and served again while what they are made from is equal: most scrapes then make
-    only the figures that move by themselves, the ages.
+    them once, and served again while what they are made from is equal. Nothing moves by itself
+    (times are exported as timestamps, not ages), so most scrapes make no family at all.
 
     What a family says is decided by the reading alone: a part older than its maximum age is
     left out of the reading (``CeleryCollector.read``), and a worker's being online is decided
@@ -202,33 +205,36 @@ class Families:
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[object, tuple[Metric, ...]]] = {}
+        # The collector hands the same reading again while nothing changed: all of it is kept.
+        self._last: tuple[CeleryReading | None, tuple[Metric, ...]] = (None, ())
         # The workers' part is keyed by what it shows of them, not by when each was heard.
         self._workers: tuple[tuple[WorkerView, ...], tuple[object, ...]] = ((), ())
 
-    def render(self, reading: CeleryReading) -> Iterable[Metric]:
+    def render(self, reading: CeleryReading) -> tuple[Metric, ...]:
+        last, families = self._last
+        if reading is not last:
+            families = tuple(self._render(reading))
+            self._last = reading, families
+        return families
+
+    def _render(self, reading: CeleryReading) -> Iterable[Metric]:
         broker_up, events_up = "broker" not in reading.problems, "events" not in reading.problems
         yield from self._part(
             "up", (broker_up, events_up, reading.visibility_timeout_seconds), _up, reading
         )
-        age = AGE.family()
-        for part in PARTS:
-            if part in reading.ages:
-                add(age, reading.ages[part], part)
-        yield age
+        yield from self._part("learnt", tuple(reading.learnt.items()), _learnt, reading)
         if reading.broker is not None:
             yield from self._part("broker", reading.broker, _broker_metrics, reading.broker)
         if (e := reading.events) is not None:
             yield from self._part("events", e.events_total, _events_metrics, e)
             seen, key = self._workers
             if seen is not e.workers:
-                key = tuple((w.hostname, w.online, w.active, w.processed) for w in e.workers)
+                key = tuple(
+                    (w.hostname, w.online, w.active, w.processed, w.heard) for w in e.workers
+                )
                 self._workers = e.workers, key
             workers = (e.online, e.running, e.unnamed_workers_total, key)
             yield from self._part("workers", workers, _workers_metrics, e)
-            ages = WORKER_AGE.family()
-            for w in e.workers:
-                add(ages, e.at - w.heard, w.hostname)
-            yield ages
             if e.tasks is not None:
                 yield from self._part("tasks", e.tasks, _tasks_metrics, e.tasks)
         if reading.reconcile is not None:
@@ -252,6 +258,14 @@ def _up(reading: CeleryReading) -> Iterable[Metric]:
     yield EVENTS_UP.value(0 if "events" in reading.problems else 1)
 
 
+def _learnt(reading: CeleryReading) -> Iterable[Metric]:
+    learnt = LEARNT.family()
+    for part in PARTS:
+        if part in reading.learnt:
+            add(learnt, reading.learnt[part], part)
+    yield learnt
+
+
 def _broker_metrics(b: BrokerReading) -> Iterable[Metric]:
     queue = QUEUE.family()
     for name, depth in b.queues.items():
@@ -271,12 +285,11 @@ def _broker_metrics(b: BrokerReading) -> Iterable[Metric]:
 
 
 def _workers_metrics(e: EventsReading) -> Iterable[Metric]:
-    """Everything about the workers but the age of their heartbeats, which moves by itself."""
     yield ONLINE.value(e.online)
     yield RUNNING.value(e.running)
     yield UNNAMED.value(e.unnamed_workers_total)
-    online, active, processed = (
-        d.family() for d in (WORKER_ONLINE, WORKER_ACTIVE, WORKER_PROCESSED)
+    online, active, processed, heard = (
+        d.family() for d in (WORKER_ONLINE, WORKER_ACTIVE, WORKER_PROCESSED, WORKER_HEARTBEAT)
     )
     for w in e.workers:
         add(online, 1 if w.online else 0, w.hostname)
@@ -284,7 +297,8 @@ def _workers_metrics(e: EventsReading) -> Iterable[Metric]:
             add(active, w.active, w.hostname)
         if w.processed is not None:
             add(processed, w.processed, w.hostname)
-    yield from (online, active, processed)
+        add(heard, w.heard, w.hostname)
+    yield from (online, active, processed, heard)
 
 
 def _events_metrics(e: EventsReading) -> Iterable[Metric]:

@@ -7,8 +7,26 @@ left out of the reading, so its figures are absent rather than stale.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Moment:
+    """When something was learnt, on both clocks: the monotonic one to age it by (a wall clock
+    set back or forward must not age or rejuvenate a figure), the wall clock to export it by.
+    Exported as a timestamp, as Prometheus advises for "time since" figures, a moment does not
+    change from scrape to scrape, so neither do its families: ``time() - metric`` gives the age.
+    Both are read when it happens, so a wall clock stepped later moves no moment already taken.
+    """
+
+    monotonic: float
+    wall: float
+
+    @classmethod
+    def now(cls) -> Moment:
+        return cls(time.monotonic(), time.time())
 
 
 @dataclass(frozen=True)
@@ -32,7 +50,7 @@ class BrokerReading:
     unacked: int  # messages delivered to a worker and not acknowledged yet, all queues
     unacked_oldest_seconds: float | None  # None when there are none
     redis: RedisInfo
-    learnt: float  # monotonic time of the round trip
+    learnt: Moment  # when the round trip ended
 
 
 @dataclass(frozen=True)
@@ -41,7 +59,7 @@ class WorkerView:
     online: bool  # a heartbeat within two of its intervals, Celery's own rule
     active: int | None  # tasks running, from its last heartbeat
     processed: int | None  # tasks it has run since it started, from its last heartbeat
-    heard: float  # monotonic time its last heartbeat reached the exporter
+    heard: float  # wall-clock time its last heartbeat reached the exporter
 
 
 @dataclass(frozen=True)
@@ -77,8 +95,7 @@ class EventsReading:
     unnamed_workers_total: int  # workers never given a series because of the cap
     tasks: TaskFigures | None  # None unless task events are counted
     events_total: int  # events received since start
-    learnt: float  # monotonic time the listener last knew it was connected
-    at: float  # monotonic time the reading was made: what the heartbeats' ages are taken at
+    learnt: Moment  # when the listener last knew the stream was flowing
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,7 @@ class ReconcileReading:
     # the jobs table has no task_ids column.
     stuck: int | None
     task_ids: int  # task ids of running jobs looked up
-    learnt: float
+    learnt: Moment
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,8 @@ class CeleryReading:
     # Part -> why it is missing or failing; the reading's own error is the broker's (the
     # collector is "up" when the broker answers).
     problems: Mapping[str, str] = field(default_factory=dict)
-    ages: Mapping[str, float] = field(default_factory=dict)  # part -> seconds since learnt
+    # Part -> the wall-clock time it was learnt, for the parts in the reading.
+    learnt: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def error(self) -> str | None:

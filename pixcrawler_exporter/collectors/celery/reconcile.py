@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pixcrawler_exporter.collect.changes import Changes
 from pixcrawler_exporter.collect.errors import CollectorError
-from pixcrawler_exporter.collectors.celery.reading import ReconcileReading
+from pixcrawler_exporter.collectors.celery.reading import Moment, ReconcileReading
 
 if TYPE_CHECKING:
     import psycopg
@@ -87,7 +86,7 @@ class Reconciler:
         jobs = self._jobs()
         active = sum(j.active for j in jobs)
         if not self._has_task_ids:
-            return ReconcileReading(active, None, 0, time.monotonic())
+            return ReconcileReading(active, None, 0, Moment.now())
         ids = [i for j in jobs for i in j.task_ids or ()]
         if len(ids) > MAX_TASK_IDS:
             raise CollectorError(
@@ -97,7 +96,7 @@ class Reconciler:
         stuck = sum(
             max(0, sum(1 for i in j.task_ids or () if i in final) - j.recorded) for j in jobs
         )
-        return ReconcileReading(active, stuck, len(ids), time.monotonic())
+        return ReconcileReading(active, stuck, len(ids), Moment.now())
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

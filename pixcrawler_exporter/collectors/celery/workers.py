@@ -3,7 +3,8 @@
 Celery calls a worker alive while its last heartbeat is younger than twice its heartbeat interval
 (``celery.events.state.HEARTBEAT_EXPIRE_WINDOW``, 200 %), and offline at once on a
 ``worker-offline`` event (a warm shutdown). Ages are taken from when the exporter received each
-heartbeat, not from the worker's clock, so a skewed clock on a worker does not make it look dead.
+heartbeat, not from the worker's clock, so a skewed clock on a worker does not make it look dead;
+that moment is exported on the exporter's wall clock.
 The series are capped: a broker shared with thousands of short-lived workers (autoscaled pods
 named by their pod) must not grow ``/metrics`` without bound.
 """
@@ -14,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pixcrawler_exporter.collectors.celery.reading import WorkerView
+from pixcrawler_exporter.collectors.celery.reading import Moment, WorkerView
 
 EXPIRE_WINDOW = 2.0  # heartbeat intervals without a heartbeat before a worker is offline
 DEFAULT_FREQUENCY = 2.0  # Celery's worker_heartbeat... event frequency, seconds
@@ -23,6 +24,7 @@ DEFAULT_FREQUENCY = 2.0  # Celery's worker_heartbeat... event frequency, seconds
 @dataclass
 class _Worker:
     received: float  # monotonic time of the last heartbeat or online event
+    received_wall: float  # the same on the wall clock, for the export
     frequency: float
     active: int | None
     processed: int | None
@@ -47,14 +49,16 @@ class WorkerBook:
         # before a worker's online state or its being forgotten changes with time alone.
         self._view: tuple[tuple[tuple[WorkerView, ...], int, int], float, float] | None = None
 
-    def heard(self, event: Mapping[str, object], now: float) -> None:
-        """A worker-heartbeat, worker-online or worker-offline event."""
+    def heard(self, event: Mapping[str, object], at: Moment) -> None:
+        """A worker-heartbeat, worker-online or worker-offline event, received ``at``."""
         hostname = event.get("hostname")
         if not isinstance(hostname, str) or not hostname:
             return
         self._view = None
+        now = at.monotonic
         entry = _Worker(
             received=now,
+            received_wall=at.wall,
             frequency=_number(event.get("freq")) or DEFAULT_FREQUENCY,
             active=_count(event.get("active")),
             processed=_count(event.get("processed")),
@@ -85,7 +89,9 @@ class WorkerBook:
         self._forget(self._unnamed, now)
         views = []
         for hostname, w in self._named.items():
-            views.append(WorkerView(hostname, _online(w, now), w.active, w.processed, w.received))
+            views.append(
+                WorkerView(hostname, _online(w, now), w.active, w.processed, w.received_wall)
+            )
         views.sort(key=lambda v: (not v.online, v.hostname))
         every = (*self._named.values(), *self._unnamed.values())
         live = [w for w in every if _online(w, now)]
