@@ -31,7 +31,6 @@ The CA is made with trustme; a test points ``REQUESTS_CA_BUNDLE`` and ``SSL_CERT
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 import time
@@ -46,6 +45,7 @@ from typing import Any
 
 import trustme
 
+from tests.conftest import free_port
 from tests.helpers import kql
 
 TENANT = "00000000-0000-0000-0000-00000000ten7"
@@ -589,7 +589,5 @@ def port_of(url: str) -> int:
 
 
 def closed_port() -> int:
-    """A loopback port nothing listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on (connection refused): one of this worker's."""
+    return free_port()

@@ -63,9 +63,20 @@ def run_cli(
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, for a server the test starts next.
+
+    Under pytest-xdist each worker takes ports from its own share, so a port that one worker
+    picked and has not bound yet is never the one the other picks (bind(0) would hand it out
+    again). Linux gives bind(0) odd ports and leaves even ones to connect(): shared by port // 2.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if (port // 2) % workers == worker:
+            return port
 
 
 def http_get(
@@ -191,10 +202,44 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 E2E_FIXTURES = frozenset({"exporter_factory", "postgres_server", "redis_server", "redis_factory"})
 
 
+# pytest-xdist runs the suite on two workers (``-n 2 --dist loadfile`` in pyproject's addopts): a
+# test file's tests run on one worker, one after another, so its module-scoped fixtures (a
+# Prometheus stack, the pasted Quick start's venv) are made once. These files run as one, on one
+# worker: the Docker tests share one engine and the image it builds (session fixtures), and
+# compare the host's network interfaces, which a second engine's bridge would change; the pasted
+# blocks serve on the host's port 8395, README's own, as README's on-host container does.
+ONE_WORKER = ("test_container.py", "test_docker.py", "test_docker_engine.py", "test_pasted.py")
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file, or ONE_WORKER's files as one."""
+    path = nodeid.split("::", 1)[0]
+    return "ONE_WORKER" if Path(path).name in ONE_WORKER else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getoption("dist") != "loadfile":
+        return None  # another --dist given on the command line: xdist's own
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndTheDockerTests(LoadFileScheduling):  # type: ignore[misc]
+        """``--dist loadfile``, with the files of ONE_WORKER as one file."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return FilesAndTheDockerTests(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and E2E_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("docker") and item.path.name not in ONE_WORKER:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked docker: add {item.path.name} to ONE_WORKER in "
+                "tests/conftest.py, so that it shares the one Docker engine"
+            )
 
 
 @pytest.fixture

@@ -140,6 +140,10 @@ def stack(
         "PIXCRAWLER_TEMP_SCAN_INTERVAL_SECONDS": "1",
         "PIXCRAWLER_SCRAPE_TIMEOUT_OFFSET_SECONDS": "0.2",
         "PIXCRAWLER_POLL_INTERVAL_SECONDS": "1",
+        # PixCrawlerJobStalled's for: (30m by default, 30 s scaled) is the configured longest
+        # chunk: 10m here, 10 s, within the 15 s of PixCrawlerJobCountersOutOfSync that the same
+        # breach waits for anyway.
+        "PIXCRAWLER_ALERT_CHUNK_DURATION_SECONDS": "600",
     }
     from tests.pg import find_binaries
 
@@ -343,7 +347,7 @@ def test_a_running_job_whose_counters_are_out_of_sync_pages_and_resolves(stack: 
         "1",
         breach,
         recover,
-        # for: 30m of PixCrawlerJobStalled, 30 s here.
+        # for: the stack's 10m chunk duration, 10 s here.
         companions=("PixCrawlerJobStalled",),
         timeout=90,
     )
