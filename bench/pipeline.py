@@ -2,7 +2,7 @@
 
     pip install 'flower>=2,<3'      # the peer; not a dependency of the exporter
     PYTHONPATH=. python bench/pipeline.py [--kills 5] [--task-rate 100] [--replay-rate 500]
-        [--seconds 20] [--rounds 20] [--window 1]
+        [--seconds 20] [--rounds 20] [--window 1] [--scrape-only [--processes 2]]
 
 Starts a private redis-server and ``--workers`` Celery workers of the tests' miniature PixCrawler
 (tests/helpers/redis_server.py, tests/helpers/celery_workers.py: prefork, task events on, a
@@ -46,7 +46,12 @@ truth. Then:
    ``--window`` seconds each, the order rotating over ``--rounds`` rounds, with Prometheus's
    headers; the ratio to off of each round's p50 and CPU per request, median over the rounds.
    Short windows and many rounds: on a machine shared with other work, a burst of it then
-   spoils a few pairs instead of a whole exporter's figure.
+   spoils a few pairs instead of a whole exporter's figure. With ``--scrape-only`` each of the
+   three runs as ``--processes`` identical processes (``ours-off``, ``ours-off#2``, ...), and a
+   round's figure for each is the mean over its processes: two identical exporter processes
+   can differ by 8 % in p50 here (memory layout, hash seed, scheduling), as much as the
+   difference to be measured, so one process of each would compare the processes. The spread
+   of two identical ones (``ours-off#2`` against ``ours-off``) is printed beside the table.
 5. Resident memory (VmRSS) and threads of each at the end.
 6. What the collector's part of a scrape costs, step by step: a CeleryCollector with task events
    in the bench's own process, after 3 real tasks, timed without HTTP (best of 20 x 500).
@@ -616,31 +621,46 @@ def print_phase(phase: Phase) -> None:
 
 
 def print_scrapes(targets: Sequence[Process], rounds: int, window: float) -> dict[str, float]:
-    """The table of section 4; each exporter's median p50 ratio to ours-off's."""
+    """The table of section 4; each exporter's median p50 ratio to ours-off's, over its
+    identical processes (``name``, ``name#2``, ...) where it runs as several."""
     sizes = {p.name: series(p) for p in targets}
     found = scrape_rounds(targets, rounds, window)
+    kinds: dict[str, list[str]] = {}
+    for p in targets:
+        kinds.setdefault(p.name.split("#")[0], []).append(p.name)
+
+    def each_round(kind: str, figure: Callable[[Run], float]) -> list[float]:
+        return [statistics.fmean(figure(r[name]) for name in kinds[kind]) for r in found]
+
     print(
-        f"\n## 4. Scrapes of ours: wrk -t1 -c1, {rounds} rounds of {window:g} s per exporter, "
+        f"\n## 4. Scrapes of ours: wrk -t1 -c1, {rounds} rounds of {window:g} s per process, "
         "the order rotating"
     )
     print(
-        "| exporter | series | p50 ms | p99 ms | requests/s | CPU ms/request | p50 / off "
-        "| CPU / off |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| exporter | processes | series | p50 ms | p99 ms | requests/s | CPU ms/request "
+        "| p50 / off | CPU / off |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |"
     )
-    ratios = {}
-    for p in targets:
-        mine = [r[p.name] for r in found]
-        ratios[p.name] = med([r[p.name].p50_ms / r["ours-off"].p50_ms for r in found])
-        cpu = med([r[p.name].cpu_ms_per_request / r["ours-off"].cpu_ms_per_request for r in found])
+    off_p50 = each_round("ours-off", lambda r: r.p50_ms)
+    off_cpu = each_round("ours-off", lambda r: r.cpu_ms_per_request)
+    ratios, by_round = {}, {}
+    for kind, names in kinds.items():
+        p50 = each_round(kind, lambda r: r.p50_ms)
+        cpu = each_round(kind, lambda r: r.cpu_ms_per_request)
+        by_round[kind] = [a / b for a, b in zip(p50, off_p50, strict=True)]
+        ratios[kind] = med(by_round[kind])
         print(
-            f"| {p.name} | {sizes[p.name]} | {med([r.p50_ms for r in mine]):.2f} | "
-            f"{med([r.p99_ms for r in mine]):.2f} | "
-            f"{med([r.requests_per_second for r in mine]):.0f} | "
-            f"{med([r.cpu_ms_per_request for r in mine]):.3f} | {ratios[p.name]:.2f} | "
-            f"{cpu:.2f} |"
+            f"| {kind} | {len(names)} | {sizes[names[0]]} | {med(p50):.2f} | "
+            f"{med(each_round(kind, lambda r: r.p99_ms)):.2f} | "
+            f"{med(each_round(kind, lambda r: r.requests_per_second)):.0f} | {med(cpu):.3f} | "
+            f"{ratios[kind]:.2f} | {med([a / b for a, b in zip(cpu, off_cpu, strict=True)]):.2f} |"
         )
-    by_round = [r["ours-on"].p50_ms / r["ours-off"].p50_ms for r in found]
-    print("# p50 ours-on / ours-off by round: " + ", ".join(f"{x:.2f}" for x in by_round))
+    off = kinds["ours-off"]
+    if len(off) > 1:
+        twins = med([r[off[1]].p50_ms / r[off[0]].p50_ms for r in found])
+        print(f"# two identical processes, p50 {off[1]} / {off[0]}: {twins:.2f}")
+    shown = ", ".join(f"{x:.2f}" for x in by_round["ours-on"])
+    print(f"# p50 ours-on / ours-off by round: {shown}")
     return ratios
 
 
@@ -760,6 +780,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--warm-tasks", type=int, default=20, help="real tasks run first with --scrape-only"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="identical processes of each of ours with --scrape-only (section 4)",
+    )
     args = parser.parse_args(argv)
     problems = missing(flower=not args.scrape_only)
     if problems:
@@ -791,14 +817,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         defaults_env = {**off_env, "PIXCRAWLER_CELERY_BROKER_URL": server.url()}
         on_env = {**defaults_env, "PIXCRAWLER_CELERY_TASK_EVENTS": "true"}
         ours = {}
+        copies = max(args.processes, 1) if args.scrape_only else 1
         for name, env in (
             ("ours-on", on_env),
             ("ours-on-no-task-events", defaults_env),
             ("ours-off", off_env),
         ):
-            port = free_port()
-            cmd = [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"{HOST}:{port}"]
-            ours[name] = stack.enter_context(serving(name, cmd, env, port, "/metrics", logs))
+            for copy in range(1, copies + 1):
+                named = name if copy == 1 else f"{name}#{copy}"
+                port = free_port()
+                cmd = [sys.executable, "-m", "pixcrawler_exporter", "--listen", f"{HOST}:{port}"]
+                ours[named] = stack.enter_context(serving(named, cmd, env, port, "/metrics", logs))
         on = ours["ours-on"]
         if args.scrape_only:
             warm(crawler, on, args.kills, args.warm_tasks)
