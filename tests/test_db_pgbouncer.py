@@ -158,14 +158,22 @@ def fallbacks(caplog: pytest.LogCaptureFixture) -> int:
     return sum(FALLBACK in r.getMessage() for r in caplog.records)
 
 
+def prepared_first(
+    collectors: Callable[..., DatabaseCollector], caplog: pytest.LogCaptureFixture
+) -> DatabaseCollector:
+    """A collector whose statement is prepared on the one server connection there is."""
+    caplog.set_level(logging.WARNING, logger="pixcrawler_exporter")
+    first = collectors()
+    assert first.read().active_chunks == ACTIVE
+    return first
+
+
 def test_an_exporter_restarted_behind_the_pool_prepares_over_its_earlier_statement(
     jobs: PostgresServer,
     collectors: Callable[..., DatabaseCollector],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="pixcrawler_exporter")
-    first = collectors()
-    assert first.read().active_chunks == ACTIVE  # prepared on the one server connection there is
+    first = prepared_first(collectors, caplog)
     first.close()
     # The exporter restarted (or a second one): its PREPARE reaches the same server connection,
     # which still holds the statement the earlier process made there.
@@ -196,9 +204,7 @@ def test_a_statement_another_exporter_prepared_on_the_pool_is_never_run(
     collectors: Callable[..., DatabaseCollector],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="pixcrawler_exporter")
-    first = collectors()
-    assert first.read().active_chunks == ACTIVE  # prepared on the one server connection there is
+    _first = prepared_first(collectors, caplog)  # kept open to the end, as before
     # Another exporter with other database.names (or this one restarted with them): its
     # statement is prepared and run on the pool's second server connection...
     other = collectors("other_jobs")
