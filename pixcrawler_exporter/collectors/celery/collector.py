@@ -119,7 +119,8 @@ class CeleryCollector(Collector[CeleryReading]):
         events = self._listener.reading(now)
         with self._lock:
             brk, rec = self._broker_reading, self._reconcile_reading
-            key = (events, brk, rec, self._recorded, self._listener.error)
+            # Every broker or reconciliation result goes through _record, which counts it.
+            key = (events, self._recorded, self._listener.error)
             kept = self._kept
             if kept is not None and now <= kept[1] and kept[0] == key:
                 return kept[2]
