@@ -2,7 +2,7 @@
 
     pip install 'flower>=2,<3'      # the peer; not a dependency of the exporter
     PYTHONPATH=. python bench/pipeline.py [--kills 5] [--task-rate 100] [--replay-rate 500]
-        [--seconds 20] [--rounds 20] [--window 1] [--scrape-only [--processes 2]]
+        [--seconds 20] [--turns 3000] [--scrape-only [--processes 2]]
 
 Starts a private redis-server and ``--workers`` Celery workers of the tests' miniature PixCrawler
 (tests/helpers/redis_server.py, tests/helpers/celery_workers.py: prefork, task events on, a
@@ -42,21 +42,22 @@ truth. Then:
    handled, once neither grows any more), handled per second of the producer's sending time,
    how long after the tap each had them all, and each process's CPU (utime + stime from
    /proc/PID/stat over the phase) per 1,000 task events.
-4. Scrape of ours, collector on, on without task events, and off: wrk, one connection,
-   ``--window`` seconds each, the order rotating over ``--rounds`` rounds, with Prometheus's
-   headers; the ratio to off of each round's p50 and CPU per request, median over the rounds.
-   Short windows and many rounds: on a machine shared with other work, a burst of it then
-   spoils a few pairs instead of a whole exporter's figure. With ``--scrape-only`` each of the
-   three runs as ``--processes`` identical processes (``ours-off``, ``ours-off#2``, ...), and a
-   round's figure for each is the mean over its processes: two identical exporter processes
-   can differ by 8 % in p50 here (memory layout, hash seed, scheduling), as much as the
-   difference to be measured, so one process of each would compare the processes. The spread
-   of two identical ones (``ours-off#2`` against ``ours-off``) is printed beside the table.
+4. Scrape of ours, collector on, on without task events, and off, ``--turns`` times each: one
+   keep-alive connection to each, Prometheus's headers, one request at a time; each turn scrapes
+   every exporter once, in an order shuffled anew, and each scrape is timed from its first byte
+   sent to its last byte read. p50, p90 and p99 of each, CPU (utime + stime) per scrape, and the
+   ratios to off. Interleaving the requests times every exporter at the same moments of the
+   machine: on this shared VM the same process's p50 moves by a quarter between two 5 s wrk
+   windows, which one-window-per-exporter rounds turned into ratios 8 % apart for two identical
+   processes. With ``--scrape-only`` each of the three runs as ``--processes`` identical processes
+   (``ours-off``, ``ours-off#2``, ...), its p50 the mean of theirs, and the ratio of two identical
+   ones (``ours-off#2`` against ``ours-off``) is printed beside the table, as is the on / off
+   ratio of each fifth of the turns: the method's own spread.
 5. Resident memory (VmRSS) and threads of each at the end.
 6. What the collector's part of a scrape costs, step by step: a CeleryCollector with task events
    in the bench's own process, after 3 real tasks, timed without HTTP (best of 20 x 500).
 
-Needs redis-server, wrk, the test extra (``pip install -e '.[test]'``) and Flower 2.x.
+Needs redis-server, the test extra (``pip install -e '.[test]'``) and Flower 2.x.
 ``--scrape-only`` runs 4 to 6 alone, without Flower: ``--kills`` workers killed and
 ``--warm-tasks`` real tasks run first, unmeasured, so that ours holds what a full run leaves it.
 """
@@ -73,6 +74,7 @@ import random
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -95,7 +97,7 @@ if str(REPO) not in sys.path:
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.celery_load import TASK_EVENTS, template_fields  # noqa: E402
-from bench.load import HEADERS, HOST, Process, Run, temp_tree, wrk  # noqa: E402
+from bench.load import HEADERS, HOST, Process, temp_tree  # noqa: E402
 from bench.scrape import loadavg, ours_env  # noqa: E402
 from tests.conftest import free_port, stop_process, test_env  # noqa: E402
 from tests.helpers.celery_workers import MiniCrawler, decode_events  # noqa: E402
@@ -457,16 +459,76 @@ def record_templates(crawler: MiniCrawler, tap: Tap, path: Path) -> None:
 # --- 4. scrapes ---------------------------------------------------------------------------------
 
 
-def scrape_rounds(targets: Sequence[Process], rounds: int, window: float) -> list[dict[str, Run]]:
-    """One wrk window per target and round, the order rotating; each round's runs by name."""
-    for process in targets:
-        wrk(process, 1, 2, threads=1)  # warm-up
-    found = []
-    for rnd in range(rounds):
-        turn = rnd % len(targets)
-        order = [*targets[turn:], *targets[:turn]]
-        found.append({p.name: wrk(p, 1, window, threads=1) for p in order})
-    return found
+class Scraping:
+    """One keep-alive connection to an exporter, sending what Prometheus sends; each answer read
+    whole (its Content-Length) and timed from the first byte sent to the last byte read."""
+
+    def __init__(self, process: Process) -> None:
+        port = port_of(process)
+        self.process = process
+        self.ms: list[float] = []
+        lines = ["GET /metrics HTTP/1.1", f"Host: {HOST}:{port}"]
+        lines += [f"{k}: {v}" for k, v in HEADERS.items()]
+        self._request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self._sock = socket.create_connection((HOST, port), timeout=30)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def once(self) -> float:
+        start = time.perf_counter()
+        self._sock.sendall(self._request)
+        while (end := self._buffer.find(b"\r\n\r\n")) < 0:
+            self._buffer += self._recv()
+        status, *fields = self._buffer[:end].decode("latin-1").split("\r\n")
+        if status.split()[1] != "200":
+            raise RuntimeError(f"{self.process.name} answered {status!r}")
+        length = next(
+            int(f.split(":", 1)[1]) for f in fields if f.lower().startswith("content-length:")
+        )
+        whole = end + 4 + length
+        while len(self._buffer) < whole:
+            self._buffer += self._recv()
+        took = (time.perf_counter() - start) * 1000
+        self._buffer = self._buffer[whole:]
+        return took
+
+    def _recv(self) -> bytes:
+        chunk = self._sock.recv(1 << 16)
+        if not chunk:
+            raise RuntimeError(f"{self.process.name} closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@dataclass(frozen=True)
+class Scraped:
+    ms: dict[str, list[float]]  # each process's scrape latencies, in turn order
+    cpu_ms: dict[str, float]  # each process's CPU (utime + stime) per scrape
+
+
+def scrape_turns(targets: Sequence[Process], turns: int, rng: random.Random) -> Scraped:
+    """``turns`` scrapes of each target, one request at a time: each turn scrapes every target
+    once, in an order shuffled anew, so all of them are timed at the same moments of the
+    machine. After 100 turns unmeasured."""
+    scrapings = [Scraping(p) for p in targets]
+    try:
+        for _ in range(100):
+            for scraping in scrapings:
+                scraping.once()
+        cpu = {p.name: p.cpu_seconds() for p in targets}
+        ms: dict[str, list[float]] = {p.name: [] for p in targets}
+        order = list(scrapings)
+        for _ in range(turns):
+            rng.shuffle(order)
+            for scraping in order:
+                ms[scraping.process.name].append(scraping.once())
+        cpu_ms = {p.name: 1000 * (p.cpu_seconds() - cpu[p.name]) / turns for p in targets}
+    finally:
+        for scraping in scrapings:
+            scraping.close()
+    return Scraped(ms, cpu_ms)
 
 
 # --- 6. the collector's part of a scrape -------------------------------------------------------
@@ -620,47 +682,53 @@ def print_phase(phase: Phase) -> None:
         )
 
 
-def print_scrapes(targets: Sequence[Process], rounds: int, window: float) -> dict[str, float]:
-    """The table of section 4; each exporter's median p50 ratio to ours-off's, over its
-    identical processes (``name``, ``name#2``, ...) where it runs as several."""
+def print_scrapes(targets: Sequence[Process], turns: int, rng: random.Random) -> dict[str, float]:
+    """The table of section 4; each exporter's p50 over ours-off's, its p50 the mean of its
+    identical processes' (``name``, ``name#2``, ...) where it runs as several."""
     sizes = {p.name: series(p) for p in targets}
-    found = scrape_rounds(targets, rounds, window)
+    found = scrape_turns(targets, turns, rng)
     kinds: dict[str, list[str]] = {}
-    for p in targets:
-        kinds.setdefault(p.name.split("#")[0], []).append(p.name)
+    for target in targets:
+        kinds.setdefault(target.name.split("#")[0], []).append(target.name)
 
-    def each_round(kind: str, figure: Callable[[Run], float]) -> list[float]:
-        return [statistics.fmean(figure(r[name]) for name in kinds[kind]) for r in found]
+    def of(
+        kind: str, figure: Callable[[list[float]], float], start: int = 0, stop: int = turns
+    ) -> float:
+        return statistics.fmean(figure(found.ms[name][start:stop]) for name in kinds[kind])
+
+    def pct(q: int) -> Callable[[list[float]], float]:
+        return lambda ms: statistics.quantiles(ms, n=100)[q - 1]
 
     print(
-        f"\n## 4. Scrapes of ours: wrk -t1 -c1, {rounds} rounds of {window:g} s per process, "
-        "the order rotating"
+        f"\n## 4. Scrapes of ours: {turns} turns, each scraping every process once (one request "
+        "at a time, keep-alive, Prometheus's headers), the order shuffled each turn"
     )
     print(
-        "| exporter | processes | series | p50 ms | p99 ms | requests/s | CPU ms/request "
-        "| p50 / off | CPU / off |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: |"
+        "| exporter | processes | series | p50 ms | p90 ms | p99 ms | CPU ms/scrape | p50 / off "
+        "| CPU / off |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
-    off_p50 = each_round("ours-off", lambda r: r.p50_ms)
-    off_cpu = each_round("ours-off", lambda r: r.cpu_ms_per_request)
-    ratios, by_round = {}, {}
+    off_p50 = of("ours-off", med)
+    off_cpu = statistics.fmean(found.cpu_ms[name] for name in kinds["ours-off"])
+    ratios = {}
     for kind, names in kinds.items():
-        p50 = each_round(kind, lambda r: r.p50_ms)
-        cpu = each_round(kind, lambda r: r.cpu_ms_per_request)
-        by_round[kind] = [a / b for a, b in zip(p50, off_p50, strict=True)]
-        ratios[kind] = med(by_round[kind])
+        cpu = statistics.fmean(found.cpu_ms[name] for name in names)
+        ratios[kind] = of(kind, med) / off_p50
         print(
-            f"| {kind} | {len(names)} | {sizes[names[0]]} | {med(p50):.2f} | "
-            f"{med(each_round(kind, lambda r: r.p99_ms)):.2f} | "
-            f"{med(each_round(kind, lambda r: r.requests_per_second)):.0f} | {med(cpu):.3f} | "
-            f"{ratios[kind]:.2f} | {med([a / b for a, b in zip(cpu, off_cpu, strict=True)]):.2f} |"
+            f"| {kind} | {len(names)} | {sizes[names[0]]} | {of(kind, med):.2f} | "
+            f"{of(kind, pct(90)):.2f} | {of(kind, pct(99)):.2f} | {cpu:.3f} | {ratios[kind]:.3f} | "
+            f"{cpu / off_cpu:.2f} |"
         )
     off = kinds["ours-off"]
     if len(off) > 1:
-        twins = med([r[off[1]].p50_ms / r[off[0]].p50_ms for r in found])
-        print(f"# two identical processes, p50 {off[1]} / {off[0]}: {twins:.2f}")
-    shown = ", ".join(f"{x:.2f}" for x in by_round["ours-on"])
-    print(f"# p50 ours-on / ours-off by round: {shown}")
+        twins = med(found.ms[off[1]]) / med(found.ms[off[0]])
+        print(f"# two identical processes, p50 {off[1]} / {off[0]}: {twins:.3f}")
+    step = max(turns // 5, 1)
+    blocks = [
+        of("ours-on", med, start, start + step) / of("ours-off", med, start, start + step)
+        for start in range(0, turns - step + 1, step)
+    ]
+    shown = ", ".join(f"{x:.3f}" for x in blocks)
+    print(f"# p50 ours-on / ours-off by fifth of the turns: {shown}")
     return ratios
 
 
@@ -743,8 +811,6 @@ def missing(flower: bool = True) -> list[str]:
     problems = []
     if find_binary() is None:
         problems.append("redis-server is not installed (apt-get install redis-server)")
-    if shutil.which("wrk") is None:
-        problems.append("wrk is not installed (apt-get install wrk)")
     if not flower:
         return problems
     try:
@@ -768,8 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replay-rate", type=float, default=500, help="replayed tasks a second")
     parser.add_argument("--seconds", type=float, default=20, help="of each load")
     parser.add_argument("--settle", type=float, default=120, help="the most a load may drain for")
-    parser.add_argument("--rounds", type=int, default=20, help="of scrape windows")
-    parser.add_argument("--window", type=float, default=1, help="seconds of one scrape window")
+    parser.add_argument("--turns", type=int, default=3000, help="scrapes of each of ours")
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument(
         "--scrape-only",
@@ -831,13 +896,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         on = ours["ours-on"]
         if args.scrape_only:
             warm(crawler, on, args.kills, args.warm_tasks)
-            rounds = max(args.rounds, 1)
-            p50_ratio = print_scrapes(list(ours.values()), rounds, args.window)
+            p50_ratio = print_scrapes(list(ours.values()), max(args.turns, 1), rng)
             rss = print_memory(list(ours.values()))
             print_part(collector_part(server, crawler))
             print(
-                f"\n## Ratios\n- scrape p50, collector on / off: {p50_ratio['ours-on']:.2f}x "
-                f"with task events, {p50_ratio['ours-on-no-task-events']:.2f}x without "
+                f"\n## Ratios\n- scrape p50, collector on / off: {p50_ratio['ours-on']:.3f}x "
+                f"with task events, {p50_ratio['ours-on-no-task-events']:.3f}x without "
                 f"(target <= 1.1)\n- RSS: ours on / off {rss['ours-on'] / rss['ours-off']:.2f}x"
             )
             print(f"# load average after: {loadavg()}")
@@ -914,11 +978,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_phase(phases[-1])
 
         targets = list(ours.values())
-        p50_ratio = print_scrapes(targets, args.rounds, args.window) if args.rounds else {}
+        p50_ratio = print_scrapes(targets, args.turns, rng) if args.turns else {}
 
         rss = print_memory([*targets, flower])
 
-        if args.rounds:
+        if args.turns:
             print_part(collector_part(server, crawler))
 
         print("\n## Ratios: ours / Flower, unless said")
@@ -936,8 +1000,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if p50_ratio:
             print(
-                f"- scrape p50, collector on / off: {p50_ratio['ours-on']:.2f}x with task events, "
-                f"{p50_ratio['ours-on-no-task-events']:.2f}x without (target <= 1.1)"
+                f"- scrape p50, collector on / off: {p50_ratio['ours-on']:.3f}x with task events, "
+                f"{p50_ratio['ours-on-no-task-events']:.3f}x without (target <= 1.1)"
             )
         print(
             f"- RSS: ours on / Flower {rss['ours-on'] / rss['flower']:.2f}x; ours on / off "
