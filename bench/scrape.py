@@ -15,9 +15,9 @@ per connection, at most two) runs ``--seconds`` against ours and then the peer, 
 alternating between rounds, after a 2 s unmeasured warm-up of each in the first round. Header
 sets: ``bare`` is wrk's own request (no Accept, no Accept-Encoding: both answer the text format
 uncompressed); ``prometheus`` is what Prometheus sends (OpenMetrics preferred, ``Accept-Encoding:
-gzip``, the scrape timeout): ours answers OpenMetrics gzipped at level 1, node_exporter 1.5 the
-text format gzipped at Go's default level. Per window: requests/s, p50 and p99 latency, and the
-server's CPU per request from its ``/proc/PID/stat`` utime + stime delta.
+gzip``, the scrape timeout): ours answers OpenMetrics gzipped at ISA-L's level 1, node_exporter
+1.5 the text format gzipped at Go's default level. Per window: requests/s, p50 and p99 latency,
+and the server's CPU per request from its ``/proc/PID/stat`` utime + stime delta.
 
 Printed per header set and connection count: the medians over the rounds, the ratios ours/peer
 of those medians (the figures README quotes), and each round's ratios (their spread).

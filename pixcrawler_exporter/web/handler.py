@@ -6,7 +6,6 @@ The server (server.py) owns the connections, their threads and the limits this r
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import io
 import logging
@@ -21,12 +20,12 @@ from pixcrawler_exporter import __version__
 from pixcrawler_exporter.web import http1, netio, origin
 from pixcrawler_exporter.web.guard import CHALLENGE, BusyError
 from pixcrawler_exporter.web.routes import (
-    GZIP_LEVEL,
     GZIP_MIN_BYTES,
     READ_ONLY,
     Request,
     Response,
     Route,
+    gzipped,
     scrape_timeout,
 )
 
@@ -208,7 +207,7 @@ class Handler(BaseHTTPRequestHandler):
             and "Content-Encoding" not in headers
             and http1.accepts(self._fields.get("Accept-Encoding"), "gzip")
         ):
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+            body = gzipped(body)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
         if headers.get("Connection", "").lower() == "close":

@@ -7,7 +7,6 @@ honoured), shared renders of one collection, the landing page and liveness.
 from __future__ import annotations
 
 import functools
-import gzip
 import html
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from isal import igzip
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
@@ -31,8 +31,14 @@ MIN_SCRAPE_SECONDS = 0.1
 MAX_SCRAPE_SECONDS = 120.0
 # Below this size gzip costs more time than the bytes it saves on any network.
 GZIP_MIN_BYTES = 1024
-# Level 1 compresses a scrape in half the time of level 6, to about 1.2 times its size.
+# ISA-L's level 1 (python-isal): a scrape of 23 KB in 52 µs, to 5.5 KB; zlib's level 1 took
+# 236 µs to 5.7 KB, a tenth of the CPU of a whole scrape.
 GZIP_LEVEL = 1
+
+
+def gzipped(body: bytes) -> bytes:
+    """``body`` as a gzip member, the same bytes for the same body (no timestamp)."""
+    return igzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ def metrics_route(
         def render() -> tuple[bytes, bool]:
             body = encoder(collect(timeout))
             if compress and len(body) > GZIP_MIN_BYTES:
-                return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0), True
+                return gzipped(body), True
             return body, False
 
         body, compressed = shared.get((content_type, compress), timeout, render)
