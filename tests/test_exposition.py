@@ -14,7 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from pixcrawler_exporter.collect.metrics import frozen
+from pixcrawler_exporter.collect.metrics import Bundle, frozen
 from pixcrawler_exporter.web import exposition, routes
 
 ACCEPTS = (
@@ -137,3 +137,35 @@ def test_a_frozen_family_is_written_once_per_format() -> None:
     text([plain])
     plain.add_metric(["2"], 1.0)
     assert text([plain]).decode().count("pixcrawler_y{") == 2
+
+
+def test_a_bundle_is_written_as_its_members_in_every_format() -> None:
+    members = []
+    for name in ("pixcrawler_a", "pixcrawler_b"):
+        g = GaugeMetricFamily(name, f"{name}.", labels=["w"])
+        g.add_metric(["x"], 1.5)
+        members.append(frozen(g))
+    plain = GaugeMetricFamily("pixcrawler_c", "C.", value=2)
+    bundle = Bundle.of(tuple(members))
+    assert bundle is not None
+    for accept in ACCEPTS:
+        theirs, content_type = routes.negotiate(accept)
+        ours = exposition.encoder(content_type, theirs)
+        expected = theirs(_Families([*members, plain]))
+        assert ours([bundle, plain]) == expected, accept
+        assert ours([bundle, plain]) == expected, accept  # the text kept on it
+    # An unsupported family among the members sends the whole scrape to client_python, the
+    # members in place of the bundle.
+    colon = frozen(GaugeMetricFamily("job:rate", "Rate.", value=1))
+    odd = Bundle.of((members[0], colon))
+    assert odd is not None
+    theirs, content_type = routes.negotiate("application/openmetrics-text")
+    assert exposition.encoder(content_type, theirs)([odd]) == theirs(_Families([members[0], colon]))
+
+
+def test_only_a_tuple_of_frozen_families_is_bundled() -> None:
+    kept = frozen(GaugeMetricFamily("pixcrawler_a", "A.", value=1))
+    moving = GaugeMetricFamily("pixcrawler_b", "B.", value=1)
+    assert Bundle.of((kept,)) is not None
+    assert Bundle.of((kept, moving)) is None
+    assert Bundle.of([kept]) is None

@@ -11,10 +11,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pixcrawler_exporter.collect.contract import Collector
+from pixcrawler_exporter.collect.metrics import Bundle, frozen, unbundled
 from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext, Registry, lazy
+from pixcrawler_exporter.collect.registry import Renderer
+from pixcrawler_exporter.collect.scraper import Scraper
 from tests.conftest import REPO
 
 # Runs in a fresh interpreter: the example's directory joins the collectors package before the
@@ -164,3 +167,46 @@ def test_every_collector_is_registered_under_its_own_name() -> None:
     } <= set(names)
     for r in REGISTRY.registrations():
         assert r.load().name == r.name
+
+
+class _Kept(Collector[int]):
+    """Hands back the same tuple of families while its reading stays the same."""
+
+    name = "kept"
+    descs = ()
+    freeze = True
+
+    def __init__(self) -> None:
+        self.made: dict[int, tuple[Metric, ...]] = {}
+        self.value = 1
+
+    def read(self) -> int:
+        return self.value
+
+    def metrics(self, reading: int) -> Iterable[Metric]:
+        if reading not in self.made:
+            g = GaugeMetricFamily("pixcrawler_kept", "Kept.", value=reading)
+            self.made[reading] = (frozen(g) if self.freeze else g,)
+        return self.made[reading]
+
+
+def _rendered(renderer: Renderer, scraper: Scraper) -> list[Metric]:
+    found = renderer.families(scraper.collect(5))
+    return [f for f in found if isinstance(f, Bundle) or f.name == "pixcrawler_kept"]
+
+
+def test_kept_frozen_families_are_served_as_one_bundle() -> None:
+    collector = _Kept()
+    scraper = Scraper([collector])
+    renderer = Renderer(scraper.collectors, "local", "local", "v2")
+    first = _rendered(renderer, scraper)
+    assert len(first) == 1 and isinstance(first[0], Bundle)
+    assert [f.samples[0].value for f in unbundled(first)] == [1]
+    assert _rendered(renderer, scraper)[0] is first[0]  # the same bundle, text and all
+    collector.value = 2
+    changed = _rendered(renderer, scraper)
+    assert changed[0] is not first[0]
+    assert [f.samples[0].value for f in unbundled(changed)] == [2]
+    collector.freeze, collector.value = False, 3
+    assert [type(f) for f in _rendered(renderer, scraper)] == [GaugeMetricFamily]
+    scraper.close()

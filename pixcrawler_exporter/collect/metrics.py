@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -117,3 +117,37 @@ def frozen(fam: Metric) -> Metric:
     until what it says changes, when the collector makes a new one instead of changing it."""
     fam.encoded = {}  # type: ignore[attr-defined]
     return fam
+
+
+class Bundle(Metric):
+    """Frozen families (:func:`frozen`) that a collector handed back unchanged, served as one.
+
+    Not a family of its own: nothing of it is written but its members' text, which the encoders
+    (web/exposition.py) write once per format and keep, as for a frozen family. It exists so that
+    a collector's kept families (the celery collector's, most scrapes) cost one item on their way
+    through the scrape instead of one each: about five Python calls a family, a tenth of what
+    that collector added to a scrape. Any other reader takes the members (:func:`unbundled`).
+    """
+
+    def __init__(self, members: tuple[Metric, ...]) -> None:
+        # client_python's constructor is not called: it would check a name that is never written.
+        self.members = members
+        self.encoded: dict[object, str] = {}
+        self.name, self.documentation, self.unit, self.type = "", "", "", "unknown"
+        self.samples = []
+
+    @classmethod
+    def of(cls, families: Iterable[Metric]) -> Bundle | None:
+        """A bundle of ``families`` when it is a tuple of frozen families, else None."""
+        if isinstance(families, tuple) and all(hasattr(f, "encoded") for f in families):
+            return cls(families)
+        return None
+
+
+def unbundled(families: Iterable[Metric]) -> Iterator[Metric]:
+    """``families``, with each :class:`Bundle` replaced by its members."""
+    for family in families:
+        if isinstance(family, Bundle):
+            yield from family.members
+        else:
+            yield family

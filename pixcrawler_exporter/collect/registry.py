@@ -12,7 +12,7 @@ from prometheus_client.core import Metric
 
 from pixcrawler_exporter import __version__
 from pixcrawler_exporter.collect.contract import Source
-from pixcrawler_exporter.collect.metrics import Desc, add
+from pixcrawler_exporter.collect.metrics import Bundle, Desc, add
 from pixcrawler_exporter.collect.registration import REGISTRY, BuildContext
 from pixcrawler_exporter.collect.scraper import Snapshot
 from pixcrawler_exporter.collectors import cgroup, watched
@@ -142,7 +142,11 @@ def check_names(collectors: Sequence[Source]) -> None:
 
 
 class Renderer:
-    """Turns a snapshot into the families of ``/metrics``."""
+    """Turns a snapshot into the families of ``/metrics``.
+
+    A collector that hands back the very tuple of frozen families it handed back last time (it
+    keeps them while nothing changed) has them served as one :class:`Bundle`.
+    """
 
     def __init__(
         self, collectors: Sequence[Source], environment: str, mode: str, cgroup_version: str
@@ -152,6 +156,8 @@ class Renderer:
             BUILD_INFO.value(1, __version__, platform.python_version()),
             ENVIRONMENT_INFO.value(1, environment, mode, cgroup_version),
         ]
+        # By collector: the families it handed back last, and their bundle (None: not frozen).
+        self._bundles: dict[str, tuple[Iterable[Metric], Bundle | None]] = {}
 
     def families(self, snapshot: Snapshot) -> Iterable[Metric]:
         yield from self.info
@@ -160,6 +166,14 @@ class Renderer:
             outcome = snapshot.outcomes[collector.name]
             add(success, 1 if outcome.success else 0, collector.name)
             add(duration, outcome.duration_seconds, collector.name)
-            yield from outcome.families()
+            families = outcome.families()
+            kept = self._bundles.get(collector.name)
+            if kept is None or kept[0] is not families:
+                # Scrapes may render at once: the worst a race costs is a bundle made twice.
+                kept = self._bundles[collector.name] = families, Bundle.of(families)
+            if kept[1] is not None:
+                yield kept[1]
+            else:
+                yield from families
         yield success
         yield duration

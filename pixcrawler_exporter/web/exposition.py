@@ -7,7 +7,8 @@ with names and label names of the legacy character set, without exemplars or nat
 histograms. Anything else, and any content type but the two Prometheus asks for, goes to
 client_python's own encoder, so what a scraper receives never depends on which one ran. The
 HELP and TYPE lines of a family are made once and kept, and so is the whole text of a family its
-collector marked frozen (``collect.metrics.frozen``: served again unchanged, scrape after scrape).
+collector marked frozen (``collect.metrics.frozen``: served again unchanged, scrape after scrape)
+and of a bundle of such families (``collect.metrics.Bundle``).
 Content negotiation stays client_python's (routes.negotiate): this only takes over the writing of
 what it chose.
 """
@@ -23,6 +24,8 @@ from typing import Any
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+
+from pixcrawler_exporter.collect.metrics import Bundle, unbundled
 
 Encoder = Callable[[Iterable[Metric]], bytes]
 
@@ -62,7 +65,7 @@ def encoder(content_type: str, fallback: Callable[[Any], bytes]) -> Encoder:
         and content_type.endswith("; escaping=underscores")
     ):
         return partial(_encode, _openmetrics, fallback)
-    return lambda families: bytes(fallback(_Families(list(families))))
+    return lambda families: bytes(fallback(_Families(list(unbundled(families)))))
 
 
 def _encode(
@@ -79,14 +82,26 @@ def _encode(
             elif (text := kept.get(write)) is not None:
                 out.append(text)
             else:
-                mine: list[str] = []
-                write(family, mine)
-                out.append(kept.setdefault(write, "".join(mine)))
+                out.append(_written(write, family))
     except _UnsupportedError:
-        return bytes(fallback(_Families(families)))
+        return bytes(fallback(_Families(list(unbundled(families)))))
     if write is _openmetrics:
         out.append("# EOF\n")
     return "".join(out).encode()
+
+
+def _written(write: Callable[[Metric, list[str]], None], family: Metric) -> str:
+    """The text of a frozen family or of a bundle of them, written once per format and kept."""
+    kept: dict[object, str] = family.encoded  # type: ignore[attr-defined]
+    text = kept.get(write)
+    if text is None:
+        mine: list[str] = []
+        if isinstance(family, Bundle):
+            mine = [_written(write, member) for member in family.members]
+        else:
+            write(family, mine)
+        text = kept.setdefault(write, "".join(mine))
+    return text
 
 
 _headers: dict[tuple[str, str, str, str, bool], str] = {}
