@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -207,6 +208,7 @@ def stack(
             30,
             s.detail,
         )
+        webhook.settle()
         yield s
     finally:
         for proc in reversed(started):
@@ -217,6 +219,31 @@ def stack(
         fake.stop()
         if database is not None:
             database.execute(f"DROP DATABASE IF EXISTS {E2E_DATABASE} WITH (FORCE)", "postgres")
+
+
+def test_the_stack_starts_once_start_up_alerts_have_resolved() -> None:
+    # What Alertmanager sent when Prometheus started slower than a scaled for: (the absent()
+    # branch of PixCrawlerExporterDown, without an instance): firing, then resolved.
+    down = {"alertname": "PixCrawlerExporterDown", "job": JOB, "severity": "critical"}
+    start = "2026-12-03T18:02:57.619Z"
+    webhook = Webhook()
+    webhook.notifications.append(
+        {"alerts": [{"status": "firing", "labels": down, "startsAt": start}]}
+    )
+    threading.Timer(
+        0.5,
+        lambda: webhook.notifications.append(
+            {"alerts": [{"status": "resolved", "labels": down, "startsAt": start}]}
+        ),
+    ).start()
+    webhook.settle(timeout=5)
+    assert not webhook.alerts("PixCrawlerExporterDown", "firing")
+    # One that does not resolve is a stack that did not start quiet: it fails, naming it.
+    webhook.notifications.append(
+        {"alerts": [{"status": "firing", "labels": down, "startsAt": start}]}
+    )
+    with pytest.raises(AssertionError, match="PixCrawlerExporterDown"):
+        webhook.settle(timeout=0.5)
 
 
 # --- breaches ---------------------------------------------------------------------------------

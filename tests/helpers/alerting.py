@@ -62,6 +62,36 @@ class Webhook:
             self.server.shutdown()
             self.server.server_close()
 
+    def settle(self, timeout: float = 30) -> None:
+        """Wait until every alert notified firing so far has been notified resolved, then forget
+        them all: what the tests see starts from a quiet stack.
+
+        The scaled ``for:`` (2m becomes 2s) is shorter than Prometheus's start on a loaded
+        machine: PixCrawlerExporterDown's ``absent(up{job=...})`` fired once before its first
+        scrape, and a test then read it as its own alert firing before its breach.
+        """
+
+        def unresolved() -> list[str]:
+            with self.lock:
+                alerts = [a for n in self.notifications for a in n["alerts"]]
+            done = {
+                (json.dumps(a["labels"], sort_keys=True), a["startsAt"])
+                for a in alerts
+                if a["status"] == "resolved"
+            }
+            return [
+                a["labels"]["alertname"]
+                for a in alerts
+                if a["status"] == "firing"
+                and (json.dumps(a["labels"], sort_keys=True), a["startsAt"]) not in done
+            ]
+
+        wait_until(
+            "start-up alerts resolved", lambda: not unresolved(), timeout, lambda: str(unresolved())
+        )
+        with self.lock:
+            self.notifications.clear()
+
     def alerts(self, name: str, status: str) -> list[dict[str, Any]]:
         """Alerts named ``name`` in notifications received so far, as Alertmanager sent them."""
         with self.lock:
