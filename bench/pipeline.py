@@ -466,7 +466,6 @@ class Scraping:
     def __init__(self, process: Process) -> None:
         port = port_of(process)
         self.process = process
-        self.ms: list[float] = []
         lines = ["GET /metrics HTTP/1.1", f"Host: {HOST}:{port}"]
         lines += [f"{k}: {v}" for k, v in HEADERS.items()]
         self._request = ("\r\n".join(lines) + "\r\n\r\n").encode()
